@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what the tests need (Debian packages: Postfix's smtp-sink, aiosmtpd,
+# Chromium) and runs every check and test. This is the README's test command and what
+# CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v smtp-sink >/dev/null 2>&1 || [ -x /usr/sbin/smtp-sink ] || need+=(postfix)
+python3 -c 'import aiosmtpd' >/dev/null 2>&1 || need+=(python3-aiosmtpd)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# Debian's aiosmtpd is for the system python; make sure the python3 on PATH has it too.
+python3 -c 'import aiosmtpd' >/dev/null 2>&1 || python3 -m pip install -q aiosmtpd
+
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+cargo test --all-targets

@@ -1,0 +1,186 @@
+//! The command line (clap derive only; behaviour lives in `cmd/`).
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "brief",
+    version,
+    about = "Compose, compile and deliver an email newsletter."
+)]
+pub struct Cli {
+    /// The newsletter's configuration file.
+    #[arg(long, global = true, default_value = "brief.toml", value_name = "PATH")]
+    pub config: PathBuf,
+    /// Print only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print more detail (repeat for even more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scaffold a working newsletter folder.
+    Init(InitArgs),
+    /// Validate config, templates, editions and lists; print every problem.
+    Check(CheckArgs),
+    /// Compose and compile an edition into email.mjml, email.html and email.txt.
+    Build(BuildArgs),
+    /// Send an edition to its audience (resumable), or a test to the editors.
+    Send(SendArgs),
+    /// For cron: send or resume every edition whose send_at has passed.
+    Dispatch(DispatchArgs),
+    /// Per-edition counts from the journal.
+    Status(StatusArgs),
+    /// Serve the unsubscribe endpoint (RFC 8058 one-click) and the web archive.
+    Serve(ServeArgs),
+    /// Add addresses to the suppression list.
+    Unsubscribe(UnsubscribeArgs),
+    /// Remove addresses from the suppression list.
+    Resubscribe(ResubscribeArgs),
+    /// List or export the suppression list.
+    Suppressions(SuppressionsArgs),
+    /// Write a static web archive of the editions, with an Atom feed.
+    Archive(ArchiveArgs),
+    /// Live-reloading local preview of an edition.
+    Preview(PreviewArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Folder to create (default: the current folder).
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Check only this edition (slug or path); default: every edition.
+    #[arg(long, value_name = "E")]
+    pub edition: Option<String>,
+    /// Print the problems as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The edition (slug or path).
+    #[arg(long, value_name = "E")]
+    pub edition: String,
+    /// Output folder (default: dist/<slug>/).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The edition (slug or path).
+    #[arg(long, value_name = "E")]
+    pub edition: String,
+    /// Test send: to the editors list (or only the --to addresses), subject prefixed [TEST].
+    #[arg(long)]
+    pub test: bool,
+    /// With --test: send only to these addresses (repeatable).
+    #[arg(long, value_name = "ADDR", requires = "test")]
+    pub to: Vec<String>,
+    /// Also resend recipients whose outcome is unknown, with the same Message-ID.
+    #[arg(long)]
+    pub resend_in_doubt: bool,
+    /// Render every message and report what would be sent; no connection, nothing recorded.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DispatchArgs {
+    /// Also send editions more than delivery.max_lateness late.
+    #[arg(long)]
+    pub allow_late: bool,
+    /// Wait for a running dispatch to finish instead of exiting 75.
+    #[arg(long)]
+    pub wait: bool,
+    /// Report what would be sent without sending.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this edition (slug or path).
+    #[arg(long, value_name = "E")]
+    pub edition: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    /// List the addresses in one state (sent, deferred, bounced, in_doubt, pending, expired, ...).
+    #[arg(long, value_name = "STATE", requires = "edition")]
+    pub recipients: Option<String>,
+    /// Look at the test-send journal instead of the real one.
+    #[arg(long)]
+    pub test: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default: unsubscribe.listen from the config).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UnsubscribeArgs {
+    /// Addresses to suppress.
+    #[arg(value_name = "ADDR")]
+    pub addresses: Vec<String>,
+    /// Apply the unsubscribe requests found in this maildir (mail sent to the mailto address).
+    #[arg(long, value_name = "DIR")]
+    pub from_maildir: Option<PathBuf>,
+    /// Apply the unsubscribe requests found in this mbox file.
+    #[arg(long, value_name = "FILE")]
+    pub from_mbox: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ResubscribeArgs {
+    /// Addresses to remove from the suppression list.
+    #[arg(value_name = "ADDR", required = true)]
+    pub addresses: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SuppressionsArgs {
+    /// Print as JSON.
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print as CSV (for export).
+    #[arg(long)]
+    pub csv: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ArchiveArgs {
+    /// Output folder (default: archive.out from the config).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Include every edition, not only those sent or due.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PreviewArgs {
+    /// The edition (slug or path).
+    #[arg(long, value_name = "E")]
+    pub edition: String,
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8026")]
+    pub listen: String,
+}

@@ -1,0 +1,49 @@
+//! One module per command. Each takes its parsed arguments and returns an [`Outcome`];
+//! errors go up to `main`, which prints the chain once and exits 1.
+
+use crate::cli::{Cli, Command};
+use crate::config::Config;
+use crate::exit::Outcome;
+use anyhow::Result;
+
+pub fn run(cli: Cli) -> Result<Outcome> {
+    match cli.command {
+        Command::Init(args) => unimplemented_yet("init", args),
+        Command::Check(args) => with_config(&cli.config, |c| unimplemented_yet("check", (c, args))),
+        Command::Build(args) => with_config(&cli.config, |c| unimplemented_yet("build", (c, args))),
+        Command::Send(args) => with_config(&cli.config, |c| unimplemented_yet("send", (c, args))),
+        Command::Dispatch(args) => {
+            with_config(&cli.config, |c| unimplemented_yet("dispatch", (c, args)))
+        }
+        Command::Status(args) => {
+            with_config(&cli.config, |c| unimplemented_yet("status", (c, args)))
+        }
+        Command::Serve(args) => with_config(&cli.config, |c| unimplemented_yet("serve", (c, args))),
+        Command::Unsubscribe(args) => {
+            with_config(&cli.config, |c| unimplemented_yet("unsubscribe", (c, args)))
+        }
+        Command::Resubscribe(args) => {
+            with_config(&cli.config, |c| unimplemented_yet("resubscribe", (c, args)))
+        }
+        Command::Suppressions(args) => with_config(&cli.config, |c| {
+            unimplemented_yet("suppressions", (c, args))
+        }),
+        Command::Archive(args) => {
+            with_config(&cli.config, |c| unimplemented_yet("archive", (c, args)))
+        }
+        Command::Preview(args) => {
+            with_config(&cli.config, |c| unimplemented_yet("preview", (c, args)))
+        }
+    }
+}
+
+fn with_config(
+    path: &std::path::Path,
+    f: impl FnOnce(Config) -> Result<Outcome>,
+) -> Result<Outcome> {
+    f(Config::load(path)?)
+}
+
+fn unimplemented_yet<T>(name: &str, _args: T) -> Result<Outcome> {
+    anyhow::bail!("`brief {name}` is not built yet")
+}

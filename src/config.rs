@@ -1,0 +1,449 @@
+//! `brief.toml`: the newsletter's configuration. Strict: an unknown key is an error
+//! naming file, line, column and the nearest known key. Everything optional has a
+//! default; secrets are read only from environment variables the config names.
+
+use crate::clock::parse_duration;
+use crate::diag::{from_toml_strict, Diagnostic};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Deserializer};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A development key for the `outbox` transport when no secret is set, so a fresh
+/// clone runs. Never used for SMTP delivery or `brief serve`.
+const DEV_SECRET: &str = "brief-development-secret-not-for-real-mail";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub newsletter: Newsletter,
+    #[serde(default)]
+    pub delivery: Delivery,
+    #[serde(default)]
+    pub smtp: Smtp,
+    #[serde(default)]
+    pub unsubscribe: Unsubscribe,
+    pub dkim: Option<Dkim>,
+    #[serde(default)]
+    pub state: State,
+    #[serde(default)]
+    pub archive: Archive,
+    /// The folder that holds brief.toml; relative paths are resolved against it.
+    #[serde(skip)]
+    pub root: PathBuf,
+    /// Where the config was read from (for messages).
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Newsletter {
+    pub name: String,
+    pub from: String,
+    pub reply_to: Option<String>,
+    pub list_id: String,
+    pub base_url: String,
+    pub postal_address: String,
+    #[serde(default = "default_audience")]
+    pub audience: Vec<String>,
+    #[serde(default = "default_editors")]
+    pub editors: String,
+    /// Default heading of the roundup section.
+    #[serde(default = "default_roundup_title")]
+    pub roundup_title: String,
+    /// Default heading of the agenda section.
+    #[serde(default = "default_agenda_title")]
+    pub agenda_title: String,
+    /// Language of the HTML (`<html lang>`).
+    #[serde(default = "default_language")]
+    pub language: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Outbox,
+    Smtp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delivery {
+    #[serde(default = "default_transport")]
+    pub transport: Transport,
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    #[serde(default)]
+    pub rate_per_second: f64,
+    #[serde(default = "d_6h", deserialize_with = "duration")]
+    pub max_lateness: Duration,
+    #[serde(default = "d_5m", deserialize_with = "duration")]
+    pub retry_min: Duration,
+    #[serde(default = "d_1h", deserialize_with = "duration")]
+    pub retry_max: Duration,
+    #[serde(default = "d_2d", deserialize_with = "duration")]
+    pub give_up_after: Duration,
+    /// Send a short report to the editors when an edition finishes or stops.
+    #[serde(default = "yes")]
+    pub report: bool,
+    /// Folder of the `outbox` transport (one sub-folder per edition).
+    #[serde(default = "default_outbox")]
+    pub outbox: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tls {
+    Starttls,
+    Tls,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Smtp {
+    #[serde(default = "default_host")]
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default = "default_tls")]
+    pub tls: Tls,
+    #[serde(default)]
+    pub username: String,
+    #[serde(default = "default_password_env")]
+    pub password_env: String,
+    /// Name sent in EHLO; default: the machine's host name.
+    pub hello_name: Option<String>,
+    /// How long to wait for any one server reply.
+    #[serde(default = "d_60s", deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unsubscribe {
+    #[serde(default = "default_secret_env")]
+    pub secret_env: String,
+    /// A retired secret: links signed with it keep working until
+    /// `previous_secret_expires` (RFC 3339), so the secret can be rotated.
+    pub previous_secret_env: Option<String>,
+    pub previous_secret_expires: Option<toml::value::Datetime>,
+    pub mailto: Option<String>,
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dkim {
+    pub domain: String,
+    pub selector: String,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    #[serde(default = "default_state_path")]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Archive {
+    /// Where `brief archive` writes the site and `brief serve` serves it from.
+    #[serde(default = "default_archive_out")]
+    pub out: PathBuf,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        toml::from_str("").expect("all delivery keys have defaults")
+    }
+}
+impl Default for Smtp {
+    fn default() -> Self {
+        toml::from_str("").expect("all smtp keys have defaults")
+    }
+}
+impl Default for Unsubscribe {
+    fn default() -> Self {
+        toml::from_str("").expect("all unsubscribe keys have defaults")
+    }
+}
+impl Default for State {
+    fn default() -> Self {
+        toml::from_str("").expect("all state keys have defaults")
+    }
+}
+impl Default for Archive {
+    fn default() -> Self {
+        toml::from_str("").expect("all archive keys have defaults")
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn default_audience() -> Vec<String> {
+    vec!["readers".into()]
+}
+fn default_editors() -> String {
+    "editors".into()
+}
+fn default_roundup_title() -> String {
+    "The Roundup".into()
+}
+fn default_agenda_title() -> String {
+    "Look out for".into()
+}
+fn default_language() -> String {
+    "en".into()
+}
+fn default_transport() -> Transport {
+    Transport::Outbox
+}
+fn default_concurrency() -> usize {
+    8
+}
+fn d_60s() -> Duration {
+    Duration::from_secs(60)
+}
+fn d_5m() -> Duration {
+    Duration::from_secs(300)
+}
+fn d_1h() -> Duration {
+    Duration::from_secs(3600)
+}
+fn d_6h() -> Duration {
+    Duration::from_secs(6 * 3600)
+}
+fn d_2d() -> Duration {
+    Duration::from_secs(2 * 86_400)
+}
+fn yes() -> bool {
+    true
+}
+fn default_outbox() -> PathBuf {
+    "outbox".into()
+}
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_port() -> u16 {
+    587
+}
+fn default_tls() -> Tls {
+    Tls::Starttls
+}
+fn default_password_env() -> String {
+    "BRIEF_SMTP_PASSWORD".into()
+}
+fn default_secret_env() -> String {
+    "BRIEF_SECRET".into()
+}
+fn default_listen() -> String {
+    "127.0.0.1:8025".into()
+}
+fn default_state_path() -> PathBuf {
+    "state/brief.db".into()
+}
+fn default_archive_out() -> PathBuf {
+    "site".into()
+}
+
+impl Config {
+    /// Reads and validates `path`. Errors carry file:line:column.
+    pub fn load(path: &Path) -> Result<Config> {
+        let source = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let mut config = Config::parse(path, &source)?;
+        config.path = path.to_path_buf();
+        config.root = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Ok(config)
+    }
+
+    /// Parses config text; `path` is used for messages only.
+    pub fn parse(path: &Path, source: &str) -> Result<Config> {
+        let config: Config = from_toml_strict(path, source, 0)?;
+        config.validate(path, source)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path, source: &str) -> Result<()> {
+        let at = |key: &str, msg: String| -> anyhow::Error {
+            // Point at the key's line when we can find it.
+            let offset = source.find(&format!("\n{key}")).map_or(0, |i| i + 1);
+            Diagnostic::at_offset(path, source, offset, msg).into()
+        };
+        let n = &self.newsletter;
+        for (key, value) in [("from", Some(&n.from)), ("reply_to", n.reply_to.as_ref())] {
+            if let Some(v) = value {
+                if v.parse::<lettre::message::Mailbox>().is_err() {
+                    return Err(at(key, format!("`{key}` is not a valid address: {v}")));
+                }
+            }
+        }
+        if !(n.base_url.starts_with("https://") || n.base_url.starts_with("http://")) {
+            return Err(at(
+                "base_url",
+                "`base_url` must start with https:// or http://".into(),
+            ));
+        }
+        if n.list_id.trim().is_empty()
+            || n.list_id
+                .chars()
+                .any(|c| c.is_whitespace() || c == '<' || c == '>')
+        {
+            return Err(at(
+                "list_id",
+                "`list_id` must be a dot-separated name without spaces or <>".into(),
+            ));
+        }
+        if self.delivery.concurrency == 0 || self.delivery.concurrency > 256 {
+            return Err(at(
+                "concurrency",
+                "`concurrency` must be between 1 and 256".into(),
+            ));
+        }
+        if !(self.delivery.rate_per_second >= 0.0 && self.delivery.rate_per_second.is_finite()) {
+            return Err(at(
+                "rate_per_second",
+                "`rate_per_second` must be 0 (unlimited) or more".into(),
+            ));
+        }
+        if self.delivery.retry_min.is_zero() || self.delivery.retry_max < self.delivery.retry_min {
+            return Err(at(
+                "retry_max",
+                "`retry_min` must be above 0 and `retry_max` at least `retry_min`".into(),
+            ));
+        }
+        if let Some(m) = &self.unsubscribe.mailto {
+            if m.parse::<lettre::Address>().is_err() {
+                return Err(at(
+                    "mailto",
+                    format!("`mailto` is not a valid address: {m}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A path from the config, resolved against the newsletter folder.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.root.join(p)
+        }
+    }
+
+    pub fn editions_dir(&self) -> PathBuf {
+        self.root.join("editions")
+    }
+    pub fn templates_dir(&self) -> PathBuf {
+        self.root.join("templates")
+    }
+    pub fn subscribers_dir(&self) -> PathBuf {
+        self.root.join("subscribers")
+    }
+    pub fn list_path(&self, list: &str) -> PathBuf {
+        self.subscribers_dir().join(format!("{list}.csv"))
+    }
+    pub fn state_path(&self) -> PathBuf {
+        self.resolve(&self.state.path)
+    }
+    pub fn outbox_dir(&self) -> PathBuf {
+        self.resolve(&self.delivery.outbox)
+    }
+
+    /// The sender's domain (for Message-IDs).
+    pub fn sender_domain(&self) -> String {
+        let mailbox: lettre::message::Mailbox =
+            self.newsletter.from.parse().expect("validated at load");
+        mailbox.email.domain().to_string()
+    }
+
+    /// The HMAC secret for tokens and Message-IDs. With the outbox transport a missing
+    /// secret falls back to a development key (with a warning), so a fresh clone runs;
+    /// SMTP delivery and `brief serve` require a real one.
+    pub fn secret(&self, allow_dev: bool) -> Result<Vec<u8>> {
+        let name = &self.unsubscribe.secret_env;
+        match std::env::var(name) {
+            Ok(v) if v.len() >= 16 => Ok(v.into_bytes()),
+            Ok(_) => bail!("the secret in ${name} is too short: use at least 16 characters (e.g. `openssl rand -hex 32`)"),
+            Err(_) if allow_dev => {
+                tracing::warn!("${name} is not set: using an insecure development key (fine for the outbox transport, not for real mail)");
+                Ok(DEV_SECRET.as_bytes().to_vec())
+            }
+            Err(_) => bail!("set ${name} to a long random secret (e.g. `export {name}=$(openssl rand -hex 32)`); it signs unsubscribe links and Message-IDs"),
+        }
+    }
+
+    /// The retired secret, if one is configured and set.
+    pub fn previous_secret(&self) -> Option<Vec<u8>> {
+        let name = self.unsubscribe.previous_secret_env.as_ref()?;
+        std::env::var(name)
+            .ok()
+            .filter(|v| v.len() >= 16)
+            .map(String::into_bytes)
+    }
+
+    /// The SMTP password, from the environment variable the config names.
+    pub fn smtp_password(&self) -> Option<String> {
+        std::env::var(&self.smtp.password_env)
+            .ok()
+            .filter(|p| !p.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[newsletter]
+name = "The Brief"
+from = "The Brief <brief@news.example.org>"
+list_id = "the-brief.news.example.org"
+base_url = "https://news.example.org/brief"
+postal_address = "1 Example Street"
+"#;
+
+    #[test]
+    fn defaults_fill_everything_optional() {
+        let c = Config::parse(Path::new("brief.toml"), MINIMAL).unwrap();
+        assert_eq!(c.delivery.transport, Transport::Outbox);
+        assert_eq!(c.delivery.concurrency, 8);
+        assert_eq!(c.delivery.retry_min, Duration::from_secs(300));
+        assert_eq!(c.smtp.tls, Tls::Starttls);
+        assert_eq!(c.state.path, PathBuf::from("state/brief.db"));
+        assert_eq!(c.newsletter.audience, vec!["readers".to_string()]);
+        assert_eq!(c.sender_domain(), "news.example.org");
+    }
+
+    #[test]
+    fn unknown_key_is_located_with_suggestion() {
+        let src = format!("{MINIMAL}\n[delivery]\nconcurency = 4\n");
+        let err = Config::parse(Path::new("brief.toml"), &src).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "brief.toml:10:1: error: unknown key `concurency` (did you mean `concurrency`?)"
+        );
+    }
+
+    #[test]
+    fn bad_duration_is_located() {
+        let src = format!("{MINIMAL}\n[delivery]\nretry_min = \"5 parsecs\"\n");
+        let err = Config::parse(Path::new("brief.toml"), &src)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("brief.toml:10:13: error:"), "{err}");
+    }
+}

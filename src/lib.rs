@@ -1,0 +1,17 @@
+//! brief: an email newsletter pipeline.
+//!
+//! Edition ──compose──▶ MJML + text ──compile (mrml, once)──▶ Compiled
+//!   ──personalize (per recipient)──▶ message ──deliver (journal + transport)──▶ receipt
+//!
+//! One module per stage; the binary (`src/main.rs`) only parses the command line and
+//! maps outcomes to exit codes.
+
+pub mod cli;
+pub mod clock;
+pub mod cmd;
+pub mod config;
+pub mod diag;
+pub mod exit;
+pub mod personalize;
+pub mod store;
+pub mod token;

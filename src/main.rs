@@ -1,0 +1,53 @@
+use brief::cli::Cli;
+use brief::exit::{UsageError, ERROR, USAGE};
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.quiet, cli.verbose);
+    match brief::cmd::run(cli) {
+        Ok(outcome) => outcome.into(),
+        Err(err) => {
+            // The error chain, once: "error: outer: cause: root cause".
+            let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
+            eprintln!("error: {}", dedupe_chain(&chain).join(": "));
+            if err.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(USAGE)
+            } else {
+                ExitCode::from(ERROR)
+            }
+        }
+    }
+}
+
+/// Drops a cause whose text the previous message already contains (libraries often
+/// repeat their source in their own Display).
+fn dedupe_chain(chain: &[String]) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for msg in chain {
+        if out.last().is_some_and(|prev| prev.contains(msg.as_str())) {
+            continue;
+        }
+        out.push(msg);
+    }
+    out
+}
+
+/// Logs go to stderr, plain (journald adds its own time stamps); `RUST_LOG` overrides.
+fn init_logging(quiet: bool, verbose: u8) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("brief={level}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}

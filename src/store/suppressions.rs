@@ -1,0 +1,160 @@
+//! The suppression list: addresses that never receive mail again until resubscribed.
+
+use super::{address_key, SqliteStore};
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS suppressions (
+    address_key   TEXT PRIMARY KEY,
+    address       TEXT NOT NULL,
+    suppressed_at TEXT NOT NULL,
+    source        TEXT NOT NULL,
+    edition       TEXT
+);
+";
+
+/// How an address came to be suppressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SuppressionSource {
+    /// RFC 8058 one-click POST from a mailbox provider.
+    OneClick,
+    /// The button on the confirmation page.
+    Page,
+    /// A message to the `mailto` address.
+    Mailto,
+    /// `brief unsubscribe` by hand.
+    Manual,
+    /// A permanent bounce.
+    Bounce,
+}
+
+impl SuppressionSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuppressionSource::OneClick => "one-click",
+            SuppressionSource::Page => "page",
+            SuppressionSource::Mailto => "mailto",
+            SuppressionSource::Manual => "manual",
+            SuppressionSource::Bounce => "bounce",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SuppressionSource> {
+        [
+            SuppressionSource::OneClick,
+            SuppressionSource::Page,
+            SuppressionSource::Mailto,
+            SuppressionSource::Manual,
+            SuppressionSource::Bounce,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+}
+
+/// One suppressed address: who, when, how, and from which edition's link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Suppression {
+    pub address: String,
+    pub suppressed_at: DateTime<Utc>,
+    pub source: SuppressionSource,
+    pub edition: Option<String>,
+}
+
+/// What every state store offers for suppressions.
+pub trait SuppressionList {
+    fn is_suppressed(&self, email: &str) -> Result<bool>;
+    /// Records a suppression; returns false if the address was already suppressed
+    /// (the first record is kept).
+    fn suppress(&self, s: &Suppression) -> Result<bool>;
+    /// Removes a suppression; returns false if the address was not suppressed.
+    fn resubscribe(&self, email: &str) -> Result<bool>;
+    /// Every suppression, oldest first.
+    fn suppressions(&self) -> Result<Vec<Suppression>>;
+}
+
+impl SuppressionList for SqliteStore {
+    fn is_suppressed(&self, email: &str) -> Result<bool> {
+        let found: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT 1 FROM suppressions WHERE address_key = ?1")?
+            .query_row([address_key(email)], |r| r.get(0))
+            .optional()?;
+        Ok(found.is_some())
+    }
+
+    fn suppress(&self, s: &Suppression) -> Result<bool> {
+        let changed = self.conn.execute(
+            "INSERT OR IGNORE INTO suppressions (address_key, address, suppressed_at, source, edition)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                address_key(&s.address),
+                s.address.trim(),
+                s.suppressed_at.to_rfc3339(),
+                s.source.as_str(),
+                s.edition
+            ],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn resubscribe(&self, email: &str) -> Result<bool> {
+        let changed = self.conn.execute(
+            "DELETE FROM suppressions WHERE address_key = ?1",
+            [address_key(email)],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn suppressions(&self) -> Result<Vec<Suppression>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT address, suppressed_at, source, edition FROM suppressions ORDER BY suppressed_at, address_key",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (address, at, source, edition) = row?;
+            out.push(Suppression {
+                address,
+                suppressed_at: DateTime::parse_from_rfc3339(&at)?.with_timezone(&Utc),
+                source: SuppressionSource::parse(&source).unwrap_or(SuppressionSource::Manual),
+                edition,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suppress_is_idempotent_and_case_insensitive() {
+        let store = SqliteStore::in_memory().unwrap();
+        let s = Suppression {
+            address: "Ann@Example.org".into(),
+            suppressed_at: Utc::now(),
+            source: SuppressionSource::OneClick,
+            edition: Some("e1".into()),
+        };
+        assert!(store.suppress(&s).unwrap());
+        assert!(!store.suppress(&s).unwrap());
+        assert!(store.is_suppressed("ann@example.ORG").unwrap());
+        assert_eq!(store.suppressions().unwrap().len(), 1);
+        assert!(store.resubscribe("ANN@example.org").unwrap());
+        assert!(!store.is_suppressed("ann@example.org").unwrap());
+        assert!(!store.resubscribe("ann@example.org").unwrap());
+    }
+}
