@@ -9,10 +9,14 @@ use std::borrow::Cow;
 const OPEN: char = '\u{E000}';
 const CLOSE: char = '\u{E001}';
 
-/// Per-recipient fields every template can use. CSV columns come as `subscriber.<column>`.
+/// Per-recipient fields every template can use: the unsubscribe URL, and the
+/// subscriber's `email`, `name` and every other CSV column as `subscriber.<column>`.
 pub const UNSUBSCRIBE_URL: &str = "unsubscribe_url";
-pub const EMAIL: &str = "email";
-pub const NAME: &str = "name";
+
+/// The field key of a subscriber column (`email`, `name`, or any other CSV column).
+pub fn subscriber_field(column: &str) -> String {
+    format!("subscriber.{column}")
+}
 
 /// The marker that stands for field `key` until personalization.
 pub fn marker(key: &str) -> String {
