@@ -11,7 +11,7 @@ use crate::diag::{Diagnostic, Diagnostics};
 use crate::edition::{Edition, Link};
 use crate::personalize;
 use crate::token;
-use handlebars::Handlebars;
+use handlebars::{Context, Handlebars};
 use markdown::Rendered;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -58,8 +58,7 @@ impl Personal {
 
 /// The templates of one newsletter, parsed once and used for any number of editions.
 pub struct Composer {
-    html: Handlebars<'static>,
-    text: Handlebars<'static>,
+    registries: templates::Registries,
     sources: Vec<Source>,
     /// Non-fatal problems found while loading (unknown files in templates/).
     pub warnings: Vec<Diagnostic>,
@@ -74,10 +73,9 @@ impl Composer {
     /// Loads the defaults and the overrides in `dir`; reports every broken template.
     pub fn from_dir(dir: &Path) -> Result<Composer, Diagnostics> {
         let (sources, mut problems) = templates::load_sources(dir);
-        match templates::registries(&sources) {
-            Ok((html, text)) if !problems.iter().any(Diagnostic::is_error) => Ok(Composer {
-                html,
-                text,
+        match templates::registries(&sources, false) {
+            Ok(registries) if !problems.iter().any(Diagnostic::is_error) => Ok(Composer {
+                registries,
                 sources,
                 warnings: problems,
             }),
@@ -109,29 +107,28 @@ impl Composer {
     ) -> Result<Composed, Diagnostics> {
         let parts = Parts::render(edition);
         let view = View::new(config, edition, &parts, personal);
+        // One conversion of the data for both renders.
+        let context = Context::wraps(&view).map_err(|e| {
+            Diagnostics(vec![Diagnostic::error(&edition.path, 1, 1, e.to_string())])
+        })?;
         let mut problems = Vec::new();
-        let mjml = self
-            .html
-            .render("layout", &view)
-            .map_err(|e| {
-                problems.push(templates::render_error(
-                    &self.sources,
-                    self.source(Kind::Layout),
-                    &e,
-                ))
-            })
-            .unwrap_or_default();
-        let text = self
-            .text
-            .render("text", &view)
-            .map_err(|e| {
-                problems.push(templates::render_error(
-                    &self.sources,
-                    self.source(Kind::Text),
-                    &e,
-                ))
-            })
-            .unwrap_or_default();
+        let r = &self.registries;
+        let mut render = |registry: &Handlebars<'static>, kind: Kind| {
+            let name = self.source(kind).name;
+            registry
+                .render_with_context(name, &context)
+                .map_err(|e| {
+                    problems.push(templates::render_error(
+                        &self.sources,
+                        &r.layout,
+                        self.source(kind),
+                        &e,
+                    ))
+                })
+                .unwrap_or_default()
+        };
+        let mjml = render(&r.html, Kind::Layout);
+        let text = render(&r.text, Kind::Text);
         if !problems.is_empty() {
             return Err(Diagnostics(problems));
         }
@@ -152,17 +149,13 @@ impl Composer {
         edition: &Edition,
         personal: &Personal,
     ) -> Option<String> {
-        let mut traced: Vec<Source> = self.sources.clone();
-        for s in traced.iter_mut().filter(|s| s.kind == Kind::Partial) {
-            s.text = format!(
-                "<!--{TRACE_OPEN}{}-->{}<!--{TRACE_CLOSE}-->",
-                s.name, s.text
-            );
-        }
-        let (html, _) = templates::registries(&traced).ok()?;
+        let traced = templates::registries(&self.sources, true).ok()?;
         let parts = Parts::render(edition);
         let view = View::new(config, edition, &parts, personal);
-        html.render("layout", &view).ok()
+        traced
+            .html
+            .render(self.source(Kind::Layout).name, &view)
+            .ok()
     }
 }
 

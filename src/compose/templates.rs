@@ -153,11 +153,63 @@ pub fn load_sources(dir: &Path) -> (Vec<Source>, Vec<Diagnostic>) {
     (sources, problems)
 }
 
-/// The two registries: MJML (values HTML-escaped) and text (values as typed). Both
+/// The two registries, MJML (values HTML-escaped) and text (values as typed), both
 /// strict: a misspelled variable is an error, not an empty string.
-pub fn registries(
-    sources: &[Source],
-) -> Result<(Handlebars<'static>, Handlebars<'static>), Vec<Diagnostic>> {
+pub struct Registries {
+    pub html: Handlebars<'static>,
+    pub text: Handlebars<'static>,
+    /// The layout as registered, with its plain `{{> partial}}` calls inlined.
+    pub layout: Inlined,
+}
+
+/// The layout with the partials it calls plainly (`{{> name}}`) pasted in. handlebars
+/// deep-copies the whole template data at every partial call; pasting them in once
+/// at load time makes rendering several times faster. Calls with arguments are left
+/// to handlebars.
+#[derive(Debug, Clone, Default)]
+pub struct Inlined {
+    pub text: String,
+    /// Where each piece of `text` comes from: (start in `text`, source index, start in
+    /// that source), in order.
+    segments: Vec<(usize, usize, usize)>,
+    /// The sources pasted in.
+    used: Vec<usize>,
+}
+
+impl Inlined {
+    /// The source (index) and byte offset in it of a 1-based line and column of the
+    /// inlined layout.
+    pub fn origin(&self, line: usize, column: usize) -> Option<(usize, usize)> {
+        let offset = offset_of(&self.text, line, column)?;
+        let &(start, source, source_start) = self
+            .segments
+            .iter()
+            .rev()
+            .find(|(start, _, _)| *start <= offset)?;
+        Some((source, source_start + (offset - start)))
+    }
+}
+
+/// Byte offset of a 1-based line and column (in characters).
+fn offset_of(text: &str, line: usize, column: usize) -> Option<usize> {
+    let line_start = if line <= 1 {
+        0
+    } else {
+        text.match_indices('\n').nth(line - 2).map(|(i, _)| i + 1)?
+    };
+    let rest = &text[line_start..];
+    Some(
+        line_start
+            + rest
+                .char_indices()
+                .nth(column.saturating_sub(1))
+                .map_or(rest.len(), |(i, _)| i),
+    )
+}
+
+/// Builds both registries. With `trace`, each inlined partial is wrapped in
+/// `<!--brief-template:NAME-->` comments (see `Composer::compose_traced`).
+pub fn registries(sources: &[Source], trace: bool) -> Result<Registries, Vec<Diagnostic>> {
     let mut html = Handlebars::new();
     html.set_strict_mode(true);
     html.set_prevent_indent(true);
@@ -170,9 +222,25 @@ pub fn registries(
     text.register_escape_fn(handlebars::no_escape);
     text.register_helper("underline", Box::new(underline));
 
+    // Fast path: the layout with its partials pasted in, parsed once; the partials
+    // themselves only if something still calls them (with arguments, say).
+    let mut layout = Inlined::default();
+    if let Some(index) = sources.iter().position(|s| s.kind == Kind::Layout) {
+        inline(sources, index, trace, 0, &mut layout);
+    }
+    let layout_name = sources
+        .iter()
+        .find(|s| s.kind == Kind::Layout)
+        .map(|s| s.name);
+    let fast =
+        layout_name.is_some_and(|name| html.register_template_string(name, &layout.text).is_ok());
     let mut problems = Vec::new();
-    for s in sources {
+    for (i, s) in sources.iter().enumerate() {
         let result = match s.kind {
+            Kind::Layout if fast => Ok(()),
+            Kind::Partial if fast && !layout.text.contains("{{>") && layout.used.contains(&i) => {
+                Ok(())
+            }
             Kind::Layout => html.register_template_string(s.name, &s.text),
             Kind::Partial => html.register_partial(s.name, &s.text),
             Kind::Text => text.register_template_string(s.name, &s.text),
@@ -181,11 +249,57 @@ pub fn registries(
             problems.push(template_error(s, &e));
         }
     }
-    if problems.is_empty() {
-        Ok((html, text))
-    } else {
-        Err(problems)
+    if !problems.is_empty() {
+        return Err(problems);
     }
+    if !fast {
+        // Every part parses on its own but not pasted together: keep the layout as
+        // written (already registered above); positions need no mapping then.
+        layout = Inlined::default();
+    }
+    Ok(Registries { html, text, layout })
+}
+
+/// Appends source `index` to `out`, pasting in the partials it calls plainly.
+fn inline(sources: &[Source], index: usize, trace: bool, depth: usize, out: &mut Inlined) {
+    out.used.push(index);
+    let text = &sources[index].text;
+    let mut copied = 0;
+    let mut search = 0;
+    while let Some(at) = text[search..].find("{{>").map(|i| search + i) {
+        search = at + 3;
+        let after = &text[at + 3..];
+        let name_start = after.len() - after.trim_start_matches(' ').len();
+        let name_len = after[name_start..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .unwrap_or(after.len() - name_start);
+        let name = &after[name_start..name_start + name_len];
+        let tail = after[name_start + name_len..].trim_start_matches(' ');
+        if name.is_empty() || !tail.starts_with("}}") || depth > 8 {
+            continue;
+        }
+        let end = at + 3 + (after.len() - tail.len()) + 2;
+        let Some(partial) = sources
+            .iter()
+            .position(|s| s.kind == Kind::Partial && s.name == name)
+        else {
+            continue;
+        };
+        out.segments.push((out.text.len(), index, copied));
+        out.text.push_str(&text[copied..at]);
+        if trace {
+            out.text
+                .push_str(&format!("<!--{}{name}-->", super::TRACE_OPEN));
+        }
+        inline(sources, partial, trace, depth + 1, out);
+        if trace {
+            out.text.push_str(&format!("<!--{}-->", super::TRACE_CLOSE));
+        }
+        copied = end;
+        search = end;
+    }
+    out.segments.push((out.text.len(), index, copied));
+    out.text.push_str(&text[copied..]);
 }
 
 fn template_error(source: &Source, e: &TemplateError) -> Diagnostic {
@@ -205,13 +319,27 @@ fn template_error(source: &Source, e: &TemplateError) -> Diagnostic {
     )
 }
 
-/// A render error, located in the template it happened in.
-pub fn render_error(sources: &[Source], fallback: &Source, e: &RenderError) -> Diagnostic {
-    let source = e
+/// A render error, located in the template it happened in (through the inlined
+/// layout when it happened there).
+pub fn render_error(
+    sources: &[Source],
+    layout: &Inlined,
+    fallback: &Source,
+    e: &RenderError,
+) -> Diagnostic {
+    let mut source = e
         .template_name
         .as_deref()
         .and_then(|n| sources.iter().find(|s| s.name == n))
         .unwrap_or(fallback);
+    let mut line = e.line_no.unwrap_or(1);
+    let mut column = e.column_no.unwrap_or(1);
+    if source.kind == Kind::Layout && !layout.text.is_empty() {
+        if let Some((index, offset)) = e.line_no.and_then(|l| layout.origin(l, column)) {
+            source = &sources[index];
+            (line, column) = crate::diag::line_col(&source.text, offset);
+        }
+    }
     let message = match e.reason() {
         RenderErrorReason::MissingVariable(Some(var)) => {
             format!("`{var}` does not exist (templates are strict: check the spelling, or guard it with {{{{#if}}}})")
@@ -232,12 +360,7 @@ pub fn render_error(sources: &[Source], fallback: &Source, e: &RenderError) -> D
         }
         other => other.to_string(),
     };
-    Diagnostic::error(
-        source.display(),
-        e.line_no.unwrap_or(1),
-        e.column_no.unwrap_or(1),
-        message,
-    )
+    Diagnostic::error(source.display(), line, column, message)
 }
 
 /// `{{underline text}}`: a row of `-` as long as the text (at most 78).
