@@ -17,7 +17,7 @@ for width in 375 640; do
   chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
     --disable-background-networking --disable-component-update --disable-sync \
     --user-data-dir="$profile" \
-    --screenshot="$(realpath "$out")/email-$width.png" --window-size="$width,2400" \
+    --screenshot="$(realpath "$out")/email-$width.png" --window-size="$width,3000" \
     "file://$html" >/dev/null 2>&1
   rm -rf "$profile"
   echo "$out/email-$width.png"

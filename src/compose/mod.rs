@@ -120,7 +120,6 @@ impl Composer {
                 .map_err(|e| {
                     problems.push(templates::render_error(
                         &self.sources,
-                        &r.layout,
                         self.source(kind),
                         &e,
                     ))

@@ -4,9 +4,10 @@
 
 use crate::diag::{nearest, Diagnostic};
 use crate::personalize::{escape_value, Escape};
+use handlebars::template::TemplateElement;
 use handlebars::{
     Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderError,
-    RenderErrorReason, TemplateError, TemplateErrorReason,
+    RenderErrorReason, Template, TemplateError, TemplateErrorReason,
 };
 use std::path::{Path, PathBuf};
 
@@ -158,56 +159,17 @@ pub fn load_sources(dir: &Path) -> (Vec<Source>, Vec<Diagnostic>) {
 pub struct Registries {
     pub html: Handlebars<'static>,
     pub text: Handlebars<'static>,
-    /// The layout as registered, with its plain `{{> partial}}` calls inlined.
-    pub layout: Inlined,
 }
 
-/// The layout with the partials it calls plainly (`{{> name}}`) pasted in. handlebars
-/// deep-copies the whole template data at every partial call; pasting them in once
-/// at load time makes rendering several times faster. Calls with arguments are left
-/// to handlebars.
-#[derive(Debug, Clone, Default)]
-pub struct Inlined {
-    pub text: String,
-    /// Where each piece of `text` comes from: (start in `text`, source index, start in
-    /// that source), in order.
-    segments: Vec<(usize, usize, usize)>,
-    /// The sources pasted in.
-    used: Vec<usize>,
-}
+/// Lines in the layout as registered are `(source index + 1) * LINE_BASE + line`, so a
+/// render error names the template (partial) it happened in.
+const LINE_BASE: usize = 1_000_000;
 
-impl Inlined {
-    /// The source (index) and byte offset in it of a 1-based line and column of the
-    /// inlined layout.
-    pub fn origin(&self, line: usize, column: usize) -> Option<(usize, usize)> {
-        let offset = offset_of(&self.text, line, column)?;
-        let &(start, source, source_start) = self
-            .segments
-            .iter()
-            .rev()
-            .find(|(start, _, _)| *start <= offset)?;
-        Some((source, source_start + (offset - start)))
-    }
-}
-
-/// Byte offset of a 1-based line and column (in characters).
-fn offset_of(text: &str, line: usize, column: usize) -> Option<usize> {
-    let line_start = if line <= 1 {
-        0
-    } else {
-        text.match_indices('\n').nth(line - 2).map(|(i, _)| i + 1)?
-    };
-    let rest = &text[line_start..];
-    Some(
-        line_start
-            + rest
-                .char_indices()
-                .nth(column.saturating_sub(1))
-                .map_or(rest.len(), |(i, _)| i),
-    )
-}
-
-/// Builds both registries. With `trace`, each inlined partial is wrapped in
+/// Builds both registries. Every template is parsed on its own (positions in errors
+/// are its own); then the partials that the layout calls plainly (`{{> name}}`) are
+/// spliced into the layout's parsed form: handlebars deep-copies the whole template
+/// data at every partial call, and splicing avoids that (rendering gets several times
+/// faster). With `trace`, each spliced partial is wrapped in
 /// `<!--brief-template:NAME-->` comments (see `Composer::compose_traced`).
 pub fn registries(sources: &[Source], trace: bool) -> Result<Registries, Vec<Diagnostic>> {
     let mut html = Handlebars::new();
@@ -222,25 +184,9 @@ pub fn registries(sources: &[Source], trace: bool) -> Result<Registries, Vec<Dia
     text.register_escape_fn(handlebars::no_escape);
     text.register_helper("underline", Box::new(underline));
 
-    // Fast path: the layout with its partials pasted in, parsed once; the partials
-    // themselves only if something still calls them (with arguments, say).
-    let mut layout = Inlined::default();
-    if let Some(index) = sources.iter().position(|s| s.kind == Kind::Layout) {
-        inline(sources, index, trace, 0, &mut layout);
-    }
-    let layout_name = sources
-        .iter()
-        .find(|s| s.kind == Kind::Layout)
-        .map(|s| s.name);
-    let fast =
-        layout_name.is_some_and(|name| html.register_template_string(name, &layout.text).is_ok());
     let mut problems = Vec::new();
-    for (i, s) in sources.iter().enumerate() {
+    for s in sources {
         let result = match s.kind {
-            Kind::Layout if fast => Ok(()),
-            Kind::Partial if fast && !layout.text.contains("{{>") && layout.used.contains(&i) => {
-                Ok(())
-            }
             Kind::Layout => html.register_template_string(s.name, &s.text),
             Kind::Partial => html.register_partial(s.name, &s.text),
             Kind::Text => text.register_template_string(s.name, &s.text),
@@ -252,54 +198,134 @@ pub fn registries(sources: &[Source], trace: bool) -> Result<Registries, Vec<Dia
     if !problems.is_empty() {
         return Err(problems);
     }
-    if !fast {
-        // Every part parses on its own but not pasted together: keep the layout as
-        // written (already registered above); positions need no mapping then.
-        layout = Inlined::default();
+    for (index, s) in sources.iter().enumerate() {
+        let registry = if s.kind == Kind::Text {
+            &mut text
+        } else {
+            &mut html
+        };
+        if let Some(parsed) = registry.get_template(s.name) {
+            let spliced = if s.kind == Kind::Layout {
+                splice(parsed, index, sources, registry, trace, 0)
+            } else {
+                encode_lines(parsed, index)
+            };
+            registry.register_template(s.name, spliced);
+        }
     }
-    Ok(Registries { html, text, layout })
+    Ok(Registries { html, text })
 }
 
-/// Appends source `index` to `out`, pasting in the partials it calls plainly.
-fn inline(sources: &[Source], index: usize, trace: bool, depth: usize, out: &mut Inlined) {
-    out.used.push(index);
-    let text = &sources[index].text;
-    let mut copied = 0;
-    let mut search = 0;
-    while let Some(at) = text[search..].find("{{>").map(|i| search + i) {
-        search = at + 3;
-        let after = &text[at + 3..];
-        let name_start = after.len() - after.trim_start_matches(' ').len();
-        let name_len = after[name_start..]
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-            .unwrap_or(after.len() - name_start);
-        let name = &after[name_start..name_start + name_len];
-        let tail = after[name_start + name_len..].trim_start_matches(' ');
-        if name.is_empty() || !tail.starts_with("}}") || depth > 8 {
-            continue;
-        }
-        let end = at + 3 + (after.len() - tail.len()) + 2;
-        let Some(partial) = sources
-            .iter()
-            .position(|s| s.kind == Kind::Partial && s.name == name)
-        else {
-            continue;
+/// A copy of `t` (from source `index`) with plain partial calls replaced by the
+/// partials' elements, and every line encoded with its source.
+fn splice(
+    t: &Template,
+    index: usize,
+    sources: &[Source],
+    registry: &Handlebars<'static>,
+    trace: bool,
+    depth: usize,
+) -> Template {
+    let mut out = Template::default();
+    out.name.clone_from(&t.name);
+    for (i, element) in t.elements.iter().enumerate() {
+        let mapping = t.mapping.get(i).cloned().map(|mut m| {
+            m.0 += (index + 1) * LINE_BASE;
+            m
+        });
+        let push = |out: &mut Template, e: TemplateElement| {
+            out.elements.push(e);
+            out.mapping.extend(mapping.clone());
         };
-        out.segments.push((out.text.len(), index, copied));
-        out.text.push_str(&text[copied..at]);
-        if trace {
-            out.text
-                .push_str(&format!("<!--{}{name}-->", super::TRACE_OPEN));
+        match element {
+            TemplateElement::PartialExpression(call)
+                if call.params.is_empty()
+                    && call.hash.is_empty()
+                    && call.template.is_none()
+                    && depth < 8 =>
+            {
+                let target = call.name.as_name().and_then(|name| {
+                    let at = sources
+                        .iter()
+                        .position(|s| s.kind == Kind::Partial && s.name == name)?;
+                    Some((at, registry.get_template(name)?))
+                });
+                let Some((at, partial)) = target else {
+                    push(&mut out, element.clone());
+                    continue;
+                };
+                let name = sources[at].name;
+                if trace {
+                    push(
+                        &mut out,
+                        TemplateElement::RawString(format!("<!--{}{name}-->", super::TRACE_OPEN)),
+                    );
+                }
+                let inner = splice(partial, at, sources, registry, trace, depth + 1);
+                out.elements.extend(inner.elements);
+                out.mapping.extend(inner.mapping);
+                if trace {
+                    push(
+                        &mut out,
+                        TemplateElement::RawString(format!("<!--{}-->", super::TRACE_CLOSE)),
+                    );
+                }
+            }
+            TemplateElement::HelperBlock(block) => {
+                let mut block = block.clone();
+                block.template = block
+                    .template
+                    .as_ref()
+                    .map(|t| splice(t, index, sources, registry, trace, depth));
+                block.inverse = block
+                    .inverse
+                    .as_ref()
+                    .map(|t| splice(t, index, sources, registry, trace, depth));
+                push(&mut out, TemplateElement::HelperBlock(block));
+            }
+            other => push(&mut out, encode_element(other, index)),
         }
-        inline(sources, partial, trace, depth + 1, out);
-        if trace {
-            out.text.push_str(&format!("<!--{}-->", super::TRACE_CLOSE));
-        }
-        copied = end;
-        search = end;
     }
-    out.segments.push((out.text.len(), index, copied));
-    out.text.push_str(&text[copied..]);
+    // handlebars keeps one position per element; should some be missing, positions
+    // are dropped rather than shifted onto the wrong elements.
+    if out.mapping.len() != out.elements.len() {
+        out.mapping.clear();
+    }
+    out
+}
+
+/// `t` with its lines (and those of nested blocks) encoded with source `index`.
+fn encode_lines(t: &Template, index: usize) -> Template {
+    let mut out = t.clone();
+    for m in &mut out.mapping {
+        m.0 += (index + 1) * LINE_BASE;
+    }
+    out.elements = t
+        .elements
+        .iter()
+        .map(|e| encode_element(e, index))
+        .collect();
+    out
+}
+
+fn encode_element(e: &TemplateElement, index: usize) -> TemplateElement {
+    match e {
+        TemplateElement::HelperBlock(block) => {
+            let mut block = block.clone();
+            block.template = block.template.as_ref().map(|t| encode_lines(t, index));
+            block.inverse = block.inverse.as_ref().map(|t| encode_lines(t, index));
+            TemplateElement::HelperBlock(block)
+        }
+        TemplateElement::DecoratorBlock(block) | TemplateElement::PartialBlock(block) => {
+            let mut block = block.clone();
+            block.template = block.template.as_ref().map(|t| encode_lines(t, index));
+            match e {
+                TemplateElement::DecoratorBlock(_) => TemplateElement::DecoratorBlock(block),
+                _ => TemplateElement::PartialBlock(block),
+            }
+        }
+        other => other.clone(),
+    }
 }
 
 fn template_error(source: &Source, e: &TemplateError) -> Diagnostic {
@@ -319,27 +345,22 @@ fn template_error(source: &Source, e: &TemplateError) -> Diagnostic {
     )
 }
 
-/// A render error, located in the template it happened in (through the inlined
-/// layout when it happened there).
-pub fn render_error(
-    sources: &[Source],
-    layout: &Inlined,
-    fallback: &Source,
-    e: &RenderError,
-) -> Diagnostic {
+/// A render error, located in the template it happened in (lines carry their source,
+/// see [`LINE_BASE`]).
+pub fn render_error(sources: &[Source], fallback: &Source, e: &RenderError) -> Diagnostic {
     let mut source = e
         .template_name
         .as_deref()
         .and_then(|n| sources.iter().find(|s| s.name == n))
         .unwrap_or(fallback);
     let mut line = e.line_no.unwrap_or(1);
-    let mut column = e.column_no.unwrap_or(1);
-    if source.kind == Kind::Layout && !layout.text.is_empty() {
-        if let Some((index, offset)) = e.line_no.and_then(|l| layout.origin(l, column)) {
-            source = &sources[index];
-            (line, column) = crate::diag::line_col(&source.text, offset);
+    if line >= LINE_BASE {
+        if let Some(s) = sources.get(line / LINE_BASE - 1) {
+            source = s;
         }
+        line %= LINE_BASE;
     }
+    let column = e.column_no.unwrap_or(1);
     let message = match e.reason() {
         RenderErrorReason::MissingVariable(Some(var)) => {
             format!("`{var}` does not exist (templates are strict: check the spelling, or guard it with {{{{#if}}}})")
