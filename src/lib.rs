@@ -12,6 +12,8 @@ pub mod cmd;
 pub mod config;
 pub mod diag;
 pub mod exit;
+pub mod mailto;
 pub mod personalize;
+pub mod serve;
 pub mod store;
 pub mod token;
