@@ -529,3 +529,57 @@ fn retired_secret_works_until_it_expires() {
     assert!(String::from_utf8_lossy(&after.stdout).contains("1 without a valid token"));
     assert_eq!(n.suppressions().len(), 1);
 }
+
+/// Headless Chromium loads the confirmation page at 375 px and presses its button with
+/// a real mouse event (scripts/cdp-unsubscribe.py drives it over the DevTools protocol;
+/// page scripts are forbidden by the CSP, so nothing is injected into the page).
+#[test]
+fn confirmation_button_works_in_chromium() {
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "this test needs headless Chromium at /usr/bin/chromium (Debian package `chromium`)"
+    );
+    let n = Newsletter::new("");
+    let server = n.serve();
+    let token = n.token("browser@example.org", "2024-10-25", false);
+    let shots = n.path("shots");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cdp-unsubscribe.py");
+    let mut child = std::process::Command::new("python3")
+        .args([
+            script,
+            &format!("http://{}/brief/u/{token}", server.addr),
+            &shots,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 is needed to drive Chromium");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the Chromium check did not finish in 180 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for png in ["confirm.png", "unsubscribed.png", "resubscribed.png"] {
+        let bytes = std::fs::read(format!("{shots}/{png}")).expect(png);
+        assert!(
+            bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "{png} is not a PNG"
+        );
+    }
+    // The last step pressed "unsubscribe after all": the page's button, source `page`.
+    let list = n.suppressions();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["address"], "browser@example.org");
+    assert_eq!(list[0]["source"], "page");
+}
