@@ -391,6 +391,42 @@ fn sigterm_shuts_down_cleanly() {
 }
 
 #[test]
+fn sigterm_lets_a_request_in_flight_finish() {
+    use std::io::{Read, Write};
+    let n = Newsletter::new("");
+    let mut server = n.serve();
+    let token = n.token("inflight@example.org", "e1", false);
+    let body = b"List-Unsubscribe=One-Click";
+    let mut stream = std::net::TcpStream::connect(&server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /brief/u/{token} HTTP/1.1\r\nHost: x\r\nContent-Type: {FORM}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(&body[..10]).unwrap();
+    // Give the server time to read the head and start on the body; then stop it.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let pid = server.pid().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stream.write_all(&body[10..]).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(server.terminate().success());
+    assert_eq!(n.suppressions().len(), 1);
+}
+
+#[test]
 fn suppression_commands() {
     let n = Newsletter::new("");
     let bad = n.brief(&["unsubscribe", "ok@example.org", "not an address"]);

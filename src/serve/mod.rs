@@ -71,6 +71,7 @@ pub fn run(config: &Config, listen: &str) -> Result<()> {
         site: Site {
             name: config.newsletter.name.clone(),
             contact: contact_address(config),
+            language: config.newsletter.language.clone(),
         },
         base_path: base_path(&config.newsletter.base_url),
         archive_root: config.resolve(&config.archive.out),

@@ -40,17 +40,20 @@ pub struct Site {
     pub name: String,
     /// The address readers can write to (reply_to, or from).
     pub contact: String,
+    /// `<html lang>`.
+    pub language: String,
 }
 
 fn page(site: &Site, title: &str, body: &str) -> String {
     let name = escape(&site.name);
     format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+        "<!doctype html>\n<html lang=\"{lang}\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
 <meta name=\"referrer\" content=\"no-referrer\"><meta name=\"robots\" content=\"noindex\">\
 <title>{title} · {name}</title><style>{STYLE}</style></head>\n\
 <body><main><div class=\"card\"><p class=\"name\">{name}</p>\n{body}\n</div></main></body></html>\n",
         title = escape(title),
+        lang = escape(&site.language),
     )
 }
 
@@ -206,6 +209,7 @@ mod tests {
         Site {
             name: "The <Brief>".into(),
             contact: "editors@example.org".into(),
+            language: "en".into(),
         }
     }
 

@@ -202,6 +202,10 @@ impl Server {
         parse_response(&raw)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no chance to clean up.
     pub fn kill_9(&mut self) {
         let _ = self.child.kill();
