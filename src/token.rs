@@ -106,7 +106,14 @@ impl Keyring {
         let ring = Keyring::new(&config.secret(false)?, list_id);
         Ok(match config.previous_secret() {
             Some(old) => ring.with_previous_until(&old, list_id, config.previous_secret_expiry()?),
-            None => ring,
+            None => {
+                if let Some(name) = &config.unsubscribe.previous_secret_env {
+                    tracing::warn!(
+                        "${name} (previous_secret_env) is not set or too short: links signed with the retired secret are refused"
+                    );
+                }
+                ring
+            }
         })
     }
 

@@ -90,9 +90,11 @@ impl SuppressionList for SqliteStore {
     }
 
     fn suppress(&self, s: &Suppression) -> Result<bool> {
-        let changed = self.conn.execute(
+        // Cached: `brief serve` records many of these per transaction.
+        let changed = self.conn.prepare_cached(
             "INSERT OR IGNORE INTO suppressions (address_key, address, suppressed_at, source, edition)
              VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?.execute(
             params![
                 address_key(&s.address),
                 s.address.trim(),
