@@ -15,6 +15,8 @@ pub mod config;
 pub mod diag;
 pub mod edition;
 pub mod exit;
+pub mod mailto;
 pub mod personalize;
+pub mod serve;
 pub mod store;
 pub mod token;

@@ -8,6 +8,9 @@ use crate::config::Config;
 use crate::exit::Outcome;
 use anyhow::Result;
 
+mod serve;
+mod suppress;
+
 pub fn run(cli: Cli) -> Result<Outcome> {
     match cli.command {
         Command::Init(args) => unimplemented_yet("init", args),
@@ -20,16 +23,16 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Status(args) => {
             with_config(&cli.config, |c| unimplemented_yet("status", (c, args)))
         }
-        Command::Serve(args) => with_config(&cli.config, |c| unimplemented_yet("serve", (c, args))),
+        Command::Serve(args) => with_config(&cli.config, |c| serve::run(&c, &args)),
         Command::Unsubscribe(args) => {
-            with_config(&cli.config, |c| unimplemented_yet("unsubscribe", (c, args)))
+            with_config(&cli.config, |c| suppress::unsubscribe(&c, &args))
         }
         Command::Resubscribe(args) => {
-            with_config(&cli.config, |c| unimplemented_yet("resubscribe", (c, args)))
+            with_config(&cli.config, |c| suppress::resubscribe(&c, &args))
         }
-        Command::Suppressions(args) => with_config(&cli.config, |c| {
-            unimplemented_yet("suppressions", (c, args))
-        }),
+        Command::Suppressions(args) => {
+            with_config(&cli.config, |c| suppress::suppressions(&c, &args))
+        }
         Command::Archive(args) => {
             with_config(&cli.config, |c| unimplemented_yet("archive", (c, args)))
         }
