@@ -6,10 +6,12 @@
 //! One module per stage; the binary (`src/main.rs`) only parses the command line and
 //! maps outcomes to exit codes.
 
+pub mod audience;
 pub mod cli;
 pub mod clock;
 pub mod cmd;
 pub mod config;
+pub mod deliver;
 pub mod diag;
 pub mod exit;
 pub mod personalize;

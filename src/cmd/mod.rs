@@ -6,18 +6,19 @@ use crate::config::Config;
 use crate::exit::Outcome;
 use anyhow::Result;
 
+pub mod send;
+pub mod status;
+
 pub fn run(cli: Cli) -> Result<Outcome> {
     match cli.command {
         Command::Init(args) => unimplemented_yet("init", args),
         Command::Check(args) => with_config(&cli.config, |c| unimplemented_yet("check", (c, args))),
         Command::Build(args) => with_config(&cli.config, |c| unimplemented_yet("build", (c, args))),
-        Command::Send(args) => with_config(&cli.config, |c| unimplemented_yet("send", (c, args))),
+        Command::Send(args) => with_config(&cli.config, |c| send::run(c, args)),
         Command::Dispatch(args) => {
             with_config(&cli.config, |c| unimplemented_yet("dispatch", (c, args)))
         }
-        Command::Status(args) => {
-            with_config(&cli.config, |c| unimplemented_yet("status", (c, args)))
-        }
+        Command::Status(args) => with_config(&cli.config, |c| status::run(c, args)),
         Command::Serve(args) => with_config(&cli.config, |c| unimplemented_yet("serve", (c, args))),
         Command::Unsubscribe(args) => {
             with_config(&cli.config, |c| unimplemented_yet("unsubscribe", (c, args)))
