@@ -10,7 +10,9 @@ use crate::config::Config;
 use crate::exit::Outcome;
 use anyhow::Result;
 
+pub mod send;
 mod serve;
+pub mod status;
 mod suppress;
 
 pub fn run(cli: Cli) -> Result<Outcome> {
@@ -18,13 +20,11 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Init(args) => init::run(args),
         Command::Check(args) => with_config(&cli.config, |c| check::run(&c, args)),
         Command::Build(args) => with_config(&cli.config, |c| build::run(&c, args)),
-        Command::Send(args) => with_config(&cli.config, |c| unimplemented_yet("send", (c, args))),
+        Command::Send(args) => with_config(&cli.config, |c| send::run(c, args)),
         Command::Dispatch(args) => {
             with_config(&cli.config, |c| unimplemented_yet("dispatch", (c, args)))
         }
-        Command::Status(args) => {
-            with_config(&cli.config, |c| unimplemented_yet("status", (c, args)))
-        }
+        Command::Status(args) => with_config(&cli.config, |c| status::run(c, args)),
         Command::Serve(args) => with_config(&cli.config, |c| serve::run(&c, &args)),
         Command::Unsubscribe(args) => {
             with_config(&cli.config, |c| suppress::unsubscribe(&c, &args))
