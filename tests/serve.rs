@@ -354,6 +354,18 @@ fn archive_files_are_served_safely() {
         Some("public, max-age=3600")
     );
     assert_eq!(server.get("/2024-10-25/").body, "<h1>Edition</h1>");
+    let modified = edition
+        .header("last-modified")
+        .expect("Last-Modified")
+        .to_string();
+    let again = server.request(
+        "GET",
+        "/brief/2024-10-25/",
+        &[("If-Modified-Since", &modified)],
+        b"",
+    );
+    assert_eq!(again.status, 304);
+    assert!(again.body.is_empty());
     let feed = server.get("/brief/feed.xml");
     assert!(feed
         .header("content-type")
