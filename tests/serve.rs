@@ -277,7 +277,18 @@ fn resubscribe_undoes_a_readers_own_unsubscribe_only() {
     let res = server.request("POST", &format!("{path}/resubscribe"), &[], b"");
     assert_eq!(res.status, 200);
     assert!(res.body.contains("Welcome back"));
+    assert!(res.body.contains(&format!("action=\"../{token}\"")));
     assert!(n.suppressions().is_empty());
+    // A link with a trailing slash: the relative resubscribe action still lands right.
+    let res = server.request(
+        "POST",
+        &format!("{path}/"),
+        &[("Content-Type", FORM)],
+        b"action=unsubscribe",
+    );
+    assert!(res.body.contains("action=\"resubscribe\""), "{}", res.body);
+    let res = server.request("POST", &format!("{path}/resubscribe"), &[], b"");
+    assert!(res.body.contains("Welcome back"));
 
     let out = n.brief(&["unsubscribe", "boss@example.org"]);
     assert!(out.status.success());

@@ -264,7 +264,12 @@ async fn unsubscribe_route(app: &App, rest: &str, req: Request<Incoming>) -> Res
             if claims.test {
                 return page_response(StatusCode::OK, pages::test_message(&app.site));
             }
-            unsubscribe(app, claims, token, source).await
+            let resubscribe_action = if rest.ends_with('/') {
+                "resubscribe".to_string()
+            } else {
+                format!("{token}/resubscribe")
+            };
+            unsubscribe(app, claims, &resubscribe_action, source).await
         }
         ("resubscribe", true, _) if claims.test => {
             page_response(StatusCode::OK, pages::test_message(&app.site))
@@ -290,7 +295,7 @@ async fn unsubscribe_route(app: &App, rest: &str, req: Request<Incoming>) -> Res
 async fn unsubscribe(
     app: &App,
     claims: Claims,
-    token: &str,
+    resubscribe_action: &str,
     source: SuppressionSource,
 ) -> Response<Body> {
     let change = Change::Suppress {
@@ -301,7 +306,7 @@ async fn unsubscribe(
     match app.writer.apply(change).await {
         Ok(_) => page_response(
             StatusCode::OK,
-            pages::unsubscribed(&app.site, &claims.email, token),
+            pages::unsubscribed(&app.site, &claims.email, resubscribe_action),
         ),
         Err(err) => store_failed(app, &err),
     }
