@@ -432,7 +432,7 @@ fn sigterm_lets_a_request_in_flight_finish() {
     .unwrap();
     stream.write_all(&body[..10]).unwrap();
     // Give the server time to read the head and start on the body; then stop it.
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    std::thread::sleep(std::time::Duration::from_millis(1000));
     let pid = server.pid().to_string();
     assert!(std::process::Command::new("kill")
         .args(["-TERM", &pid])
