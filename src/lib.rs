@@ -9,8 +9,11 @@
 pub mod cli;
 pub mod clock;
 pub mod cmd;
+pub mod compile;
+pub mod compose;
 pub mod config;
 pub mod diag;
+pub mod edition;
 pub mod exit;
 pub mod mailto;
 pub mod personalize;

@@ -1,6 +1,8 @@
 //! One module per command. Each takes its parsed arguments and returns an [`Outcome`];
 //! errors go up to `main`, which prints the chain once and exits 1.
 
+pub mod build;
+
 use crate::cli::{Cli, Command};
 use crate::config::Config;
 use crate::exit::Outcome;
@@ -13,7 +15,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
     match cli.command {
         Command::Init(args) => unimplemented_yet("init", args),
         Command::Check(args) => with_config(&cli.config, |c| unimplemented_yet("check", (c, args))),
-        Command::Build(args) => with_config(&cli.config, |c| unimplemented_yet("build", (c, args))),
+        Command::Build(args) => with_config(&cli.config, |c| build::run(&c, args)),
         Command::Send(args) => with_config(&cli.config, |c| unimplemented_yet("send", (c, args))),
         Command::Dispatch(args) => {
             with_config(&cli.config, |c| unimplemented_yet("dispatch", (c, args)))

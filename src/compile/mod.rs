@@ -1,0 +1,286 @@
+//! Compile: the composed MJML, linted by brief (mrml does not validate), turned into
+//! HTML by mrml once per edition. The HTML and text still carry personalization
+//! markers; delivery fills them in per recipient.
+
+pub mod lint;
+
+use crate::compose::{Composer, Personal, TRACE_CLOSE, TRACE_OPEN};
+use crate::config::Config;
+use crate::diag::{line_col, Diagnostic, Diagnostics};
+use crate::edition::{self, Edition};
+use anyhow::Result;
+use std::path::PathBuf;
+
+/// Gmail clips messages whose HTML is larger than this.
+pub const GMAIL_CLIP_BYTES: usize = 102 * 1024;
+
+/// An edition ready for delivery: compiled once, personalized per recipient.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    pub slug: String,
+    pub edition: Edition,
+    pub subject: String,
+    pub preheader: String,
+    pub mjml: String,
+    /// HTML with markers for `unsubscribe_url` and `subscriber.*`.
+    pub html: String,
+    /// The text part with the same markers.
+    pub text: String,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Loads, composes and compiles an edition (a slug or a path). `columns` are the
+/// extra subscriber columns (besides `email` and `name`) templates may use.
+pub fn build(config: &Config, edition_arg: &str, columns: &[String]) -> Result<Compiled> {
+    let path = edition::resolve(config, edition_arg);
+    let edition = edition::load(&path)?;
+    let composer = Composer::new(config)?;
+    let mut compiled = compile_edition(config, &composer, edition, columns)?;
+    compiled
+        .warnings
+        .splice(0..0, composer.warnings.iter().cloned());
+    Ok(compiled)
+}
+
+/// Composes and compiles a loaded edition with an already loaded template set.
+pub fn compile_edition(
+    config: &Config,
+    composer: &Composer,
+    edition: Edition,
+    columns: &[String],
+) -> Result<Compiled, Diagnostics> {
+    let personal = Personal::markers(columns);
+    let composed = composer.compose(config, &edition, &personal)?;
+    let output = compile_mjml(&composed.mjml).map_err(|findings| {
+        Diagnostics(locate(
+            config,
+            composer,
+            &edition,
+            &personal,
+            &composed.mjml,
+            &findings,
+        ))
+    })?;
+    let mut warnings = Vec::new();
+    if !output.findings.is_empty() {
+        warnings = locate(
+            config,
+            composer,
+            &edition,
+            &personal,
+            &composed.mjml,
+            &output.findings,
+        );
+    }
+    if output.html.len() > GMAIL_CLIP_BYTES {
+        warnings.push(Diagnostic::warning(
+            &edition.path,
+            1,
+            1,
+            format!(
+                "the HTML is {} KB: Gmail clips messages over 102 KB (shorten the edition or the templates)",
+                output.html.len().div_ceil(1024)
+            ),
+        ));
+    }
+    Ok(Compiled {
+        slug: edition.slug.clone(),
+        subject: composed.subject,
+        preheader: composed.preheader,
+        mjml: composed.mjml,
+        html: output.html,
+        text: composed.text,
+        warnings,
+        edition,
+    })
+}
+
+/// A problem in the MJML, at a byte offset of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub offset: usize,
+    pub message: String,
+    pub error: bool,
+    /// Text to look for in the template to point at the right line.
+    pub snippet: String,
+}
+
+impl From<lint::Finding> for Finding {
+    fn from(f: lint::Finding) -> Self {
+        Finding {
+            offset: f.offset,
+            message: f.message,
+            error: f.error,
+            snippet: f.snippet,
+        }
+    }
+}
+
+/// HTML from MJML, with the non-fatal findings (lint warnings, mrml warnings).
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub html: String,
+    pub findings: Vec<Finding>,
+}
+
+/// Lints and compiles MJML. On error, returns every finding (errors and warnings).
+pub fn compile_mjml(mjml: &str) -> Result<Output, Vec<Finding>> {
+    let normalized;
+    let mjml = if mjml.contains('\r') {
+        normalized = mjml.replace("\r\n", "\n");
+        normalized.as_str()
+    } else {
+        mjml
+    };
+    let mut findings: Vec<Finding> = lint::lint(mjml).into_iter().map(Finding::from).collect();
+    if findings.iter().any(|f| f.error) {
+        return Err(findings);
+    }
+    let parsed = match mrml::parse(mjml) {
+        Ok(p) => p,
+        Err(e) => {
+            findings.push(Finding {
+                offset: parse_error_offset(&e),
+                message: format!("mrml cannot parse the MJML: {e}"),
+                error: true,
+                snippet: String::new(),
+            });
+            return Err(findings);
+        }
+    };
+    for w in &parsed.warnings {
+        findings.push(Finding {
+            offset: w.span.start,
+            message: format!("mrml: {}", w.kind),
+            error: false,
+            snippet: mjml
+                .get(w.span.start..w.span.end)
+                .unwrap_or("")
+                .chars()
+                .take(40)
+                .collect(),
+        });
+    }
+    let options = mrml::prelude::render::RenderOptions {
+        disable_comments: true,
+        social_icon_origin: None,
+        // No web fonts: nothing third-party is loaded by the email.
+        fonts: Default::default(),
+    };
+    match parsed.element.render(&options) {
+        Ok(html) => Ok(Output { html, findings }),
+        Err(e) => {
+            findings.push(Finding {
+                offset: 0,
+                message: format!("mrml cannot render the MJML: {e}"),
+                error: true,
+                snippet: String::new(),
+            });
+            Err(findings)
+        }
+    }
+}
+
+fn parse_error_offset(e: &mrml::prelude::parser::Error) -> usize {
+    use mrml::prelude::parser::Error as E;
+    match e {
+        E::UnexpectedElement { position, .. }
+        | E::UnexpectedToken { position, .. }
+        | E::MissingAttribute { position, .. }
+        | E::InvalidAttribute { position, .. }
+        | E::InvalidFormat { position, .. }
+        | E::IncludeLoaderError { position, .. } => position.start,
+        _ => 0,
+    }
+}
+
+/// Turns findings in the composed MJML into diagnostics that name the template the
+/// problem comes from (found by composing again with each partial's output between
+/// trace comments) and the line in it, with the position in the composed MJML.
+fn locate(
+    config: &Config,
+    composer: &Composer,
+    edition: &Edition,
+    personal: &Personal,
+    mjml: &str,
+    findings: &[Finding],
+) -> Vec<Diagnostic> {
+    let traced = composer.compose_traced(config, edition, personal);
+    let traced_findings: Option<Vec<Finding>> = traced.as_deref().map(|t| {
+        let mut f: Vec<Finding> = lint::lint(t).into_iter().map(Finding::from).collect();
+        if !f.iter().any(|x| x.error) {
+            // Mirrors compile_mjml: mrml warnings come after the lint's.
+            if let Ok(p) = mrml::parse(t) {
+                f.extend(p.warnings.iter().map(|w| Finding {
+                    offset: w.span.start,
+                    message: String::new(),
+                    error: false,
+                    snippet: String::new(),
+                }));
+            }
+        }
+        f
+    });
+    findings
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let (mline, mcol) = line_col(mjml, f.offset);
+            let template = match (&traced, &traced_findings) {
+                (Some(t), Some(tf)) if tf.len() == findings.len() => template_at(t, tf[i].offset),
+                _ => "layout",
+            };
+            let source = composer
+                .sources()
+                .iter()
+                .find(|s| s.name == template)
+                .or_else(|| composer.sources().first());
+            let (file, line, column) = match source {
+                Some(s) => {
+                    let (line, column) =
+                        match s.text.find(&f.snippet).filter(|_| !f.snippet.is_empty()) {
+                            Some(off) => line_col(&s.text, off),
+                            None => (1, 1),
+                        };
+                    (s.display(), line, column)
+                }
+                None => (edition.path.display().to_string(), 1, 1),
+            };
+            let message = format!(
+                "{} (composed MJML of {}, line {mline}, column {mcol})",
+                f.message, edition.slug
+            );
+            let d = Diagnostic::error(PathBuf::from(file), line, column, message);
+            if f.error {
+                d
+            } else {
+                Diagnostic {
+                    severity: crate::diag::Severity::Warning,
+                    ..d
+                }
+            }
+        })
+        .collect()
+}
+
+/// The innermost partial whose output contains `offset` of the traced MJML.
+fn template_at(traced: &str, offset: usize) -> &str {
+    let open = format!("<!--{TRACE_OPEN}");
+    let close = format!("<!--{TRACE_CLOSE}-->");
+    let mut stack: Vec<&str> = Vec::new();
+    let mut pos = 0;
+    let head = &traced[..offset.min(traced.len())];
+    while let Some(i) = head[pos..].find("<!--") {
+        let at = pos + i;
+        let rest = &head[at..];
+        if let Some(name_rest) = rest.strip_prefix(open.as_str()) {
+            if let Some(end) = name_rest.find("-->") {
+                stack.push(&name_rest[..end]);
+            }
+        } else if rest.starts_with(close.as_str()) {
+            stack.pop();
+        }
+        pos = at + 4;
+    }
+    stack.last().copied().unwrap_or("layout")
+}

@@ -1,0 +1,413 @@
+//! Compose: an edition rendered through the templates into MJML (for the HTML part)
+//! and into the plain-text part. Per-recipient values are personalization markers
+//! here; they are filled in after compilation (see `personalize`).
+
+pub mod markdown;
+pub mod templates;
+pub mod text;
+
+use crate::config::Config;
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::edition::{Edition, Link};
+use crate::personalize;
+use crate::token;
+use handlebars::Handlebars;
+use markdown::Rendered;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use templates::{Kind, Source};
+
+/// An edition composed: subject, preheader, MJML and the finished text part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Composed {
+    pub subject: String,
+    pub preheader: String,
+    pub mjml: String,
+    pub text: String,
+}
+
+/// The per-recipient values templates can use. For compile-once these are markers
+/// ([`Personal::markers`]); a test renders real values to compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Personal {
+    pub unsubscribe_url: String,
+    /// `email`, `name` and every other subscriber column.
+    pub subscriber: BTreeMap<String, String>,
+}
+
+impl Personal {
+    /// Markers for the unsubscribe URL, `email`, `name` and each of `columns`.
+    pub fn markers(columns: &[String]) -> Personal {
+        let mut subscriber = BTreeMap::new();
+        for column in ["email", "name"]
+            .into_iter()
+            .chain(columns.iter().map(String::as_str))
+        {
+            subscriber.insert(
+                column.to_string(),
+                personalize::marker(&personalize::subscriber_field(column)),
+            );
+        }
+        Personal {
+            unsubscribe_url: personalize::marker(personalize::UNSUBSCRIBE_URL),
+            subscriber,
+        }
+    }
+}
+
+/// The templates of one newsletter, parsed once and used for any number of editions.
+pub struct Composer {
+    html: Handlebars<'static>,
+    text: Handlebars<'static>,
+    sources: Vec<Source>,
+    /// Non-fatal problems found while loading (unknown files in templates/).
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl Composer {
+    /// Loads the defaults and the overrides in `config`'s `templates/` folder.
+    pub fn new(config: &Config) -> Result<Composer, Diagnostics> {
+        Composer::from_dir(&config.templates_dir())
+    }
+
+    /// Loads the defaults and the overrides in `dir`; reports every broken template.
+    pub fn from_dir(dir: &Path) -> Result<Composer, Diagnostics> {
+        let (sources, mut problems) = templates::load_sources(dir);
+        match templates::registries(&sources) {
+            Ok((html, text)) if !problems.iter().any(Diagnostic::is_error) => Ok(Composer {
+                html,
+                text,
+                sources,
+                warnings: problems,
+            }),
+            Ok(_) => Err(Diagnostics(problems)),
+            Err(mut errors) => {
+                problems.append(&mut errors);
+                Err(Diagnostics(problems))
+            }
+        }
+    }
+
+    pub fn sources(&self) -> &[Source] {
+        &self.sources
+    }
+
+    fn source(&self, kind: Kind) -> &Source {
+        self.sources
+            .iter()
+            .find(|s| s.kind == kind)
+            .expect("the template set always has a layout and a text template")
+    }
+
+    /// Composes `edition` with per-recipient `personal` values (usually markers).
+    pub fn compose(
+        &self,
+        config: &Config,
+        edition: &Edition,
+        personal: &Personal,
+    ) -> Result<Composed, Diagnostics> {
+        let parts = Parts::render(edition);
+        let view = View::new(config, edition, &parts, personal);
+        let mut problems = Vec::new();
+        let mjml = self
+            .html
+            .render("layout", &view)
+            .map_err(|e| {
+                problems.push(templates::render_error(
+                    &self.sources,
+                    self.source(Kind::Layout),
+                    &e,
+                ))
+            })
+            .unwrap_or_default();
+        let text = self
+            .text
+            .render("text", &view)
+            .map_err(|e| {
+                problems.push(templates::render_error(
+                    &self.sources,
+                    self.source(Kind::Text),
+                    &e,
+                ))
+            })
+            .unwrap_or_default();
+        if !problems.is_empty() {
+            return Err(Diagnostics(problems));
+        }
+        Ok(Composed {
+            subject: view.subject.to_string(),
+            preheader: view.preheader.clone(),
+            mjml,
+            text: text::finish(&text),
+        })
+    }
+
+    /// The MJML again, with each partial's output between `<!--brief-template:NAME-->`
+    /// comments, so a problem found in the composed MJML can be traced to its template.
+    /// Only used on the error path.
+    pub fn compose_traced(
+        &self,
+        config: &Config,
+        edition: &Edition,
+        personal: &Personal,
+    ) -> Option<String> {
+        let mut traced: Vec<Source> = self.sources.clone();
+        for s in traced.iter_mut().filter(|s| s.kind == Kind::Partial) {
+            s.text = format!(
+                "<!--{TRACE_OPEN}{}-->{}<!--{TRACE_CLOSE}-->",
+                s.name, s.text
+            );
+        }
+        let (html, _) = templates::registries(&traced).ok()?;
+        let parts = Parts::render(edition);
+        let view = View::new(config, edition, &parts, personal);
+        html.render("layout", &view).ok()
+    }
+}
+
+/// Comment markers used by [`Composer::compose_traced`].
+pub const TRACE_OPEN: &str = "brief-template:";
+pub const TRACE_CLOSE: &str = "/brief-template";
+
+/// The Markdown fields of an edition, rendered.
+struct Parts {
+    essay: Rendered,
+    sponsor: Option<Rendered>,
+    roundup: Vec<Option<Rendered>>,
+    agenda: Vec<Rendered>,
+}
+
+impl Parts {
+    fn render(e: &Edition) -> Parts {
+        Parts {
+            essay: markdown::block(&e.body),
+            sponsor: e.sponsor.as_ref().map(|s| markdown::inline(&s.text)),
+            roundup: e.roundup.as_ref().map_or_else(Vec::new, |r| {
+                r.items
+                    .iter()
+                    .map(|i| i.text.as_deref().map(markdown::inline))
+                    .collect()
+            }),
+            agenda: e.agenda.as_ref().map_or_else(Vec::new, |a| {
+                a.items.iter().map(|i| markdown::inline(&i.text)).collect()
+            }),
+        }
+    }
+}
+
+/// The template data: a typed view borrowing the edition and config. Fields holding
+/// HTML (`essay.html`, `sponsor.html`, item `html`) were escaped by brief and are used
+/// with `{{{triple braces}}}`; everything else is plain text, escaped by the registry.
+#[derive(Serialize)]
+struct View<'a> {
+    newsletter: NewsletterView<'a>,
+    edition: EditionView<'a>,
+    subject: &'a str,
+    preheader: String,
+    sponsor: Option<SponsorView<'a>>,
+    essay: &'a Rendered,
+    roundup: Option<SectionView<'a, RoundupItemView<'a>>>,
+    agenda: Option<SectionView<'a, AgendaItemView<'a>>>,
+    editors: &'a [String],
+    read_more: Vec<LinkView<'a>>,
+    web_url: String,
+    unsubscribe_url: &'a str,
+    subscriber: &'a BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct NewsletterView<'a> {
+    name: &'a str,
+    postal_address: &'a str,
+    base_url: &'a str,
+    language: &'a str,
+}
+
+#[derive(Serialize)]
+struct EditionView<'a> {
+    slug: &'a str,
+    title: &'a str,
+    kicker: Option<&'a str>,
+    /// `2026-11-20`
+    date: String,
+    /// `Friday, 20 November 2026`
+    date_long: String,
+}
+
+#[derive(Serialize)]
+struct SponsorView<'a> {
+    label: &'a str,
+    html: &'a str,
+    text: &'a str,
+    url: &'a str,
+    image: Option<&'a str>,
+    cta: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct SectionView<'a, T> {
+    title: &'a str,
+    items: Vec<T>,
+}
+
+#[derive(Serialize)]
+struct RoundupItemView<'a> {
+    headline: &'a str,
+    html: Option<&'a str>,
+    text: Option<&'a str>,
+    url: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct AgendaItemView<'a> {
+    html: &'a str,
+    text: &'a str,
+    when: Option<&'a str>,
+    r#where: Option<&'a str>,
+    /// `when, where` (whichever are set).
+    label: Option<String>,
+}
+
+#[derive(Serialize)]
+struct LinkView<'a> {
+    title: &'a str,
+    url: &'a str,
+}
+
+impl<'a> View<'a> {
+    fn new(
+        config: &'a Config,
+        e: &'a Edition,
+        parts: &'a Parts,
+        personal: &'a Personal,
+    ) -> View<'a> {
+        let n = &config.newsletter;
+        View {
+            newsletter: NewsletterView {
+                name: &n.name,
+                postal_address: &n.postal_address,
+                base_url: &n.base_url,
+                language: &n.language,
+            },
+            edition: EditionView {
+                slug: &e.slug,
+                title: &e.title,
+                kicker: e.kicker.as_deref(),
+                date: e.date.format("%Y-%m-%d").to_string(),
+                date_long: e.date.format("%A, %-d %B %Y").to_string(),
+            },
+            subject: e.subject.as_deref().unwrap_or(&e.title),
+            preheader: e
+                .preheader
+                .clone()
+                .unwrap_or_else(|| preheader_from(&parts.essay.text)),
+            sponsor: e
+                .sponsor
+                .as_ref()
+                .zip(parts.sponsor.as_ref())
+                .map(|(s, r)| SponsorView {
+                    label: s.label.as_deref().unwrap_or("Sponsored"),
+                    html: &r.html,
+                    text: &r.text,
+                    url: &s.url,
+                    image: s.image.as_deref(),
+                    cta: s.cta.as_deref(),
+                }),
+            essay: &parts.essay,
+            roundup: e.roundup.as_ref().map(|r| SectionView {
+                title: r.title.as_deref().unwrap_or(&n.roundup_title),
+                items: r
+                    .items
+                    .iter()
+                    .zip(&parts.roundup)
+                    .map(|(i, rendered)| RoundupItemView {
+                        headline: &i.headline,
+                        html: rendered.as_ref().map(|r| r.html.as_str()),
+                        text: rendered.as_ref().map(|r| r.text.as_str()),
+                        url: i.url.as_deref(),
+                    })
+                    .collect(),
+            }),
+            agenda: e.agenda.as_ref().map(|a| SectionView {
+                title: a.title.as_deref().unwrap_or(&n.agenda_title),
+                items: a
+                    .items
+                    .iter()
+                    .zip(&parts.agenda)
+                    .map(|(i, rendered)| AgendaItemView {
+                        html: &rendered.html,
+                        text: &rendered.text,
+                        when: i.when.as_deref(),
+                        r#where: i.r#where.as_deref(),
+                        label: match (i.when.as_deref(), i.r#where.as_deref()) {
+                            (Some(w), Some(p)) => Some(format!("{w}, {p}")),
+                            (Some(x), None) | (None, Some(x)) => Some(x.to_string()),
+                            (None, None) => None,
+                        },
+                    })
+                    .collect(),
+            }),
+            editors: &e.editors,
+            read_more: e.read_more.iter().map(LinkView::from).collect(),
+            web_url: token::web_url(&n.base_url, &e.slug),
+            unsubscribe_url: &personal.unsubscribe_url,
+            subscriber: &personal.subscriber,
+        }
+    }
+}
+
+impl<'a> From<&'a Link> for LinkView<'a> {
+    fn from(l: &'a Link) -> Self {
+        LinkView {
+            title: &l.title,
+            url: &l.url,
+        }
+    }
+}
+
+/// The preheader when the edition sets none: the start of the essay, cut at a word.
+pub fn preheader_from(essay_text: &str) -> String {
+    const MAX: usize = 140;
+    let flat: Vec<&str> = essay_text
+        .lines()
+        .filter(|l| !l.chars().all(|c| c == '=' || c == '-'))
+        .flat_map(str::split_whitespace)
+        .collect();
+    let mut out = String::new();
+    for word in flat {
+        let extra = if out.is_empty() { 0 } else { 1 };
+        if out.chars().count() + extra + word.chars().count() > MAX {
+            out.push('…');
+            break;
+        }
+        if extra == 1 {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preheader_is_cut_at_a_word() {
+        let p = preheader_from(&"lorem ipsum ".repeat(30));
+        assert!(p.ends_with("…"));
+        assert!(p.chars().count() <= 141);
+        assert!(!p.contains("  "));
+    }
+
+    #[test]
+    fn markers_cover_columns() {
+        let p = Personal::markers(&["city".to_string()]);
+        assert_eq!(
+            p.subscriber.keys().collect::<Vec<_>>(),
+            ["city", "email", "name"]
+        );
+        assert_eq!(p.subscriber["city"], personalize::marker("subscriber.city"));
+    }
+}

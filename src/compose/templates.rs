@@ -1,0 +1,248 @@
+//! The template set. The defaults are the files of this repository's `templates/`
+//! folder, built into the binary; a newsletter overrides any of them by putting a file
+//! of the same name in its own `templates/` folder.
+
+use crate::diag::{nearest, Diagnostic};
+use crate::personalize::{escape_value, Escape};
+use handlebars::{
+    Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderError,
+    RenderErrorReason, TemplateError,
+};
+use std::path::{Path, PathBuf};
+
+/// Which registry a template belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The MJML layout (the entry point of the HTML part).
+    Layout,
+    /// An MJML partial, used as `{{> name}}`.
+    Partial,
+    /// The plain-text part.
+    Text,
+}
+
+/// A default template.
+pub struct DefaultTemplate {
+    /// Name in handlebars (`layout`, `header`, …, `text`).
+    pub name: &'static str,
+    /// File name under `templates/`.
+    pub file: &'static str,
+    pub kind: Kind,
+    pub source: &'static str,
+}
+
+macro_rules! default_template {
+    ($name:literal, $kind:expr, $file:literal) => {
+        DefaultTemplate {
+            name: $name,
+            file: $file,
+            kind: $kind,
+            source: include_str!(concat!("../../templates/", $file)),
+        }
+    };
+}
+
+/// The default template set (the sample newsletter's own templates).
+pub const DEFAULTS: &[DefaultTemplate] = &[
+    default_template!("layout", Kind::Layout, "layout.mjml.hbs"),
+    default_template!("preheader", Kind::Partial, "preheader.mjml.hbs"),
+    default_template!("header", Kind::Partial, "header.mjml.hbs"),
+    default_template!("sponsor", Kind::Partial, "sponsor.mjml.hbs"),
+    default_template!("essay", Kind::Partial, "essay.mjml.hbs"),
+    default_template!("roundup", Kind::Partial, "roundup.mjml.hbs"),
+    default_template!("agenda", Kind::Partial, "agenda.mjml.hbs"),
+    default_template!("credit", Kind::Partial, "credit.mjml.hbs"),
+    default_template!("read_more", Kind::Partial, "read_more.mjml.hbs"),
+    default_template!("footer", Kind::Partial, "footer.mjml.hbs"),
+    default_template!("text", Kind::Text, "email.txt.hbs"),
+];
+
+/// A template in use: the default or the newsletter's override.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// `templates/<file>` in the newsletter folder (whether or not it exists there).
+    pub path: PathBuf,
+    pub text: String,
+    /// True if the text comes from the newsletter's folder.
+    pub overridden: bool,
+}
+
+impl Source {
+    /// How messages name this template: its file, with "(built in)" for a default.
+    pub fn display(&self) -> String {
+        let path = self.path.strip_prefix(".").unwrap_or(&self.path).display();
+        if self.overridden {
+            path.to_string()
+        } else {
+            format!("{path} (built in)")
+        }
+    }
+}
+
+/// Reads the template set for a newsletter whose templates folder is `dir`.
+/// Returns the sources and problems (unreadable overrides, unknown files).
+pub fn load_sources(dir: &Path) -> (Vec<Source>, Vec<Diagnostic>) {
+    let mut problems = Vec::new();
+    let mut sources = Vec::with_capacity(DEFAULTS.len());
+    for d in DEFAULTS {
+        let path = dir.join(d.file);
+        let (text, overridden) = match std::fs::read(&path) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                // CRLF would reach mrml, which cannot parse it in some elements.
+                Ok(text) => (text.replace("\r\n", "\n"), true),
+                Err(_) => {
+                    problems.push(Diagnostic::error(
+                        &path,
+                        1,
+                        1,
+                        "the template is not valid UTF-8",
+                    ));
+                    (d.source.to_string(), true)
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (d.source.to_string(), false),
+            Err(e) => {
+                problems.push(Diagnostic::error(
+                    &path,
+                    1,
+                    1,
+                    format!("cannot read template: {e}"),
+                ));
+                (d.source.to_string(), true)
+            }
+        };
+        sources.push(Source {
+            name: d.name,
+            kind: d.kind,
+            path,
+            text,
+            overridden,
+        });
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        let known: Vec<&str> = DEFAULTS.iter().map(|d| d.file).collect();
+        let mut unknown: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| !known.contains(&n) && !n.starts_with('.'))
+            })
+            .collect();
+        unknown.sort();
+        for path in unknown {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let hint = match nearest(name, &known) {
+                Some(best) => format!(" (did you mean `{best}`?)"),
+                None => format!(" (templates are: {})", known.join(", ")),
+            };
+            problems.push(Diagnostic::warning(
+                &path,
+                1,
+                1,
+                format!("not a brief template, so it is not used{hint}"),
+            ));
+        }
+    }
+    (sources, problems)
+}
+
+/// The two registries: MJML (values HTML-escaped) and text (values as typed). Both
+/// strict: a misspelled variable is an error, not an empty string.
+pub fn registries(
+    sources: &[Source],
+) -> Result<(Handlebars<'static>, Handlebars<'static>), Vec<Diagnostic>> {
+    let mut html = Handlebars::new();
+    html.set_strict_mode(true);
+    html.set_prevent_indent(true);
+    // The same escaping as the personalization seam, so a value rendered here and a
+    // value substituted for a marker later come out byte for byte the same.
+    html.register_escape_fn(|s| escape_value(s, Escape::Html).into_owned());
+    let mut text = Handlebars::new();
+    text.set_strict_mode(true);
+    text.set_prevent_indent(true);
+    text.register_escape_fn(handlebars::no_escape);
+    text.register_helper("underline", Box::new(underline));
+
+    let mut problems = Vec::new();
+    for s in sources {
+        let result = match s.kind {
+            Kind::Layout => html.register_template_string(s.name, &s.text),
+            Kind::Partial => html.register_partial(s.name, &s.text),
+            Kind::Text => text.register_template_string(s.name, &s.text),
+        };
+        if let Err(e) = result {
+            problems.push(template_error(s, &e));
+        }
+    }
+    if problems.is_empty() {
+        Ok((html, text))
+    } else {
+        Err(problems)
+    }
+}
+
+fn template_error(source: &Source, e: &TemplateError) -> Diagnostic {
+    let (line, column) = e.pos().unwrap_or((1, 1));
+    Diagnostic::error(
+        source.display(),
+        line,
+        column,
+        format!("template does not parse: {}", e.reason()),
+    )
+}
+
+/// A render error, located in the template it happened in.
+pub fn render_error(sources: &[Source], fallback: &Source, e: &RenderError) -> Diagnostic {
+    let source = e
+        .template_name
+        .as_deref()
+        .and_then(|n| sources.iter().find(|s| s.name == n))
+        .unwrap_or(fallback);
+    let message = match e.reason() {
+        RenderErrorReason::MissingVariable(Some(var)) => {
+            format!("`{var}` does not exist (templates are strict: check the spelling, or guard it with {{{{#if}}}})")
+        }
+        RenderErrorReason::PartialNotFound(name) => {
+            let names: Vec<&str> = sources
+                .iter()
+                .filter(|s| s.kind == Kind::Partial)
+                .map(|s| s.name)
+                .collect();
+            match nearest(name, &names) {
+                Some(best) => format!("there is no partial `{name}` (did you mean `{best}`?)"),
+                None => format!(
+                    "there is no partial `{name}` (partials: {})",
+                    names.join(", ")
+                ),
+            }
+        }
+        other => other.to_string(),
+    };
+    Diagnostic::error(
+        source.display(),
+        e.line_no.unwrap_or(1),
+        e.column_no.unwrap_or(1),
+        message,
+    )
+}
+
+/// `{{underline text}}`: a row of `-` as long as the text (at most 78).
+fn underline(
+    h: &Helper,
+    _: &Handlebars,
+    _: &Context,
+    _: &mut RenderContext,
+    out: &mut dyn Output,
+) -> HelperResult {
+    let text = h
+        .param(0)
+        .and_then(|p| p.value().as_str())
+        .ok_or(RenderErrorReason::ParamNotFoundForIndex("underline", 0))?;
+    out.write(&"-".repeat(text.chars().count().min(super::text::WIDTH)))?;
+    Ok(())
+}
