@@ -132,6 +132,13 @@ pub struct Unsubscribe {
     pub mailto: Option<String>,
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// `brief serve`: requests per second allowed per client address (a token bucket);
+    /// 0 turns the limit off.
+    #[serde(default = "default_client_rate")]
+    pub client_rate: f64,
+    /// `brief serve`: how many requests a client may make at once before the rate applies.
+    #[serde(default = "default_client_burst")]
+    pub client_burst: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -248,6 +255,12 @@ fn default_secret_env() -> String {
 fn default_listen() -> String {
     "127.0.0.1:8025".into()
 }
+fn default_client_rate() -> f64 {
+    10.0
+}
+fn default_client_burst() -> u32 {
+    60
+}
 fn default_state_path() -> PathBuf {
     "state/brief.db".into()
 }
@@ -324,6 +337,18 @@ impl Config {
                 "`retry_min` must be above 0 and `retry_max` at least `retry_min`".into(),
             ));
         }
+        if !(self.unsubscribe.client_rate >= 0.0 && self.unsubscribe.client_rate.is_finite()) {
+            return Err(at(
+                "client_rate",
+                "`client_rate` must be 0 (no limit) or more".into(),
+            ));
+        }
+        if self.unsubscribe.client_burst == 0 {
+            return Err(at(
+                "client_burst",
+                "`client_burst` must be at least 1".into(),
+            ));
+        }
         if let Some(m) = &self.unsubscribe.mailto {
             if m.parse::<lettre::Address>().is_err() {
                 return Err(at(
@@ -393,6 +418,41 @@ impl Config {
             .ok()
             .filter(|v| v.len() >= 16)
             .map(String::into_bytes)
+    }
+
+    /// When the retired secret stops verifying links: `previous_secret_expires` as an
+    /// instant (a date alone means its midnight UTC; a time without offset is UTC).
+    pub fn previous_secret_expiry(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        let Some(dt) = &self.unsubscribe.previous_secret_expires else {
+            return Ok(None);
+        };
+        let date = dt
+            .date
+            .context("`previous_secret_expires` needs a date, e.g. 2025-06-30T00:00:00Z")?;
+        let time = dt.time.unwrap_or(toml::value::Time {
+            hour: 0,
+            minute: 0,
+            second: 0,
+            nanosecond: 0,
+        });
+        let naive =
+            chrono::NaiveDate::from_ymd_opt(date.year.into(), date.month.into(), date.day.into())
+                .and_then(|d| {
+                    d.and_hms_nano_opt(
+                        time.hour.into(),
+                        time.minute.into(),
+                        time.second.into(),
+                        time.nanosecond,
+                    )
+                })
+                .context("`previous_secret_expires` is not a valid date and time")?;
+        let offset_minutes = match dt.offset {
+            Some(toml::value::Offset::Custom { minutes }) => i64::from(minutes),
+            Some(toml::value::Offset::Z) | None => 0,
+        };
+        Ok(Some(
+            naive.and_utc() - chrono::Duration::minutes(offset_minutes),
+        ))
     }
 
     /// The SMTP password, from the environment variable the config names.

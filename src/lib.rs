@@ -6,15 +6,19 @@
 //! One module per stage; the binary (`src/main.rs`) only parses the command line and
 //! maps outcomes to exit codes.
 
+pub mod audience;
 pub mod cli;
 pub mod clock;
 pub mod cmd;
 pub mod compile;
 pub mod compose;
 pub mod config;
+pub mod deliver;
 pub mod diag;
 pub mod edition;
 pub mod exit;
+pub mod mailto;
 pub mod personalize;
+pub mod serve;
 pub mod store;
 pub mod token;

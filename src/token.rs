@@ -15,6 +15,10 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::clock;
+use crate::config::Config;
+use chrono::{DateTime, Utc};
+
 type HmacSha256 = Hmac<Sha256>;
 
 const VERSION: u8 = 1;
@@ -35,6 +39,8 @@ struct Key {
     id: u8,
     siv_key: [u8; 32],
     msgid_key: [u8; 32],
+    /// A retired key stops verifying at this instant (by `clock::now()`).
+    expires: Option<DateTime<Utc>>,
 }
 
 impl Key {
@@ -51,6 +57,7 @@ impl Key {
             id: derive("brief/key-id")[0],
             siv_key: derive("brief/token/v1"),
             msgid_key: derive("brief/message-id/v1"),
+            expires: None,
         }
     }
 }
@@ -75,6 +82,39 @@ impl Keyring {
     pub fn with_previous(mut self, secret: &[u8], list_id: &str) -> Keyring {
         self.previous = Some(Key::derive(secret, list_id));
         self
+    }
+
+    /// Like [`Keyring::with_previous`], but the retired secret stops verifying at
+    /// `expires` (checked against `clock::now()` at each verification, so a long-running
+    /// `brief serve` honours it too).
+    pub fn with_previous_until(
+        mut self,
+        secret: &[u8],
+        list_id: &str,
+        expires: Option<DateTime<Utc>>,
+    ) -> Keyring {
+        let mut key = Key::derive(secret, list_id);
+        key.expires = expires;
+        self.previous = Some(key);
+        self
+    }
+
+    /// The keyring that verifies this newsletter's links: the current secret (required)
+    /// and the retired one while it is still honoured.
+    pub fn for_verifying(config: &Config) -> anyhow::Result<Keyring> {
+        let list_id = &config.newsletter.list_id;
+        let ring = Keyring::new(&config.secret(false)?, list_id);
+        Ok(match config.previous_secret() {
+            Some(old) => ring.with_previous_until(&old, list_id, config.previous_secret_expiry()?),
+            None => {
+                if let Some(name) = &config.unsubscribe.previous_secret_env {
+                    tracing::warn!(
+                        "${name} (previous_secret_env) is not set or too short: links signed with the retired secret are refused"
+                    );
+                }
+                ring
+            }
+        })
     }
 
     /// The unsubscribe token for `email` in `edition`.
@@ -110,6 +150,7 @@ impl Keyring {
             .into_iter()
             .flatten()
             .filter(|k| k.id == id)
+            .filter(|k| k.expires.is_none_or(|at| clock::now() < at))
             .find_map(|k| open(k, sealed))
     }
 
@@ -176,6 +217,18 @@ fn base32(bytes: &[u8]) -> String {
     out
 }
 
+/// The one-click unsubscribe URL for a token: `<base_url>/u/<token>`. `brief serve`
+/// answers this path (behind the proxy that maps `base_url` to it).
+pub fn unsubscribe_url(base_url: &str, token: &str) -> String {
+    format!("{}/u/{}", base_url.trim_end_matches('/'), token)
+}
+
+/// The web version ("view in browser") of an edition: `<base_url>/<slug>/`, the page
+/// `brief archive` writes at `<slug>/index.html`.
+pub fn web_url(base_url: &str, slug: &str) -> String {
+    format!("{}/{}/", base_url.trim_end_matches('/'), slug)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,6 +271,26 @@ mod tests {
     }
 
     #[test]
+    fn retired_secret_expires() {
+        let old = ring();
+        let t = old.issue("a@b.c", "e", false);
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let new_secret = b"a brand new secret of some length";
+        let past = Keyring::new(new_secret, "the-brief.example.org").with_previous_until(
+            b"0123456789abcdef0123456789abcdef",
+            "the-brief.example.org",
+            Some(at("2000-01-01T00:00:00Z")),
+        );
+        assert_eq!(past.verify(&t), None);
+        let future = Keyring::new(new_secret, "the-brief.example.org").with_previous_until(
+            b"0123456789abcdef0123456789abcdef",
+            "the-brief.example.org",
+            Some(at("2999-01-01T00:00:00Z")),
+        );
+        assert_eq!(future.verify(&t).unwrap().email, "a@b.c");
+    }
+
+    #[test]
     fn message_id_is_stable_and_case_insensitive() {
         let k = ring();
         let a = k.message_id("send", "e1", "Ann@Example.org", "news.example.org");
@@ -248,16 +321,4 @@ mod tests {
             let _ = ring().verify(&s);
         }
     }
-}
-
-/// The one-click unsubscribe URL for a token: `<base_url>/u/<token>`. `brief serve`
-/// answers this path (behind the proxy that maps `base_url` to it).
-pub fn unsubscribe_url(base_url: &str, token: &str) -> String {
-    format!("{}/u/{}", base_url.trim_end_matches('/'), token)
-}
-
-/// The web version ("view in browser") of an edition: `<base_url>/<slug>/`, the page
-/// `brief archive` writes at `<slug>/index.html`.
-pub fn web_url(base_url: &str, slug: &str) -> String {
-    format!("{}/{}/", base_url.trim_end_matches('/'), slug)
 }

@@ -10,28 +10,31 @@ use crate::config::Config;
 use crate::exit::Outcome;
 use anyhow::Result;
 
+pub mod send;
+mod serve;
+pub mod status;
+mod suppress;
+
 pub fn run(cli: Cli) -> Result<Outcome> {
     match cli.command {
         Command::Init(args) => init::run(args),
         Command::Check(args) => with_config(&cli.config, |c| check::run(&c, args)),
         Command::Build(args) => with_config(&cli.config, |c| build::run(&c, args)),
-        Command::Send(args) => with_config(&cli.config, |c| unimplemented_yet("send", (c, args))),
+        Command::Send(args) => with_config(&cli.config, |c| send::run(c, args)),
         Command::Dispatch(args) => {
             with_config(&cli.config, |c| unimplemented_yet("dispatch", (c, args)))
         }
-        Command::Status(args) => {
-            with_config(&cli.config, |c| unimplemented_yet("status", (c, args)))
-        }
-        Command::Serve(args) => with_config(&cli.config, |c| unimplemented_yet("serve", (c, args))),
+        Command::Status(args) => with_config(&cli.config, |c| status::run(c, args)),
+        Command::Serve(args) => with_config(&cli.config, |c| serve::run(&c, &args)),
         Command::Unsubscribe(args) => {
-            with_config(&cli.config, |c| unimplemented_yet("unsubscribe", (c, args)))
+            with_config(&cli.config, |c| suppress::unsubscribe(&c, &args))
         }
         Command::Resubscribe(args) => {
-            with_config(&cli.config, |c| unimplemented_yet("resubscribe", (c, args)))
+            with_config(&cli.config, |c| suppress::resubscribe(&c, &args))
         }
-        Command::Suppressions(args) => with_config(&cli.config, |c| {
-            unimplemented_yet("suppressions", (c, args))
-        }),
+        Command::Suppressions(args) => {
+            with_config(&cli.config, |c| suppress::suppressions(&c, &args))
+        }
         Command::Archive(args) => {
             with_config(&cli.config, |c| unimplemented_yet("archive", (c, args)))
         }

@@ -75,6 +75,8 @@ pub trait SuppressionList {
     fn resubscribe(&self, email: &str) -> Result<bool>;
     /// Every suppression, oldest first.
     fn suppressions(&self) -> Result<Vec<Suppression>>;
+    /// The suppression of one address, if any.
+    fn suppression(&self, email: &str) -> Result<Option<Suppression>>;
 }
 
 impl SuppressionList for SqliteStore {
@@ -88,9 +90,11 @@ impl SuppressionList for SqliteStore {
     }
 
     fn suppress(&self, s: &Suppression) -> Result<bool> {
-        let changed = self.conn.execute(
+        // Cached: `brief serve` records many of these per transaction.
+        let changed = self.conn.prepare_cached(
             "INSERT OR IGNORE INTO suppressions (address_key, address, suppressed_at, source, edition)
              VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?.execute(
             params![
                 address_key(&s.address),
                 s.address.trim(),
@@ -114,26 +118,39 @@ impl SuppressionList for SqliteStore {
         let mut stmt = self.conn.prepare(
             "SELECT address, suppressed_at, source, edition FROM suppressions ORDER BY suppressed_at, address_key",
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, Option<String>>(3)?,
-            ))
-        })?;
+        let rows = stmt.query_map([], raw_row)?;
         let mut out = Vec::new();
         for row in rows {
-            let (address, at, source, edition) = row?;
-            out.push(Suppression {
-                address,
-                suppressed_at: DateTime::parse_from_rfc3339(&at)?.with_timezone(&Utc),
-                source: SuppressionSource::parse(&source).unwrap_or(SuppressionSource::Manual),
-                edition,
-            });
+            out.push(from_raw(row?)?);
         }
         Ok(out)
     }
+
+    fn suppression(&self, email: &str) -> Result<Option<Suppression>> {
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT address, suppressed_at, source, edition FROM suppressions WHERE address_key = ?1",
+            )?
+            .query_row([address_key(email)], raw_row)
+            .optional()?;
+        row.map(from_raw).transpose()
+    }
+}
+
+type RawRow = (String, String, String, Option<String>);
+
+fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+fn from_raw((address, at, source, edition): RawRow) -> Result<Suppression> {
+    Ok(Suppression {
+        address,
+        suppressed_at: DateTime::parse_from_rfc3339(&at)?.with_timezone(&Utc),
+        source: SuppressionSource::parse(&source).unwrap_or(SuppressionSource::Manual),
+        edition,
+    })
 }
 
 #[cfg(test)]
@@ -152,6 +169,9 @@ mod tests {
         assert!(store.suppress(&s).unwrap());
         assert!(!store.suppress(&s).unwrap());
         assert!(store.is_suppressed("ann@example.ORG").unwrap());
+        let found = store.suppression("ANN@example.org").unwrap().unwrap();
+        assert_eq!(found.source, SuppressionSource::OneClick);
+        assert_eq!(found.edition.as_deref(), Some("e1"));
         assert_eq!(store.suppressions().unwrap().len(), 1);
         assert!(store.resubscribe("ANN@example.org").unwrap());
         assert!(!store.is_suppressed("ann@example.org").unwrap());

@@ -1,0 +1,576 @@
+//! `brief serve`: the unsubscribe endpoint (RFC 8058 one-click POST, a confirmation
+//! page on GET) and the web archive, behind a TLS-terminating reverse proxy.
+//!
+//! It answers the path part of `base_url` (`/brief/u/<token>` for
+//! `https://news.example.org/brief`) and the same paths without it (for proxies that
+//! strip the prefix). GET and HEAD never change state; a POST is answered only after
+//! the suppression is committed by the single [`writer`] thread.
+
+mod archive;
+mod form;
+mod limits;
+pub mod pages;
+mod writer;
+
+use crate::config::Config;
+use crate::store::{SqliteStore, SuppressionSource};
+use crate::token::{Claims, Keyring};
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use limits::RateLimiter;
+use pages::Site;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use writer::{Applied, Change, Writer, WriterHandle};
+
+/// Largest request body read (a one-click body is 26 bytes).
+const MAX_BODY: usize = 16 * 1024;
+/// Largest request head (request line and headers) hyper buffers.
+const MAX_HEAD: usize = 16 * 1024;
+/// Time a client has to send its request head, and to be answered in full.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// Connections served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 4096;
+/// How long a shutdown waits for requests in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Body = Full<Bytes>;
+
+/// Everything a request handler needs; shared by all connections.
+struct App {
+    keyring: Keyring,
+    site: Site,
+    /// The path part of `base_url`, without a trailing slash ("" at the root).
+    base_path: String,
+    archive_root: PathBuf,
+    writer: WriterHandle,
+    limiter: Option<RateLimiter>,
+}
+
+/// Runs the server until SIGTERM or SIGINT, then drains requests in flight.
+pub fn run(config: &Config, listen: &str) -> Result<()> {
+    let keyring = Keyring::for_verifying(config)?;
+    let store = SqliteStore::open(&config.state_path())?;
+    let (writer, handle) = Writer::start(store)?;
+    let app = Arc::new(App {
+        keyring,
+        site: Site {
+            name: config.newsletter.name.clone(),
+            contact: contact_address(config),
+            language: config.newsletter.language.clone(),
+        },
+        base_path: base_path(&config.newsletter.base_url),
+        archive_root: config.resolve(&config.archive.out),
+        writer: handle,
+        limiter: RateLimiter::new(
+            config.unsubscribe.client_rate,
+            config.unsubscribe.client_burst,
+        ),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let served = runtime.block_on(serve(app, listen));
+    // Every handle is gone with the app: the writer finishes its last group and stops.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    writer.finish(Duration::from_secs(10));
+    served
+}
+
+async fn serve(app: Arc<App>, listen: &str) -> Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let local = listener.local_addr()?;
+    eprintln!(
+        "brief serve: listening on http://{local}{}/ (unsubscribe links under {}/u/)",
+        app.base_path, app.base_path
+    );
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
+        .keep_alive(true);
+    let builder = Arc::new(builder);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = JoinSet::new();
+    let mut stop = std::pin::pin!(shutdown_signal());
+    loop {
+        let accepted = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => accepted,
+        };
+        while connections.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(err) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!("accept failed: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue; // dropping the stream closes it
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let builder = builder.clone();
+        let mut stop_rx = stop_rx.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            let service = service_fn(move |req| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(handle(&app, peer, req).await) }
+            });
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = async { let _ = stop_rx.wait_for(|stop| *stop).await; } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    while connections.try_join_next().is_some() {}
+    eprintln!(
+        "brief serve: stopping; finishing {} open connection(s)",
+        connections.len()
+    );
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("some requests did not finish within {DRAIN_TIMEOUT:?}; closing them");
+        connections.shutdown().await;
+    }
+    drop(app);
+    eprintln!("brief serve: stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn handle(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, route(app, peer, req)).await {
+        Ok(response) => response,
+        Err(_) => page_response(
+            StatusCode::REQUEST_TIMEOUT,
+            pages::status(
+                &app.site,
+                "Too slow",
+                "The request took too long. Please try again.",
+            ),
+        ),
+    }
+}
+
+async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let rel = strip_base(&path, &app.base_path);
+    if rel == "/healthz" {
+        return text_response(StatusCode::OK, "ok\n");
+    }
+    if let Some(limiter) = &app.limiter {
+        if !limiter.allow(limits::client_ip(peer, req.headers())) {
+            let mut res = page_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                pages::status(
+                    &app.site,
+                    "Too many requests",
+                    "Please wait a moment and try again.",
+                ),
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return res;
+        }
+    }
+    match rel.strip_prefix("/u/") {
+        Some(rest) => unsubscribe_route(app, rest, req).await,
+        None => archive_route(app, rel, &req).await,
+    }
+}
+
+/// `/u/<token>` and `/u/<token>/resubscribe`.
+async fn unsubscribe_route(app: &App, rest: &str, req: Request<Incoming>) -> Response<Body> {
+    let (token, tail) = match rest.split_once('/') {
+        Some((token, tail)) => (token, tail),
+        None => (rest, ""),
+    };
+    // Every bad link, whatever is wrong with it, gets the same answer.
+    let Some(claims) = app.keyring.verify(token) else {
+        return invalid(app);
+    };
+    let method = req.method().clone();
+    let reading = method == Method::GET || method == Method::HEAD;
+    match (tail, reading, method == Method::POST) {
+        ("", true, _) if claims.test => {
+            page_response(StatusCode::OK, pages::test_message(&app.site))
+        }
+        ("", true, _) => page_response(StatusCode::OK, pages::confirm(&app.site, &claims.email)),
+        ("", _, true) => {
+            let content_type = header_str(&req, header::CONTENT_TYPE);
+            let body = match read_body(req).await {
+                Ok(body) => body,
+                Err(res) => return res(app),
+            };
+            let source = match form::intent(content_type.as_deref(), &body) {
+                form::Intent::OneClick => SuppressionSource::OneClick,
+                form::Intent::Button => SuppressionSource::Page,
+                form::Intent::Unknown => {
+                    // Not a request we understand: ask again, change nothing.
+                    return page_response(
+                        StatusCode::BAD_REQUEST,
+                        pages::confirm(&app.site, &claims.email),
+                    );
+                }
+            };
+            if claims.test {
+                return page_response(StatusCode::OK, pages::test_message(&app.site));
+            }
+            let resubscribe_action = if rest.ends_with('/') {
+                "resubscribe".to_string()
+            } else {
+                format!("{token}/resubscribe")
+            };
+            unsubscribe(app, claims, &resubscribe_action, source).await
+        }
+        ("resubscribe", true, _) if claims.test => {
+            page_response(StatusCode::OK, pages::test_message(&app.site))
+        }
+        ("resubscribe", true, _) => page_response(
+            StatusCode::OK,
+            pages::confirm_resubscribe(&app.site, &claims.email),
+        ),
+        ("resubscribe", _, true) => {
+            if let Err(res) = read_body(req).await {
+                return res(app);
+            }
+            if claims.test {
+                return page_response(StatusCode::OK, pages::test_message(&app.site));
+            }
+            resubscribe(app, claims, token).await
+        }
+        ("" | "resubscribe", _, _) => method_not_allowed(app, "GET, HEAD, POST"),
+        _ => invalid(app),
+    }
+}
+
+async fn unsubscribe(
+    app: &App,
+    claims: Claims,
+    resubscribe_action: &str,
+    source: SuppressionSource,
+) -> Response<Body> {
+    let change = Change::Suppress {
+        email: claims.email.clone(),
+        edition: claims.edition,
+        source,
+    };
+    match app.writer.apply(change).await {
+        Ok(_) => page_response(
+            StatusCode::OK,
+            pages::unsubscribed(&app.site, &claims.email, resubscribe_action),
+        ),
+        Err(err) => store_failed(app, &err),
+    }
+}
+
+async fn resubscribe(app: &App, claims: Claims, token: &str) -> Response<Body> {
+    let change = Change::Resubscribe {
+        email: claims.email.clone(),
+    };
+    match app.writer.apply(change).await {
+        Ok(Applied::Kept(_)) => page_response(StatusCode::OK, pages::kept(&app.site)),
+        Ok(_) => page_response(
+            StatusCode::OK,
+            pages::resubscribed(&app.site, &claims.email, token),
+        ),
+        Err(err) => store_failed(app, &err),
+    }
+}
+
+fn store_failed(app: &App, err: &anyhow::Error) -> Response<Body> {
+    tracing::error!("cannot record a change to the suppression list: {err:#}");
+    let mut res = page_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        pages::status(
+            &app.site,
+            "Please try again",
+            "Your request could not be recorded just now. Nothing was changed; please try again in a minute.",
+        ),
+    );
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+    res
+}
+
+type ErrorPage = fn(&App) -> Response<Body>;
+
+/// Reads a request body of at most [`MAX_BODY`] bytes.
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, ErrorPage> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_large);
+    }
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(too_large),
+        Err(_) => Err(bad_request),
+    }
+}
+
+fn too_large(app: &App) -> Response<Body> {
+    page_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        pages::status(&app.site, "Too large", "That request was too large."),
+    )
+}
+
+fn bad_request(app: &App) -> Response<Body> {
+    page_response(
+        StatusCode::BAD_REQUEST,
+        pages::status(&app.site, "Bad request", "That request could not be read."),
+    )
+}
+
+fn invalid(app: &App) -> Response<Body> {
+    page_response(StatusCode::NOT_FOUND, pages::invalid_link(&app.site))
+}
+
+fn method_not_allowed(app: &App, allow: &'static str) -> Response<Body> {
+    let mut res = page_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        pages::status(
+            &app.site,
+            "Not allowed",
+            "This address does not accept that method.",
+        ),
+    );
+    res.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    res
+}
+
+async fn archive_route(app: &App, rel: &str, req: &Request<Incoming>) -> Response<Body> {
+    let method = req.method();
+    if method != Method::GET && method != Method::HEAD {
+        return method_not_allowed(app, "GET, HEAD");
+    }
+    let since =
+        header_str(req, header::IF_MODIFIED_SINCE).and_then(|v| httpdate::parse_http_date(&v).ok());
+    let root = app.archive_root.clone();
+    let rel_owned = rel.to_string();
+    let found = tokio::task::spawn_blocking(move || {
+        let lookup = archive::lookup(&root, &rel_owned);
+        let file = match &lookup {
+            archive::Lookup::File { path, .. } => std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|modified| {
+                    // Not modified: no need to read the file.
+                    let unchanged =
+                        since.is_some_and(|s| whole_seconds(modified) <= whole_seconds(s));
+                    let bytes = if unchanged {
+                        Some(Vec::new())
+                    } else {
+                        std::fs::read(path).ok()
+                    };
+                    bytes.map(|b| (b, modified, unchanged))
+                }),
+            _ => None,
+        };
+        (lookup, file)
+    })
+    .await;
+    match found {
+        Ok((
+            archive::Lookup::File {
+                content_type,
+                cache_control,
+                ..
+            },
+            Some((bytes, modified, unchanged)),
+        )) => {
+            let mut res = Response::new(Full::new(Bytes::from(bytes)));
+            if unchanged {
+                *res.status_mut() = StatusCode::NOT_MODIFIED;
+            }
+            let h = res.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(modified)) {
+                h.insert(header::LAST_MODIFIED, v);
+            }
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static(cache_control),
+            );
+            h.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+            h.insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            );
+            res
+        }
+        Ok((archive::Lookup::AddSlash(location), _)) => {
+            let mut res = page_response(
+                StatusCode::MOVED_PERMANENTLY,
+                pages::status(&app.site, "Moved", "This page is one folder down."),
+            );
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                res.headers_mut().insert(header::LOCATION, v);
+            }
+            res
+        }
+        _ => page_response(
+            StatusCode::NOT_FOUND,
+            pages::status(&app.site, "Not found", "There is no page at this address."),
+        ),
+    }
+}
+
+fn whole_seconds(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// An HTML page with the headers every page carries: never cached (it may be about
+/// one reader), no referrer, a strict CSP.
+fn page_response(status: StatusCode, html: String) -> Response<Body> {
+    let mut res = Response::new(Full::new(Bytes::from(html)));
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(pages::content_security_policy()),
+    );
+    res
+}
+
+fn text_response(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut res = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+fn header_str(req: &Request<Incoming>, name: header::HeaderName) -> Option<String> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// The path part of `base_url` without its trailing slash: `/brief`, or "" at the root.
+fn base_path(base_url: &str) -> String {
+    let after_scheme = base_url
+        .split_once("://")
+        .map_or(base_url, |(_, rest)| rest);
+    let path = after_scheme.find('/').map_or("", |i| &after_scheme[i..]);
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    path.trim_end_matches('/').to_string()
+}
+
+/// The request path relative to the base path; paths without the prefix are taken as
+/// already stripped by the proxy.
+fn strip_base<'a>(path: &'a str, base: &str) -> &'a str {
+    if base.is_empty() {
+        return path;
+    }
+    match path.strip_prefix(base) {
+        Some("") => "/",
+        Some(rest) if rest.starts_with('/') => rest,
+        _ => path,
+    }
+}
+
+fn contact_address(config: &Config) -> String {
+    let raw = config
+        .newsletter
+        .reply_to
+        .as_deref()
+        .unwrap_or(&config.newsletter.from);
+    raw.parse::<lettre::message::Mailbox>()
+        .map(|m| m.email.to_string())
+        .unwrap_or_else(|_| raw.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_paths() {
+        assert_eq!(base_path("https://news.example.org/brief"), "/brief");
+        assert_eq!(base_path("https://news.example.org/brief/"), "/brief");
+        assert_eq!(base_path("https://news.example.org"), "");
+        assert_eq!(base_path("https://news.example.org/"), "");
+        assert_eq!(strip_base("/brief/u/x", "/brief"), "/u/x");
+        assert_eq!(strip_base("/brief", "/brief"), "/");
+        assert_eq!(strip_base("/u/x", "/brief"), "/u/x");
+        assert_eq!(strip_base("/briefing/x", "/brief"), "/briefing/x");
+        assert_eq!(strip_base("/x", ""), "/x");
+    }
+}
