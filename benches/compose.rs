@@ -37,6 +37,20 @@ fn benches(c: &mut Criterion) {
     c.bench_function("compile only (lint + mrml)", |b| {
         b.iter(|| compile_mjml(black_box(&composed.mjml)).unwrap())
     });
+    c.bench_function("mrml only (parse + render)", |b| {
+        let options = mrml::prelude::render::RenderOptions {
+            disable_comments: true,
+            social_icon_origin: None,
+            fonts: Default::default(),
+        };
+        b.iter(|| {
+            mrml::parse(black_box(&composed.mjml))
+                .unwrap()
+                .element
+                .render(&options)
+                .unwrap()
+        })
+    });
     c.bench_function("lint only", |b| {
         b.iter(|| brief::compile::lint::lint(black_box(&composed.mjml)))
     });

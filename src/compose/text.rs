@@ -38,41 +38,44 @@ pub fn finish(rendered: &str) -> String {
 /// fit are copied as they are. Continuation lines keep the line's indentation, quote
 /// marks, and the room of a list bullet.
 pub fn wrap_line(line: &str, width: usize, out: &mut String) {
-    if line.chars().count() <= width {
+    if line.len() <= width || line.chars().count() <= width {
         out.push_str(line);
         out.push('\n');
         return;
     }
-    let (first_prefix, rest) = split_prefix(line);
-    let continuation: String = first_prefix
+    let (prefix, rest) = split_prefix(line);
+    let continuation: String = prefix
         .chars()
         .map(|c| if c == '>' { '>' } else { ' ' })
         .collect();
-    let mut prefix: &str = first_prefix;
-    let mut current = String::from(prefix);
-    let mut current_width = prefix.chars().count();
+    out.push_str(prefix);
+    let mut current_width = width_of(prefix);
     let mut has_word = false;
     for word in words(rest) {
-        let w = word.chars().count();
+        let w = width_of(word);
         if has_word && current_width + 1 + w > width {
-            out.push_str(&current);
             out.push('\n');
-            prefix = &continuation;
-            current.clear();
-            current.push_str(prefix);
-            current_width = prefix.chars().count();
+            out.push_str(&continuation);
+            current_width = continuation.len();
             has_word = false;
         }
         if has_word {
-            current.push(' ');
+            out.push(' ');
             current_width += 1;
         }
-        current.push_str(word);
+        out.push_str(word);
         current_width += w;
         has_word = true;
     }
-    out.push_str(current.trim_end());
     out.push('\n');
+}
+
+fn width_of(s: &str) -> usize {
+    if s.is_ascii() {
+        s.len()
+    } else {
+        s.chars().count()
+    }
 }
 
 /// The leading indentation, quote marks and list bullet of a line.
