@@ -686,6 +686,13 @@ mod no_panic {
         ]
     }
 
+    fn url() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => "https://example\\.org/[a-zA-Z0-9/?=&%._~-]{0,30}",
+            1 => text(),
+        ]
+    }
+
     fn toml_string(s: &str) -> String {
         toml::Value::String(s.to_string()).to_string()
     }
@@ -694,7 +701,7 @@ mod no_panic {
         #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
         #[test]
-        fn any_field_text(title in text(), kicker in text(), headline in text(), item in text(), url in text(), body in text()) {
+        fn any_field_text(title in text(), kicker in text(), headline in text(), item in text(), url in url(), body in text()) {
             let src = format!(
                 "+++\ntitle = {}\nkicker = {}\ndate = 2026-11-20\n[sponsor]\ntext = {}\nurl = {}\n[[roundup.items]]\nheadline = {}\ntext = {}\n[[agenda.items]]\ntext = {}\n[[read_more]]\ntitle = {}\nurl = \"https://example.org\"\n+++\n{}",
                 toml_string(&title), toml_string(&kicker), toml_string(&item), toml_string(&url),
@@ -703,6 +710,22 @@ mod no_panic {
             if let Ok(e) = edition::parse(Path::new("editions/p.md"), &src) {
                 let compiled = compile_edition(repo_config(), default_composer(), e, &[]);
                 prop_assert!(compiled.is_ok(), "{:?}", compiled.err());
+            }
+        }
+
+        /// Only the essay varies, so nearly every case goes through compose and compile.
+        #[test]
+        fn any_essay(body in text(), extra in "\\PC{0,200}") {
+            let src = format!("+++\ntitle = \"T\"\ndate = 2026-11-20\n+++\n{body}\n{extra}\n");
+            if let Ok(e) = edition::parse(Path::new("editions/p.md"), &src) {
+                let compiled = compile_edition(repo_config(), default_composer(), e, &[]);
+                prop_assert!(compiled.is_ok(), "{:?}", compiled.err());
+                let compiled = compiled.unwrap();
+                // Whatever the essay says, the only live links are the ones it makes
+                // with http(s)/mailto, and the markers are exactly the template's.
+                prop_assert!(!compiled.html.contains("<script"));
+                let template = Template::parse(&compiled.html);
+                prop_assert_eq!(template.fields(), ["subscriber.email", "unsubscribe_url"]);
             }
         }
 
