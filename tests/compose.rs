@@ -896,3 +896,91 @@ fn size_warning_above_gmail_clipping() {
     assert_eq!(o.status.code(), Some(0), "warnings do not fail check");
     assert!(stdout(&o).contains("1 warning"));
 }
+
+// ---------------------------------------------------------------------------------
+// The HTML in a real browser (Debian's chromium; scripts/test.sh installs it)
+
+/// Loads `html` at `width` px in headless Chromium and returns the page's scroll width
+/// and the left/top of the sponsor's two columns (image, text).
+fn measure_in_chromium(html: &str, width: u32) -> (i64, (i64, i64), (i64, i64)) {
+    let chromium = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
+        .expect("chromium is needed for this test (Debian package `chromium`; scripts/test.sh installs it)");
+    let dir = tempfile::tempdir().unwrap();
+    // The email in an iframe of the exact width (a headless window is never narrower
+    // than 500 px); srcdoc keeps it same-origin so the script can measure it.
+    let srcdoc = html.replace('&', "&amp;").replace('"', "&quot;");
+    let page = format!(
+        r#"<!doctype html><html><body style="margin:0"><iframe id="f" style="border:0;width:{width}px;height:3000px" srcdoc="{srcdoc}"></iframe>
+<script>
+const f = document.getElementById('f');
+f.addEventListener('load', () => {{
+  const d = f.contentDocument;
+  const at = c => {{ const r = d.querySelector(c).getBoundingClientRect(); return Math.round(r.left) + ',' + Math.round(r.top); }};
+  document.body.setAttribute('data-result', d.documentElement.scrollWidth + ';' + at('.mj-column-per-38') + ';' + at('.mj-column-per-62'));
+}});
+</script></body></html>"#
+    );
+    let file = dir.path().join("page.html");
+    std::fs::write(&file, page).unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            // No network: the edition's image fails at once instead of waiting.
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            "--window-size=800,3000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("file://{}", file.display()))
+        .output()
+        .expect("run chromium");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let result = dom
+        .split("data-result=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no measurement in chromium's output: {}", stderr(&out)));
+    let nums: Vec<i64> = result
+        .split([';', ','])
+        .map(|n| n.parse().expect("a number"))
+        .collect();
+    (nums[0], (nums[1], nums[2]), (nums[3], nums[4]))
+}
+
+#[test]
+fn html_is_responsive_in_chromium() {
+    let dir = newsletter();
+    let o = brief(dir.path(), &["build", "--edition", "2026-11-20"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let html = std::fs::read_to_string(dir.path().join("dist/2026-11-20/email.html")).unwrap();
+
+    // Phone: nothing wider than the screen, the sponsor's columns stacked.
+    let (scroll, image, text) = measure_in_chromium(&html, 375);
+    assert!(
+        scroll <= 375,
+        "horizontal scroll at 375 px: content is {scroll} px wide"
+    );
+    assert_eq!(
+        image.0, text.0,
+        "columns side by side at 375 px: {image:?} {text:?}"
+    );
+    assert!(text.1 > image.1);
+
+    // Desktop: the 600 px newsletter, the columns side by side.
+    let (scroll, image, text) = measure_in_chromium(&html, 640);
+    assert!(scroll <= 640, "horizontal scroll at 640 px: {scroll}");
+    assert!(
+        text.0 > image.0,
+        "columns stacked at 640 px: {image:?} {text:?}"
+    );
+}
