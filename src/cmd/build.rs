@@ -31,9 +31,12 @@ pub fn run(config: &Config, args: BuildArgs) -> Result<Outcome> {
     for w in &compiled.warnings {
         eprintln!("{w}");
     }
-    let out = args
-        .out
-        .unwrap_or_else(|| config.root.join("dist").join(&compiled.slug));
+    let out = args.out.unwrap_or_else(|| {
+        let dist = config.root.join("dist").join(&compiled.slug);
+        // "dist/x" rather than "./dist/x" in what we print.
+        dist.strip_prefix(".")
+            .map_or(dist.clone(), Path::to_path_buf)
+    });
     let files = write(&out, &compiled, &sample, config)?;
     println!("built {} into {}", compiled.slug, out.display());
     for (name, bytes) in files {
