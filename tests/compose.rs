@@ -107,6 +107,15 @@ fn sample_edition_mjml_and_text() {
 }
 
 #[test]
+fn second_edition_text() {
+    // A sponsor without image or button, a roundup item without text, an agenda item
+    // without a place.
+    let e = edition::load(&repo().join("editions/2026-12-04.md")).unwrap();
+    let compiled = compile_edition(repo_config(), default_composer(), e, &[]).unwrap();
+    insta::assert_snapshot!("second_text", show_markers(&compiled.text));
+}
+
+#[test]
 fn minimal_edition_text() {
     let e = edition::parse(Path::new("editions/minimal.md"), MINIMAL).unwrap();
     let compiled = compile_edition(repo_config(), default_composer(), e, &[]).unwrap();
