@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod check;
+mod dispatch;
 pub mod init;
 
 use crate::cli::{Cli, Command};
@@ -21,9 +22,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Check(args) => with_config(&cli.config, |c| check::run(&c, args)),
         Command::Build(args) => with_config(&cli.config, |c| build::run(&c, args)),
         Command::Send(args) => with_config(&cli.config, |c| send::run(c, args)),
-        Command::Dispatch(args) => {
-            with_config(&cli.config, |c| unimplemented_yet("dispatch", (c, args)))
-        }
+        Command::Dispatch(args) => with_config(&cli.config, |c| dispatch::run(c, args)),
         Command::Status(args) => with_config(&cli.config, |c| status::run(c, args)),
         Command::Serve(args) => with_config(&cli.config, |c| serve::run(&c, &args)),
         Command::Unsubscribe(args) => {
