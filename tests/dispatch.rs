@@ -366,3 +366,48 @@ fn brief_send_reports_to_the_editors_through_the_outbox_too() {
         2
     );
 }
+
+#[test]
+fn dispatch_wait_waits_for_the_running_one_then_sends() {
+    let sink = Server::smtp_sink(&[]);
+    let nl = reporting(3, Some(sink.port));
+    edition(&nl, "due", "Due", Some("2026-11-20T08:00:00Z"), "");
+    let locks = nl.root().join("state/locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    let held = File::create(locks.join(".dispatch.lock")).unwrap();
+    held.lock().unwrap();
+
+    let mut waiting = nl
+        .command(&["dispatch", "--wait"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        waiting.try_wait().unwrap().is_none(),
+        "--wait must not exit while the lock is held"
+    );
+    assert!(sink.messages().is_empty());
+    drop(held);
+    let status = waiting.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(received(&sink).0.len(), 3);
+}
+
+#[test]
+fn dispatch_dry_run_renders_and_records_nothing() {
+    let sink = Server::smtp_sink(&[]);
+    let nl = reporting(3, Some(sink.port));
+    edition(&nl, "due", "Due", Some("2026-11-20T08:00:00Z"), "");
+    let out = nl.run(&["dispatch", "--dry-run"]);
+    assert_eq!(code(&out), Some(0));
+    assert!(stdout(&out).contains("due (dry run"), "{}", stdout(&out));
+    assert!(sink.messages().is_empty());
+    assert!(!nl.root().join("state/brief.db").exists(), "no state store");
+    assert_eq!(status_of(&nl, "due", NOW)["state"], "due");
+    // The real run afterwards sends everything.
+    let out = nl.run(&["dispatch"]);
+    assert_eq!(code(&out), Some(0));
+    assert_eq!(received(&sink).0.len(), 3);
+}

@@ -42,7 +42,12 @@ pub fn run(config: Config, args: DispatchArgs) -> Result<Outcome> {
     if due.is_empty() {
         return Ok(Outcome::Done);
     }
-    let store = SqliteStore::open(&config.state_path())?;
+    // A dry run writes nothing, not even a new state store.
+    let store = if args.dry_run {
+        crate::cmd::status::open_existing(&config)?
+    } else {
+        Some(SqliteStore::open(&config.state_path())?)
+    };
 
     let mut failed: Vec<String> = Vec::new();
     let mut locked = false;
@@ -52,9 +57,10 @@ pub fn run(config: Config, args: DispatchArgs) -> Result<Outcome> {
         let Some(send_at) = listed.send_at else {
             continue;
         };
-        match dispatch::progress(Some(&store), &slug)? {
+        match dispatch::progress(store.as_ref(), &slug)? {
             Progress::Complete => continue,
             Progress::Incomplete => {
+                let Some(store) = &store else { continue };
                 // Started: resumed whatever its lateness (half an audience must not
                 // be left without the edition the other half got). Nothing due now
                 // (deferred not yet due, or only in doubt): leave it, quietly.
@@ -76,10 +82,10 @@ pub fn run(config: Config, args: DispatchArgs) -> Result<Outcome> {
                     eprintln!(
                         "{slug}: not sent: {why}; send it anyway with `brief dispatch --allow-late` (or `brief send --edition {slug}`), or remove its send_at"
                     );
-                    if !args.dry_run {
+                    if let (Some(store), false) = (&store, args.dry_run) {
                         report::refused(
                             &config,
-                            &store,
+                            store,
                             &slug,
                             Kind::Late,
                             "too late",
@@ -114,10 +120,10 @@ pub fn run(config: Config, args: DispatchArgs) -> Result<Outcome> {
                 "{slug}: not sent: it fails its checks ({} errors)",
                 problems.len()
             );
-            if !args.dry_run {
+            if let (Some(store), false) = (&store, args.dry_run) {
                 report::refused(
                     &config,
-                    &store,
+                    store,
                     &slug,
                     Kind::Check,
                     "it fails its checks",
@@ -127,9 +133,9 @@ pub fn run(config: Config, args: DispatchArgs) -> Result<Outcome> {
             failed.push(format!("{slug} (fails its checks)"));
             continue;
         }
-        if !args.dry_run {
-            report::cleared(&store, &slug, Kind::Check)?;
-            report::cleared(&store, &slug, Kind::Late)?;
+        if let (Some(store), false) = (&store, args.dry_run) {
+            report::cleared(store, &slug, Kind::Check)?;
+            report::cleared(store, &slug, Kind::Late)?;
         }
 
         let outcome = send::run(
