@@ -6,6 +6,7 @@
 //! One module per stage; the binary (`src/main.rs`) only parses the command line and
 //! maps outcomes to exit codes.
 
+pub mod archive;
 pub mod cli;
 pub mod clock;
 pub mod cmd;

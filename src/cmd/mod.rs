@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::exit::Outcome;
 use anyhow::Result;
 
+mod archive;
 mod serve;
 mod suppress;
 
@@ -33,9 +34,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Suppressions(args) => {
             with_config(&cli.config, |c| suppress::suppressions(&c, &args))
         }
-        Command::Archive(args) => {
-            with_config(&cli.config, |c| unimplemented_yet("archive", (c, args)))
-        }
+        Command::Archive(args) => with_config(&cli.config, |c| archive::run(&c, &args)),
         Command::Preview(args) => {
             with_config(&cli.config, |c| unimplemented_yet("preview", (c, args)))
         }

@@ -1,0 +1,308 @@
+//! `brief archive`, run as the real binary on a copy of the sample newsletter.
+
+mod archive_support;
+
+use archive_support::{files, Newsletter, SECRET};
+use std::path::Path;
+
+/// Between the two sample editions' send times.
+const BETWEEN: &str = "2026-11-25T00:00:00Z";
+/// After both.
+const LATER: &str = "2027-01-01T00:00:00Z";
+
+const BASE_URL: &str = "https://news.example.org/brief";
+
+fn archive(n: &Newsletter, now: &str, args: &[&str]) -> String {
+    let mut all = vec!["archive"];
+    all.extend_from_slice(args);
+    let out = n.brief(now, &all);
+    assert!(
+        out.status.success(),
+        "brief archive failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An edition older than both samples whose file name sorts after them, and whose
+/// title needs escaping everywhere.
+const OLD_EDITION: &str = r#"+++
+title = "Tom & Jerry <live> \"quoted\" and 'single'"
+kicker = "Odds & ends"
+date = 2026-01-09
+send_at = 2026-01-09T08:00:00+01:00
+preheader = "A < B & C > D"
+
+[[read_more]]
+title = "Elsewhere"
+url = "https://example.org/elsewhere?a=1&b=2"
++++
+
+A short one. Say hello to {{ subscriber.name }} — that is edition text, not a template.
+"#;
+
+#[test]
+fn no_subscriber_data_reaches_any_archive_file() {
+    let n = Newsletter::sample();
+    let people = [
+        (
+            "sentinel.reader.q7x@example.net",
+            "Zebulon Sentinelreader",
+            "Quuxtown",
+        ),
+        (
+            "Sentinel.Second.k2@example.net",
+            "Ottilie Sentinelsecond",
+            "Frobcity",
+        ),
+        (
+            "sentinel.editor.w9@example.net",
+            "Wilhelmina Sentineleditor",
+            "Grault",
+        ),
+    ];
+    n.write(
+        "subscribers/readers.csv",
+        &format!(
+            "email,name,city\n{},{},{}\n{},{},{}\n",
+            people[0].0, people[0].1, people[0].2, people[1].0, people[1].1, people[1].2
+        ),
+    );
+    n.write(
+        "subscribers/editors.csv",
+        &format!(
+            "email,name,city\n{},{},{}\n",
+            people[2].0, people[2].1, people[2].2
+        ),
+    );
+    n.write("editions/2026-01-09-odds.md", OLD_EDITION);
+    archive(&n, LATER, &["--all"]);
+
+    let site = n.path("site");
+    let ring = brief::token::Keyring::new(SECRET.as_bytes(), "harbour-brief.news.example.org");
+    let mut forbidden: Vec<String> = Vec::new();
+    for (email, name, city) in people {
+        forbidden.extend([
+            email.to_lowercase(),
+            name.to_lowercase(),
+            city.to_lowercase(),
+        ]);
+        for slug in ["2026-11-20", "2026-12-04", "2026-01-09-odds"] {
+            for test in [false, true] {
+                forbidden.push(ring.issue(email, slug, test).to_lowercase());
+            }
+        }
+    }
+    forbidden.push("/u/".into());
+    forbidden.push("unsubscribe".into());
+    let all = files(&site);
+    assert!(all.len() >= 5, "{all:?}");
+    for (rel, path) in &all {
+        let text = std::fs::read_to_string(path).expect("utf-8").to_lowercase();
+        for f in &forbidden {
+            assert!(!text.contains(f.as_str()), "{rel} contains {f:?}");
+        }
+        // Markers must never reach a page.
+        assert!(!brief::personalize::has_marker_chars(&text), "{rel}");
+        assert!(!text.contains("<script"), "{rel} has a script");
+    }
+    // The subscribe note stands where the personal footer was.
+    let page = std::fs::read_to_string(site.join("2026-11-20/index.html")).unwrap();
+    assert!(page.contains("web edition of The Harbour Brief"));
+    assert!(page.contains("mailto:editors@news.example.org?subject=Subscribe"));
+}
+
+#[test]
+fn index_lists_due_editions_newest_first() {
+    let n = Newsletter::sample();
+    n.write("editions/2026-01-09-odds.md", OLD_EDITION);
+
+    let stdout = archive(&n, BETWEEN, &[]);
+    assert!(stdout.contains("archived 2 editions"), "{stdout}");
+    assert!(stdout.contains("2026-12-04"), "{stdout}");
+    let index = n.read("site/index.html");
+    assert_eq!(
+        links_in_order(&index),
+        ["2026-11-20/", "2026-01-09-odds/"],
+        "only editions whose send_at has passed, newest first"
+    );
+    assert!(!n.path("site/2026-12-04").exists());
+
+    archive(&n, LATER, &[]);
+    let index = n.read("site/index.html");
+    assert_eq!(
+        links_in_order(&index),
+        ["2026-12-04/", "2026-11-20/", "2026-01-09-odds/"]
+    );
+    // Title, kicker, date and preheader, escaped.
+    assert!(index.contains("Tom &amp; Jerry &lt;live&gt; &quot;quoted&quot;"));
+    assert!(index.contains("Odds &amp; ends"));
+    assert!(index.contains("Friday, 20 November 2026"));
+    assert!(index.contains("A &lt; B &amp; C &gt; D"));
+    assert!(index.contains("Sleeper routes are back on the map."));
+    // Nothing is left beside the archive after two runs.
+    let beside: Vec<String> = std::fs::read_dir(n.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("site"))
+        .collect();
+    assert_eq!(beside, ["site"]);
+}
+
+/// The edition links of the index (`<slug>/`), in document order.
+fn links_in_order(index: &str) -> Vec<String> {
+    hrefs(index)
+        .into_iter()
+        .filter(|h| h.ends_with('/') && !h.contains(':'))
+        .collect()
+}
+
+#[test]
+fn feed_is_atom_with_one_entry_per_edition() {
+    let n = Newsletter::sample();
+    n.write("editions/2026-01-09-odds.md", OLD_EDITION);
+    archive(&n, LATER, &["--all"]);
+    let xml = n.read("site/feed.xml");
+    let doc = roxmltree::Document::parse(&xml).expect("feed.xml is XML");
+    let atom = "http://www.w3.org/2005/Atom";
+    let feed = doc.root_element();
+    assert_eq!(feed.tag_name().name(), "feed");
+    assert_eq!(feed.tag_name().namespace(), Some(atom));
+    let child = |node: roxmltree::Node<'_, '_>, name: &str| {
+        node.children()
+            .find(|c| c.has_tag_name((atom, name)))
+            .unwrap_or_else(|| panic!("no <{name}>"))
+            .text()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(child(feed, "title"), "The Harbour Brief");
+    assert_eq!(child(feed, "updated"), "2026-12-04T06:00:00Z");
+    let entries: Vec<_> = feed
+        .children()
+        .filter(|c| c.has_tag_name((atom, "entry")))
+        .collect();
+    let pages: Vec<String> = files(&n.path("site"))
+        .into_iter()
+        .map(|(rel, _)| rel)
+        .filter(|rel| rel.ends_with("/index.html"))
+        .collect();
+    assert_eq!(entries.len(), 3);
+    assert_eq!(entries.len(), pages.len());
+    let titles: Vec<String> = entries.iter().map(|e| child(*e, "title")).collect();
+    assert_eq!(
+        titles,
+        [
+            "Who pays for the grid?",
+            "The slow comeback of the night train",
+            "Tom & Jerry <live> \"quoted\" and 'single'"
+        ]
+    );
+    for e in &entries {
+        let id = child(*e, "id");
+        assert!(
+            id.starts_with(&format!("{BASE_URL}/")) && id.ends_with('/'),
+            "{id}"
+        );
+        let slug = id
+            .trim_start_matches(&format!("{BASE_URL}/"))
+            .trim_end_matches('/');
+        assert!(pages.contains(&format!("{slug}/index.html")), "{slug}");
+        let link = e
+            .children()
+            .find(|c| c.has_tag_name((atom, "link")))
+            .expect("link");
+        assert_eq!(link.attribute("href"), Some(id.as_str()));
+        let updated = child(*e, "updated");
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(&updated).is_ok(),
+            "{updated}"
+        );
+    }
+    assert_eq!(child(entries[2], "summary"), "A < B & C > D");
+}
+
+#[test]
+fn every_relative_link_resolves_and_nothing_third_party_loads() {
+    let n = Newsletter::sample();
+    n.write("editions/2026-01-09-odds.md", OLD_EDITION);
+    archive(&n, LATER, &["--all"]);
+    let site = n.path("site");
+    let mut checked = 0;
+    for (rel, path) in files(&site) {
+        if !rel.ends_with(".html") {
+            continue;
+        }
+        let html = std::fs::read_to_string(&path).unwrap();
+        let here = Path::new(&rel).parent().unwrap_or(Path::new(""));
+        for link in hrefs(&html) {
+            if link.contains(':') || link.starts_with('#') {
+                continue;
+            }
+            assert!(!link.starts_with('/'), "{rel}: root-relative link {link}");
+            let target = link.split(['?', '#']).next().unwrap_or("");
+            let mut resolved = site.join(here).join(target);
+            if target.is_empty() || target.ends_with('/') {
+                resolved = resolved.join("index.html");
+            }
+            let resolved = resolved
+                .canonicalize()
+                .unwrap_or_else(|_| panic!("{rel}: {link} does not resolve"));
+            assert!(
+                resolved.starts_with(site.canonicalize().unwrap()) && resolved.is_file(),
+                "{rel}: {link} leaves the archive"
+            );
+            checked += 1;
+        }
+        // Resources: only the edition's own images, nothing else from elsewhere.
+        for src in attribute_values(&html, "src=\"") {
+            let in_an_edition = std::fs::read_dir(n.path("editions")).unwrap().any(|e| {
+                std::fs::read_to_string(e.unwrap().path())
+                    .unwrap()
+                    .contains(&src)
+            });
+            assert!(in_an_edition, "{rel} loads {src}");
+        }
+        assert!(!html.contains("<link rel=\"stylesheet\""), "{rel}");
+        assert!(!html.contains("@import"), "{rel}");
+    }
+    // Index → 3 pages + feed; each page → index + feed (twice).
+    assert!(checked >= 3 + 1 + 3 * 2, "only {checked} relative links");
+}
+
+#[test]
+fn refuses_to_replace_a_folder_that_is_not_an_archive() {
+    let n = Newsletter::sample();
+    n.write("notes/keep.txt", "mine");
+    let out = n.brief(LATER, &["archive", "--out", "notes"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not look like an archive"));
+    assert_eq!(n.read("notes/keep.txt"), "mine");
+    // A broken edition: nothing is written, the error names file:line:column.
+    n.write(
+        "editions/broken.md",
+        "+++\ntitle = \"x\"\ndate = 2026-01-01\ncolour = 1\n+++\n",
+    );
+    let out = n.brief(LATER, &["archive"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("broken.md:4:"), "{err}");
+    assert!(!n.path("site").exists());
+}
+
+fn hrefs(html: &str) -> Vec<String> {
+    attribute_values(html, "href=\"")
+}
+
+fn attribute_values(html: &str, prefix: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = html;
+    while let Some(i) = rest.find(prefix) {
+        let after = &rest[i + prefix.len()..];
+        let end = after.find('"').unwrap_or(after.len());
+        out.push(after[..end].replace("&amp;", "&"));
+        rest = &after[end..];
+    }
+    out
+}
