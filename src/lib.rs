@@ -18,6 +18,7 @@ pub mod edition;
 pub mod exit;
 pub mod mailto;
 pub mod personalize;
+pub mod preview;
 pub mod serve;
 pub mod store;
 pub mod token;

@@ -9,6 +9,7 @@ use crate::exit::Outcome;
 use anyhow::Result;
 
 mod archive;
+mod preview;
 mod serve;
 mod suppress;
 
@@ -35,9 +36,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             with_config(&cli.config, |c| suppress::suppressions(&c, &args))
         }
         Command::Archive(args) => with_config(&cli.config, |c| archive::run(&c, &args)),
-        Command::Preview(args) => {
-            with_config(&cli.config, |c| unimplemented_yet("preview", (c, args)))
-        }
+        Command::Preview(args) => with_config(&cli.config, |c| preview::run(&c, &args)),
     }
 }
 
