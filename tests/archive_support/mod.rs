@@ -47,6 +47,8 @@ impl Newsletter {
         cmd
     }
 
+    // Each test binary compiles this module; not every one uses every helper.
+    #[allow(dead_code)]
     pub fn brief(&self, now: &str, args: &[&str]) -> Output {
         self.command(now).args(args).output().expect("run brief")
     }
@@ -66,6 +68,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// Every file under `dir`, as (path relative to dir with `/`, absolute path).
+#[allow(dead_code)]
 pub fn files(dir: &Path) -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
