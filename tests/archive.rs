@@ -306,3 +306,136 @@ fn attribute_values(html: &str, prefix: &str) -> Vec<String> {
     }
     out
 }
+
+/// `brief serve` on a free port; killed when dropped.
+struct Serve {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Serve {
+    fn start(n: &Newsletter) -> Serve {
+        use std::io::BufRead;
+        let mut child = n
+            .command(LATER)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start brief serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(rest.split('/').next().unwrap_or("").to_string());
+                }
+            }
+        });
+        match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(addr) => Serve { child, addr },
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("brief serve did not start");
+            }
+        }
+    }
+
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(&self.addr, path)
+    }
+}
+
+/// GET `path`: status and body (`None` if the connection failed).
+fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).ok()?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).ok()?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let status = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n")?.1.to_string();
+        Some((status, body))
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The email's "view in browser" link lands on the page, through `brief serve`, and
+/// a reader never sees a half-written archive while `brief archive` runs again and again.
+#[test]
+fn serve_answers_the_view_in_browser_link_during_rebuilds() {
+    let n = Newsletter::sample();
+    // No per-client rate limit: this test is one busy client.
+    let config = n.read("brief.toml");
+    n.write(
+        "brief.toml",
+        &config.replace("[unsubscribe]\n", "[unsubscribe]\nclient_rate = 0\n"),
+    );
+    archive(&n, LATER, &[]);
+    let serve = Serve::start(&n);
+    let link = brief::token::web_url(BASE_URL, "2026-11-20");
+    let path = format!("/brief{}", link.trim_start_matches(BASE_URL));
+    assert_eq!(path, "/brief/2026-11-20/");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let page = loop {
+        match serve.get(&path) {
+            Some((200, body)) => break body,
+            other => {
+                assert!(std::time::Instant::now() < deadline, "{other:?}");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    };
+    assert!(page.contains("The slow comeback of the night train"));
+    assert_eq!(serve.get("/brief/feed.xml").map(|r| r.0), Some(200));
+
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let done = done.clone();
+        let addr = serve.addr.clone();
+        std::thread::spawn(move || {
+            let mut seen = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                for p in ["/brief/", "/brief/2026-11-20/", "/brief/feed.xml"] {
+                    let (status, body) = http_get(&addr, p).expect("serve answers");
+                    assert_eq!(status, 200, "{p} during a rebuild");
+                    let end = if p.ends_with(".xml") {
+                        "</feed>\n"
+                    } else {
+                        "</html>"
+                    };
+                    assert!(
+                        body.trim_end().ends_with(end.trim_end()),
+                        "{p} was cut short"
+                    );
+                    seen += 1;
+                }
+            }
+            seen
+        })
+    };
+    for _ in 0..8 {
+        archive(&n, LATER, &[]);
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = reader.join().expect("the reader saw every page whole");
+    assert!(seen >= 3, "{seen}");
+}
