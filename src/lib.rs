@@ -7,12 +7,14 @@
 //! maps outcomes to exit codes.
 
 pub mod archive;
+pub mod audience;
 pub mod cli;
 pub mod clock;
 pub mod cmd;
 pub mod compile;
 pub mod compose;
 pub mod config;
+pub mod deliver;
 pub mod diag;
 pub mod edition;
 pub mod exit;

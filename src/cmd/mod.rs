@@ -2,6 +2,8 @@
 //! errors go up to `main`, which prints the chain once and exits 1.
 
 pub mod build;
+pub mod check;
+pub mod init;
 
 use crate::cli::{Cli, Command};
 use crate::config::Config;
@@ -10,21 +12,21 @@ use anyhow::Result;
 
 mod archive;
 mod preview;
+pub mod send;
 mod serve;
+pub mod status;
 mod suppress;
 
 pub fn run(cli: Cli) -> Result<Outcome> {
     match cli.command {
-        Command::Init(args) => unimplemented_yet("init", args),
-        Command::Check(args) => with_config(&cli.config, |c| unimplemented_yet("check", (c, args))),
+        Command::Init(args) => init::run(args),
+        Command::Check(args) => with_config(&cli.config, |c| check::run(&c, args)),
         Command::Build(args) => with_config(&cli.config, |c| build::run(&c, args)),
-        Command::Send(args) => with_config(&cli.config, |c| unimplemented_yet("send", (c, args))),
+        Command::Send(args) => with_config(&cli.config, |c| send::run(c, args)),
         Command::Dispatch(args) => {
             with_config(&cli.config, |c| unimplemented_yet("dispatch", (c, args)))
         }
-        Command::Status(args) => {
-            with_config(&cli.config, |c| unimplemented_yet("status", (c, args)))
-        }
+        Command::Status(args) => with_config(&cli.config, |c| status::run(c, args)),
         Command::Serve(args) => with_config(&cli.config, |c| serve::run(&c, &args)),
         Command::Unsubscribe(args) => {
             with_config(&cli.config, |c| suppress::unsubscribe(&c, &args))

@@ -5,8 +5,10 @@
 //! ([`SuppressionList`], and the journal's), so another engine (PostgreSQL for several
 //! sending machines) can be added without touching the dispatcher.
 
+mod journal;
 mod suppressions;
 
+pub use journal::{Counts, Entry, Journal, NewRecipient, SendInfo, State, Update, REAL, TEST};
 pub use suppressions::{Suppression, SuppressionList, SuppressionSource};
 
 use anyhow::{Context, Result};
@@ -43,6 +45,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(suppressions::SCHEMA)?;
+        conn.execute_batch(journal::SCHEMA)?;
         Ok(SqliteStore { conn })
     }
 

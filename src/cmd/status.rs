@@ -1,0 +1,197 @@
+//! `brief status`: per-edition counts from the journal. Reads only: a missing state
+//! store means nothing was sent yet, and is not created.
+
+use crate::cli::StatusArgs;
+use crate::config::Config;
+use crate::deliver::lock;
+use crate::exit::{Outcome, UsageError};
+use crate::store::{Counts, Journal, SqliteStore, State, REAL, TEST};
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::path::Path;
+
+/// One edition's standing (the object `brief status --edition E --json` prints).
+#[derive(Debug, Clone, Serialize)]
+pub struct EditionStatus {
+    pub edition: String,
+    pub test: bool,
+    /// `not started`, `sending`, `complete` or `incomplete`.
+    pub state: String,
+    #[serde(flatten)]
+    pub counts: Counts,
+    pub duplicates: u64,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// The status of one edition (real or test send), from an open store or none.
+pub fn edition_status(
+    store: Option<&SqliteStore>,
+    state_path: &Path,
+    slug: &str,
+    test: bool,
+) -> Result<EditionStatus> {
+    let namespace = if test { TEST } else { REAL };
+    let info = match store {
+        Some(s) => s.send_info(slug, namespace)?,
+        None => None,
+    };
+    let counts = match (store, &info) {
+        (Some(s), Some(_)) => s.counts(slug, namespace)?,
+        _ => Counts::default(),
+    };
+    let state = if lock::is_locked(state_path, slug) {
+        "sending"
+    } else if info.is_none() {
+        "not started"
+    } else if counts.complete() {
+        "complete"
+    } else {
+        "incomplete"
+    };
+    Ok(EditionStatus {
+        edition: slug.to_string(),
+        test,
+        state: state.into(),
+        counts,
+        duplicates: info.as_ref().map_or(0, |i| i.duplicates),
+        started_at: info.as_ref().map(|i| i.started_at),
+        finished_at: info.and_then(|i| i.finished_at),
+    })
+}
+
+/// Opens the state store if it exists (never creates it).
+pub fn open_existing(config: &Config) -> Result<Option<SqliteStore>> {
+    let path = config.state_path();
+    if path.exists() {
+        Ok(Some(SqliteStore::open(&path)?))
+    } else {
+        Ok(None)
+    }
+}
+
+/// The slug an `--edition` argument names: a slug as is, a path by its file stem.
+pub fn slug_of(arg: &str) -> String {
+    let p = Path::new(arg);
+    if arg.contains('/') || arg.ends_with(".md") {
+        p.file_stem()
+            .map_or_else(|| arg.to_string(), |s| s.to_string_lossy().into_owned())
+    } else {
+        arg.to_string()
+    }
+}
+
+pub fn run(config: Config, args: StatusArgs) -> Result<Outcome> {
+    let store = open_existing(&config)?;
+    let state_path = config.state_path();
+    let namespace = if args.test { TEST } else { REAL };
+    if let Some(arg) = &args.edition {
+        let slug = slug_of(arg);
+        if let Some(which) = &args.recipients {
+            let state = State::parse(which).ok_or_else(|| {
+                UsageError(format!(
+                    "--recipients: unknown state `{which}` (one of: {})",
+                    State::ALL.map(State::as_str).join(", ")
+                ))
+            })?;
+            let list = match &store {
+                Some(s) => s.recipients(&slug, namespace, state)?,
+                None => Vec::new(),
+            };
+            if args.json {
+                let v: Vec<_> = list
+                    .iter()
+                    .map(|(a, r)| serde_json::json!({"address": a, "reply": r}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for (address, reply) in list {
+                    println!("{address}\t{}", reply.unwrap_or_default());
+                }
+            }
+            return Ok(Outcome::Done);
+        }
+        let status = edition_status(store.as_ref(), &state_path, &slug, args.test)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&status)?);
+        } else {
+            print_table(&[status]);
+        }
+        return Ok(Outcome::Done);
+    }
+    let mut all = Vec::new();
+    if let Some(s) = &store {
+        for info in s.sends()? {
+            if info.namespace == namespace {
+                all.push(edition_status(
+                    Some(s),
+                    &state_path,
+                    &info.edition,
+                    args.test,
+                )?);
+            }
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+    } else if all.is_empty() {
+        println!("no {}sends yet", if args.test { "test " } else { "" });
+    } else {
+        print_table(&all);
+    }
+    Ok(Outcome::Done)
+}
+
+fn print_table(rows: &[EditionStatus]) {
+    let header = [
+        "EDITION",
+        "STATE",
+        "SENT",
+        "DEFERRED",
+        "BOUNCED",
+        "IN_DOUBT",
+        "SUPPRESSED",
+        "INVALID",
+        "PENDING",
+        "EXPIRED",
+        "NEXT_RETRY",
+    ];
+    let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for r in rows {
+        let c = &r.counts;
+        table.push(vec![
+            r.edition.clone(),
+            r.state.clone(),
+            c.sent.to_string(),
+            c.deferred.to_string(),
+            c.bounced.to_string(),
+            c.in_doubt.to_string(),
+            c.suppressed.to_string(),
+            c.invalid.to_string(),
+            c.pending.to_string(),
+            c.expired.to_string(),
+            c.next_retry.map_or_else(
+                || "-".into(),
+                |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            ),
+        ]);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            table
+                .iter()
+                .map(|row| row[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in table {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}

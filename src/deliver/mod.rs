@@ -1,0 +1,756 @@
+//! Delivery: the audience frozen into the journal, then one message per recipient
+//! through a transport, every step recorded in the journal after the server's answer.
+//!
+//! ```text
+//!  freeze (lists → journal, pending) ─▶ producer (due pages) ─▶ N workers ─▶ transport
+//!                                                   ▲                │
+//!                                                   └── writer ◀─────┘ (group commit)
+//! ```
+//! A worker personalizes the prepared edition ([`message`]), queues the durable
+//! `in_doubt` mark, runs the SMTP envelope, waits for the mark to be committed, hands
+//! over the body and records the answer: `sent`, `deferred` (4xx, or the connection lost
+//! before the body), `bounced` (5xx). A connection lost after the body leaves the
+//! recipient `in_doubt`. Session failures (connect, greeting, TLS, AUTH, ten identical
+//! permanent refusals in a row) stop the run and mark nobody.
+
+pub mod lock;
+pub mod message;
+pub mod rate;
+pub mod smtp;
+mod writer;
+
+use crate::audience::ListReader;
+use crate::clock;
+use crate::diag::Diagnostic;
+use crate::store::{Counts, Entry, Journal, NewRecipient, SendInfo, SqliteStore, State, Update};
+use crate::token::{self, Keyring};
+use anyhow::{anyhow, Context, Result};
+use chrono::{DateTime, Utc};
+pub use message::{EditionParts, Envelope, Personal, Prepared, Rendered};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use writer::Writer;
+
+/// Where messages go.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// One `.eml` file per recipient in this folder.
+    Outbox(PathBuf),
+    Smtp(smtp::Settings),
+    /// Render every message, send nothing (the journal is an in-memory copy).
+    DryRun,
+}
+
+/// Backoff after a temporary failure.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    pub min: Duration,
+    pub max: Duration,
+    pub give_up_after: Duration,
+}
+
+impl Retry {
+    /// The change for a recipient that got a temporary failure now: deferred with the
+    /// next attempt after `min` doubling per attempt up to `max`, or expired once
+    /// `give_up_after` has passed since its first attempt.
+    pub fn defer(&self, e: &Entry, now: DateTime<Utc>, reply: String) -> Update {
+        let attempts = e.attempts + 1;
+        let first = e.first_attempt_at.unwrap_or(now);
+        let give_up =
+            chrono::Duration::from_std(self.give_up_after).unwrap_or(chrono::Duration::MAX);
+        let mut u = Update::new(e.id, State::Deferred, now);
+        u.attempt = true;
+        u.reply = Some(reply);
+        if now - first >= give_up {
+            u.state = State::Expired;
+            return u;
+        }
+        let factor = 1u32
+            .checked_shl(attempts.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        let wait = self.min.saturating_mul(factor).min(self.max);
+        u.next_attempt_at =
+            Some(now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX));
+        u
+    }
+}
+
+/// One send of one edition.
+pub struct Job {
+    pub slug: String,
+    /// `store::REAL` or `store::TEST`.
+    pub namespace: &'static str,
+    pub prepared: Prepared,
+    /// Extra column names, in the order the prepared edition expects them.
+    pub columns: Vec<String>,
+    pub keyring: Keyring,
+    pub base_url: String,
+    /// The `mailto` address for List-Unsubscribe, if configured.
+    pub mailto: Option<String>,
+    /// Domain of Message-IDs.
+    pub domain: String,
+    /// The envelope sender (MAIL FROM).
+    pub envelope_from: String,
+    pub resend_in_doubt: bool,
+    pub concurrency: usize,
+    pub rate_per_second: f64,
+    pub retry: Retry,
+    /// Show a progress bar (stderr is a terminal).
+    pub progress: bool,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub edition: String,
+    pub test: bool,
+    pub dry_run: bool,
+    /// Messages handed to the transport in this run.
+    pub attempted: u64,
+    /// Nothing was due: no connection was opened.
+    pub nothing_due: bool,
+    #[serde(flatten)]
+    pub counts: Counts,
+    pub duplicates: u64,
+    /// Addresses whose outcome is unknown (up to 100).
+    pub in_doubt_addresses: Vec<String>,
+    /// The run stopped early for this reason (throttling): a later run continues.
+    pub stopped: Option<String>,
+    /// The relay refused the session: the run stopped, nobody was marked.
+    pub session_failure: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Reads the lists and freezes the audience into the journal (if not frozen yet).
+/// Bad rows are reported on stderr (`file:line`) and counted as invalid.
+pub fn freeze_lists(
+    store: &SqliteStore,
+    slug: &str,
+    namespace: &str,
+    lists: &[PathBuf],
+    report: &mut dyn FnMut(&Diagnostic),
+) -> Result<SendInfo> {
+    let mut readers = Vec::new();
+    for path in lists {
+        let reader = ListReader::open(path)?;
+        let columns = reader.columns();
+        readers.push((reader, columns));
+    }
+    let invalid = std::cell::Cell::new(0u64);
+    let mut current = 0;
+    let mut rows = std::iter::from_fn(|| loop {
+        let (reader, columns) = readers.get_mut(current)?;
+        match reader.next_row() {
+            None => current += 1,
+            Some(Err(d)) => {
+                invalid.set(invalid.get() + 1);
+                report(&d);
+            }
+            Some(Ok(s)) => {
+                return Some(NewRecipient {
+                    address: s.email,
+                    name: s.name,
+                    fields: fields_json(columns, &s.fields),
+                });
+            }
+        }
+    });
+    store.freeze(slug, namespace, clock::now(), &mut rows, &mut || {
+        invalid.get()
+    })
+}
+
+/// Freezes explicit addresses (test sends to `--to`).
+pub fn freeze_addresses(
+    store: &SqliteStore,
+    slug: &str,
+    namespace: &str,
+    addresses: &[String],
+) -> Result<SendInfo> {
+    let mut rows = addresses.iter().map(|a| NewRecipient {
+        address: a.clone(),
+        name: String::new(),
+        fields: "{}".into(),
+    });
+    store.freeze(slug, namespace, clock::now(), &mut rows, &mut || 0)
+}
+
+fn fields_json(columns: &[String], values: &[String]) -> String {
+    if columns.is_empty() {
+        return "{}".into();
+    }
+    let map: serde_json::Map<String, serde_json::Value> = columns
+        .iter()
+        .zip(values)
+        .map(|(c, v)| (c.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+/// Shared state of one run.
+struct Ctx {
+    job: Job,
+    transport: Transport,
+    writer: Writer,
+    rate: rate::RateLimiter,
+    stop: AtomicBool,
+    attempted: AtomicU64,
+    session_failure: Mutex<Option<String>>,
+    stopped: Mutex<Option<String>>,
+    fatal: Mutex<Option<anyhow::Error>>,
+    streaks: Mutex<Streaks>,
+    pause_until: Mutex<Option<tokio::time::Instant>>,
+    progress: indicatif::ProgressBar,
+}
+
+/// Consecutive failures, across all connections.
+#[derive(Default)]
+struct Streaks {
+    permanent_reply: String,
+    permanent_ids: Vec<i64>,
+    transient: u32,
+    pauses: u32,
+}
+
+/// Ten permanent refusals in a row with the same reply: the relay is misconfigured.
+const PERMANENT_STREAK: usize = 10;
+/// This many temporary failures in a row are throttling: pause every connection.
+const TRANSIENT_STREAK: u32 = 5;
+/// Pauses (1 s doubling) before the run gives up for now and leaves the rest pending.
+const MAX_PAUSES: u32 = 6;
+/// Recipients fetched from the journal at once.
+const PAGE: usize = 512;
+
+impl Ctx {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn session_failed(&self, why: String) {
+        let mut s = self.session_failure.lock().expect("lock");
+        if s.is_none() {
+            *s = Some(why);
+        }
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    fn fail(&self, e: anyhow::Error) {
+        let mut f = self.fatal.lock().expect("lock");
+        if f.is_none() {
+            *f = Some(e);
+        }
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    fn record(&self, u: Update) {
+        if let Err(e) = self.writer.record(u) {
+            self.fail(e);
+        }
+    }
+
+    fn succeeded(&self) {
+        let mut s = self.streaks.lock().expect("lock");
+        s.permanent_ids.clear();
+        s.transient = 0;
+        s.pauses = 0;
+    }
+
+    /// A 5xx for one recipient; after ten identical ones in a row the run stops and
+    /// those ten go back to pending (the relay, not the readers, is at fault).
+    fn permanent(&self, id: i64, reply: &smtp::Reply) {
+        let mut s = self.streaks.lock().expect("lock");
+        s.transient = 0;
+        let text = reply.to_string();
+        if s.permanent_reply != text {
+            s.permanent_reply = text.clone();
+            s.permanent_ids.clear();
+        }
+        s.permanent_ids.push(id);
+        if s.permanent_ids.len() >= PERMANENT_STREAK {
+            let now = clock::now();
+            for id in std::mem::take(&mut s.permanent_ids) {
+                self.record(Update::new(id, State::Pending, now));
+            }
+            drop(s);
+            self.session_failed(format!(
+                "{PERMANENT_STREAK} recipients in a row refused with the same reply ({text}): the relay seems misconfigured; they were not marked bounced"
+            ));
+        }
+    }
+
+    /// A 4xx: a burst of them pauses every connection, with a doubling pause.
+    fn transient(&self) {
+        let mut s = self.streaks.lock().expect("lock");
+        s.permanent_ids.clear();
+        s.transient += 1;
+        if s.transient < TRANSIENT_STREAK {
+            return;
+        }
+        s.transient = 0;
+        s.pauses += 1;
+        if s.pauses > MAX_PAUSES {
+            drop(s);
+            let mut stopped = self.stopped.lock().expect("lock");
+            stopped.get_or_insert_with(|| {
+                "the relay keeps deferring (throttling): stopped for now; the rest is still pending".into()
+            });
+            self.stop.store(true, Ordering::Relaxed);
+            return;
+        }
+        let pause = Duration::from_secs(1 << (s.pauses - 1));
+        tracing::warn!("the relay is deferring messages: pausing {pause:?}");
+        *self.pause_until.lock().expect("lock") = Some(tokio::time::Instant::now() + pause);
+    }
+
+    async fn wait_if_paused(&self) {
+        let until = *self.pause_until.lock().expect("lock");
+        if let Some(t) = until {
+            tokio::time::sleep_until(t).await;
+        }
+    }
+
+    /// Builds `e`'s message into `out`; returns its Message-ID.
+    fn personalize(&self, e: &Entry, out: &mut Rendered) -> String {
+        let job = &self.job;
+        let test = job.namespace == crate::store::TEST;
+        let token = job.keyring.issue(&e.address, &job.slug, test);
+        let url = token::unsubscribe_url(&job.base_url, &token);
+        let mailto = job
+            .mailto
+            .as_ref()
+            .map(|m| format!("mailto:{m}?subject=unsubscribe-{token}"));
+        let message_id = job
+            .keyring
+            .message_id(job.namespace, &job.slug, &e.address, &job.domain);
+        let columns = column_values(&job.columns, &e.fields);
+        job.prepared.render(
+            &Personal {
+                email: &e.address,
+                name: &e.name,
+                columns: &columns,
+                unsubscribe_url: &url,
+                unsubscribe_mailto: mailto.as_deref(),
+                message_id: &message_id,
+            },
+            out,
+        );
+        message_id
+    }
+}
+
+fn column_values(columns: &[String], fields: &str) -> Vec<String> {
+    if columns.is_empty() || fields == "{}" {
+        return vec![String::new(); columns.len()];
+    }
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(fields).unwrap_or_default();
+    columns
+        .iter()
+        .map(|c| match map.get(c) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            _ => String::new(),
+        })
+        .collect()
+}
+
+/// Runs one send (or resume) of a frozen edition. Returns the store and the report.
+pub fn run(store: SqliteStore, job: Job, transport: Transport) -> Result<(SqliteStore, Report)> {
+    let slug = job.slug.clone();
+    let namespace = job.namespace;
+    let test = namespace == crate::store::TEST;
+    let dry_run = matches!(transport, Transport::DryRun);
+    let total = {
+        let c = store.counts(&slug, namespace)?;
+        c.pending + c.deferred + if job.resend_in_doubt { c.in_doubt } else { 0 }
+    };
+    let first_page = store.due(&slug, namespace, 0, clock::now(), job.resend_in_doubt, PAGE)?;
+    let mut report = Report {
+        edition: slug.clone(),
+        test,
+        dry_run,
+        attempted: 0,
+        nothing_due: first_page.is_empty(),
+        counts: Counts::default(),
+        duplicates: 0,
+        in_doubt_addresses: Vec::new(),
+        stopped: None,
+        session_failure: None,
+        started_at: None,
+        finished_at: None,
+    };
+    if first_page.is_empty() {
+        return finish_report(store, report);
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let (writer, thread) = Writer::spawn(store, &slug, namespace);
+    let progress = if job.progress {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {pos}/{len} [{bar:30}] {per_sec} eta {eta} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let concurrency = match transport {
+        Transport::DryRun => 1,
+        _ => job.concurrency.max(1),
+    };
+    let ctx = Arc::new(Ctx {
+        rate: rate::RateLimiter::new(job.rate_per_second),
+        job,
+        transport,
+        writer,
+        stop: AtomicBool::new(false),
+        attempted: AtomicU64::new(0),
+        session_failure: Mutex::new(None),
+        stopped: Mutex::new(None),
+        fatal: Mutex::new(None),
+        streaks: Mutex::new(Streaks::default()),
+        pause_until: Mutex::new(None),
+        progress,
+    });
+    runtime.block_on(drive(ctx.clone(), first_page, concurrency));
+    ctx.progress.finish_and_clear();
+    report.attempted = ctx.attempted.load(Ordering::Relaxed);
+    report.session_failure = ctx.session_failure.lock().expect("lock").take();
+    report.stopped = ctx.stopped.lock().expect("lock").take();
+    let fatal = ctx.fatal.lock().expect("lock").take();
+    drop(ctx); // the last Writer handle: lets the writer thread finish
+    drop(runtime);
+    let store = thread.join()?;
+    if let Some(e) = fatal {
+        return Err(e);
+    }
+    finish_report(store, report)
+}
+
+fn finish_report(store: SqliteStore, mut report: Report) -> Result<(SqliteStore, Report)> {
+    let ns = if report.test {
+        crate::store::TEST
+    } else {
+        crate::store::REAL
+    };
+    report.counts = store.counts(&report.edition, ns)?;
+    if report.counts.complete() && report.session_failure.is_none() {
+        store.finish(&report.edition, ns, clock::now())?;
+    }
+    if let Some(info) = store.send_info(&report.edition, ns)? {
+        report.duplicates = info.duplicates;
+        report.started_at = Some(info.started_at);
+        report.finished_at = info.finished_at;
+    }
+    report.in_doubt_addresses = store
+        .recipients(&report.edition, ns, State::InDoubt)?
+        .into_iter()
+        .take(100)
+        .map(|(a, _)| a)
+        .collect();
+    Ok((store, report))
+}
+
+async fn drive(ctx: Arc<Ctx>, first_page: Vec<Entry>, concurrency: usize) {
+    // The first connection decides whether the relay takes the session at all,
+    // before anyone is touched.
+    let first_conn = match &ctx.transport {
+        Transport::Smtp(settings) => match smtp::Connection::open(settings).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                ctx.session_failed(format!("{e:#}"));
+                return;
+            }
+        },
+        _ => None,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Entry>(PAGE);
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let mut workers = Vec::new();
+    let mut first_conn = first_conn;
+    for _ in 0..concurrency {
+        let conn = first_conn.take();
+        workers.push(tokio::spawn(worker(ctx.clone(), rx.clone(), conn)));
+    }
+    produce(&ctx, first_page, tx).await;
+    for w in workers {
+        if let Err(e) = w.await {
+            ctx.fail(anyhow!("a delivery task failed: {e}"));
+        }
+    }
+}
+
+async fn produce(ctx: &Ctx, first_page: Vec<Entry>, tx: tokio::sync::mpsc::Sender<Entry>) {
+    let mut page = first_page;
+    loop {
+        let Some(last) = page.last().map(|e| e.id) else {
+            return;
+        };
+        for e in page {
+            if ctx.stopping() {
+                return;
+            }
+            if e.suppressed {
+                // Unsubscribed since the send started: honoured right before sending.
+                ctx.record(Update::new(e.id, State::Suppressed, clock::now()));
+                ctx.progress.inc(1);
+                continue;
+            }
+            if tx.send(e).await.is_err() {
+                return;
+            }
+        }
+        page = match ctx
+            .writer
+            .due(last, clock::now(), ctx.job.resend_in_doubt, PAGE)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                ctx.fail(e);
+                return;
+            }
+        };
+    }
+}
+
+async fn worker(
+    ctx: Arc<Ctx>,
+    rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Entry>>>,
+    mut conn: Option<smtp::Connection>,
+) {
+    let mut rendered = Rendered::default();
+    loop {
+        if ctx.stopping() {
+            break;
+        }
+        let next = rx.lock().await.recv().await;
+        let Some(entry) = next else { break };
+        if ctx.stopping() {
+            break;
+        }
+        ctx.wait_if_paused().await;
+        ctx.rate.acquire().await;
+        let message_id = ctx.personalize(&entry, &mut rendered);
+        ctx.attempted.fetch_add(1, Ordering::Relaxed);
+        match &ctx.transport {
+            Transport::DryRun => {
+                let mut u = Update::new(entry.id, State::Sent, clock::now());
+                u.reply = Some(format!(
+                    "dry run: {} bytes",
+                    ctx.job.prepared.len(&rendered)
+                ));
+                ctx.record(u);
+            }
+            Transport::Outbox(dir) => {
+                let result = write_eml(dir, &message_id, &ctx.job.prepared, &rendered);
+                let now = clock::now();
+                match result {
+                    Ok(path) => {
+                        let mut u = Update::new(entry.id, State::Sent, now);
+                        u.attempt = true;
+                        u.reply = Some(format!("written to {}", path.display()));
+                        u.message_id = Some(message_id);
+                        ctx.record(u);
+                    }
+                    Err(e) => {
+                        ctx.fail(e);
+                        break;
+                    }
+                }
+            }
+            Transport::Smtp(settings) => {
+                if !smtp_one(&ctx, settings, &mut conn, &entry, message_id, &rendered).await {
+                    break;
+                }
+            }
+        }
+        ctx.progress.inc(1);
+    }
+    if let Some(c) = conn {
+        c.quit().await;
+    }
+}
+
+/// One recipient over SMTP. Returns false if the worker must stop.
+async fn smtp_one(
+    ctx: &Ctx,
+    settings: &smtp::Settings,
+    conn: &mut Option<smtp::Connection>,
+    entry: &Entry,
+    message_id: String,
+    rendered: &Rendered,
+) -> bool {
+    let mut retried = false;
+    loop {
+        if conn.is_none() {
+            match smtp::Connection::open(settings).await {
+                Ok(c) => *conn = Some(c),
+                Err(e) => {
+                    // Nothing was marked for this recipient: it stays as it was.
+                    ctx.session_failed(format!("{e:#}"));
+                    return false;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { return false };
+        let reused = c.used > 0;
+        let mut mark = Update::new(entry.id, State::InDoubt, clock::now());
+        mark.message_id = Some(message_id.clone());
+        mark.attempt = true;
+        // Queued now, committed while the envelope is on the wire; awaited before
+        // the body goes out.
+        let durable = match ctx.writer.durable(mark) {
+            Ok(d) => d,
+            Err(e) => {
+                ctx.fail(e);
+                return false;
+            }
+        };
+        let outcome = c
+            .send(
+                &ctx.job.envelope_from,
+                &entry.address,
+                ctx.job.prepared.slices(rendered),
+                async { durable.await.is_ok() },
+            )
+            .await;
+        if c.broken {
+            *conn = None;
+        }
+        let now = clock::now();
+        match outcome {
+            smtp::Outcome::Accepted(reply) => {
+                let mut u = Update::new(entry.id, State::Sent, now);
+                u.reply = Some(reply.to_string());
+                u.message_id = Some(message_id);
+                ctx.record(u);
+                ctx.succeeded();
+            }
+            smtp::Outcome::Refused(reply) if reply.code == 421 && reused && !retried => {
+                // The server closed an idle connection: reconnect and try again.
+                retried = true;
+                continue;
+            }
+            smtp::Outcome::Refused(reply) if reply.is_transient() => {
+                ctx.record(ctx.job.retry.defer(entry, now, reply.to_string()));
+                ctx.transient();
+            }
+            smtp::Outcome::Refused(reply) => {
+                let mut u = Update::new(entry.id, State::Bounced, now);
+                u.reply = Some(reply.to_string());
+                ctx.record(u);
+                ctx.permanent(entry.id, &reply);
+            }
+            smtp::Outcome::LostBeforeBody(_) if reused && !retried => {
+                retried = true;
+                continue;
+            }
+            smtp::Outcome::LostBeforeBody(why) => {
+                ctx.record(ctx.job.retry.defer(
+                    entry,
+                    now,
+                    format!("connection lost before the message was sent: {why}"),
+                ));
+                ctx.transient();
+            }
+            smtp::Outcome::LostAfterBody(why) => {
+                let mut u = Update::new(entry.id, State::InDoubt, now);
+                u.reply = Some(format!(
+                    "no answer after the message was handed over: {why}"
+                ));
+                ctx.record(u);
+            }
+            smtp::Outcome::Aborted => {
+                ctx.fail(anyhow!("the journal could not be written"));
+                return false;
+            }
+        }
+        return true;
+    }
+}
+
+/// Writes one message atomically (temporary file, then rename). The name comes from
+/// the Message-ID, so a resend replaces the same file: delivery to the outbox is
+/// idempotent and never in doubt.
+fn write_eml(dir: &Path, message_id: &str, prepared: &Prepared, r: &Rendered) -> Result<PathBuf> {
+    use std::io::Write;
+    let local = message_id
+        .trim_start_matches('<')
+        .split('@')
+        .next()
+        .unwrap_or("message");
+    let path = dir.join(format!("{local}.eml"));
+    let tmp = dir.join(format!(".{local}.eml.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(&tmp)?);
+        prepared.write_to(r, &mut f)?;
+        f.flush()?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_expires() {
+        let r = Retry {
+            min: Duration::from_secs(300),
+            max: Duration::from_secs(3600),
+            give_up_after: Duration::from_secs(86_400),
+        };
+        let now = Utc::now();
+        let mut e = Entry {
+            id: 1,
+            address: "a@b.org".into(),
+            name: String::new(),
+            fields: "{}".into(),
+            state: State::Pending,
+            attempts: 0,
+            first_attempt_at: None,
+            suppressed: false,
+        };
+        let waits: Vec<i64> = (0..6)
+            .map(|n| {
+                e.attempts = n;
+                let u = r.defer(&e, now, "451".into());
+                assert_eq!(u.state, State::Deferred);
+                (u.next_attempt_at.unwrap() - now).num_seconds()
+            })
+            .collect();
+        assert_eq!(waits, [300, 600, 1200, 2400, 3600, 3600]);
+        e.attempts = 40;
+        e.first_attempt_at = Some(now - chrono::Duration::days(1));
+        assert_eq!(r.defer(&e, now, "451".into()).state, State::Expired);
+    }
+
+    #[test]
+    fn column_values_follow_the_requested_order() {
+        let cols = vec!["city".to_string(), "plan".to_string()];
+        assert_eq!(
+            column_values(
+                &cols,
+                &fields_json(
+                    &["plan".into(), "city".into()],
+                    &["pro".into(), "Gent".into()]
+                )
+            ),
+            vec!["Gent", "pro"]
+        );
+        assert_eq!(column_values(&cols, "{}"), vec!["", ""]);
+    }
+}

@@ -1,0 +1,398 @@
+//! A small SMTP client that drives each transaction phase by phase, so the journal
+//! knows whether a failure happened before the body was handed over (safe to retry)
+//! or after (the message may have been delivered: in doubt).
+//!
+//! Why not lettre's transport: its `send()` reports the same error for both cases, and
+//! its phase-aware connection dot-stuffs the body byte by byte; brief's prepared
+//! message is already DATA-safe (see `message`), so it is written as is. lettre still
+//! parses addresses and encodes headers.
+
+use crate::config::Tls;
+use anyhow::{anyhow, bail, Context, Result};
+use base64::Engine;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+/// How to reach the relay.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub host: String,
+    pub port: u16,
+    pub tls: Tls,
+    pub username: String,
+    pub password: Option<String>,
+    pub hello_name: String,
+    /// Longest wait for any one reply (and for connecting).
+    pub timeout: Duration,
+}
+
+/// A server reply: code and text (lines joined with a space).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn is_positive(&self) -> bool {
+        (200..400).contains(&self.code)
+    }
+    pub fn is_transient(&self) -> bool {
+        (400..500).contains(&self.code)
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.code, self.text)
+    }
+}
+
+/// How one transaction ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The server accepted the message (reply to the final dot).
+    Accepted(Reply),
+    /// The server refused, before or after the body; nothing was delivered.
+    Refused(Reply),
+    /// The connection failed before the body was handed over: safe to retry.
+    LostBeforeBody(String),
+    /// The connection failed after the body was handed over: in doubt.
+    LostAfterBody(String),
+    /// The caller's pre-body step (the durable in-doubt mark) failed; nothing was sent.
+    Aborted,
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// One open, greeted (and, as configured, encrypted and authenticated) connection.
+pub struct Connection {
+    stream: BufStream<Box<dyn Io>>,
+    pipelining: bool,
+    timeout: Duration,
+    /// A transaction failed half-way: send RSET before the next one.
+    needs_reset: bool,
+    /// The connection cannot be used again (closed, or out of step).
+    pub broken: bool,
+    /// Messages sent on this connection (a reused connection may have been closed by
+    /// the server while idle).
+    pub used: u64,
+}
+
+const LINE_MAX: usize = 4096;
+
+impl Connection {
+    /// Connects, reads the greeting, says EHLO, starts TLS and authenticates as
+    /// configured. Any failure here is a session failure.
+    pub async fn open(s: &Settings) -> Result<Connection> {
+        let addr = format!("{}:{}", s.host, s.port);
+        let tcp = timeout(s.timeout, TcpStream::connect(&addr))
+            .await
+            .map_err(|_| anyhow!("connecting to {addr} timed out"))?
+            .with_context(|| format!("cannot connect to the SMTP relay {addr}"))?;
+        let _ = tcp.set_nodelay(true);
+        let io: Box<dyn Io> = if s.tls == Tls::Tls {
+            Box::new(tls_connect(tcp, &s.host).await?)
+        } else {
+            Box::new(tcp)
+        };
+        let mut c = Connection {
+            stream: BufStream::with_capacity(8192, 1 << 16, io),
+            pipelining: false,
+            timeout: s.timeout,
+            needs_reset: false,
+            broken: false,
+            used: 0,
+        };
+        let greeting = c.reply().await.context("no greeting from the relay")?;
+        if greeting.code != 220 {
+            bail!("the relay refused the session: {greeting}");
+        }
+        let mut ehlo = c.ehlo(&s.hello_name).await?;
+        if s.tls == Tls::Starttls {
+            if !has_ext(&ehlo, "STARTTLS") {
+                bail!("the relay does not offer STARTTLS (set smtp.tls = \"none\" only for a relay on this machine)");
+            }
+            let r = c.command("STARTTLS").await?;
+            if r.code != 220 {
+                bail!("STARTTLS refused: {r}");
+            }
+            let io = c.stream.into_inner();
+            let tls = tls_connect(io, &s.host).await?;
+            c.stream = BufStream::with_capacity(8192, 1 << 16, Box::new(tls));
+            ehlo = c.ehlo(&s.hello_name).await?;
+        }
+        c.pipelining = has_ext(&ehlo, "PIPELINING");
+        if !s.username.is_empty() {
+            let password = s.password.as_deref().ok_or_else(|| {
+                anyhow!("smtp.username is set but the password variable is empty")
+            })?;
+            c.auth(&ehlo, &s.username, password).await?;
+        }
+        Ok(c)
+    }
+
+    async fn ehlo(&mut self, name: &str) -> Result<Vec<String>> {
+        self.write_line(&format!("EHLO {name}")).await?;
+        self.flush().await?;
+        let (r, lines) = self.reply_lines().await?;
+        if r.code != 250 {
+            bail!("EHLO refused: {r}");
+        }
+        Ok(lines)
+    }
+
+    async fn auth(&mut self, ehlo: &[String], user: &str, password: &str) -> Result<()> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mechanisms = ehlo
+            .iter()
+            .find_map(|l| {
+                let up = l.to_ascii_uppercase();
+                up.strip_prefix("AUTH").map(|m| m.replace('=', " "))
+            })
+            .unwrap_or_default();
+        let has = |m: &str| mechanisms.split_whitespace().any(|x| x == m);
+        let r = if has("PLAIN") || !has("LOGIN") {
+            let token = b64.encode(format!("\0{user}\0{password}"));
+            self.command(&format!("AUTH PLAIN {token}")).await?
+        } else {
+            let r = self.command("AUTH LOGIN").await?;
+            if r.code != 334 {
+                bail!("AUTH refused: {r}");
+            }
+            let r = self.command(&b64.encode(user)).await?;
+            if r.code != 334 {
+                bail!("AUTH refused: {r}");
+            }
+            self.command(&b64.encode(password)).await?
+        };
+        if r.code != 235 {
+            bail!("authentication failed: {r}");
+        }
+        Ok(())
+    }
+
+    /// One message to one recipient. `before_body` runs after the server agreed to take
+    /// the body (it makes the in-doubt mark durable); if it fails, the transaction is
+    /// abandoned without sending anything.
+    pub async fn send<'a>(
+        &mut self,
+        from: &str,
+        to: &str,
+        body: impl Iterator<Item = &'a [u8]>,
+        before_body: impl std::future::Future<Output = bool>,
+    ) -> Outcome {
+        let outcome = self.transaction(from, to, body, before_body).await;
+        match &outcome {
+            Outcome::Refused(r) if r.code == 421 => self.broken = true,
+            Outcome::Accepted(_) | Outcome::Refused(_) => {}
+            _ => self.broken = true,
+        }
+        outcome
+    }
+
+    async fn transaction<'a>(
+        &mut self,
+        from: &str,
+        to: &str,
+        body: impl Iterator<Item = &'a [u8]>,
+        before_body: impl std::future::Future<Output = bool>,
+    ) -> Outcome {
+        match self.envelope(from, to).await {
+            Err(e) => return Outcome::LostBeforeBody(format!("{e:#}")),
+            Ok(Some(refusal)) => return Outcome::Refused(refusal),
+            Ok(None) => {}
+        }
+        if !before_body.await {
+            return Outcome::Aborted;
+        }
+        self.used += 1;
+        match self.body(body).await {
+            Ok(r) if r.code / 100 == 2 => Outcome::Accepted(r),
+            Ok(r) => Outcome::Refused(r),
+            Err(e) => Outcome::LostAfterBody(format!("{e:#}")),
+        }
+    }
+
+    /// MAIL, RCPT, DATA (pipelined when the server allows). `Ok(None)` means the
+    /// server is waiting for the body.
+    async fn envelope(&mut self, from: &str, to: &str) -> Result<Option<Reply>> {
+        if self.needs_reset {
+            self.needs_reset = false;
+            let r = self.command("RSET").await?;
+            if r.code != 250 {
+                return Ok(Some(r));
+            }
+        }
+        let commands = [
+            format!("MAIL FROM:<{from}>"),
+            format!("RCPT TO:<{to}>"),
+            "DATA".to_string(),
+        ];
+        let expected = [250u16, 250, 354];
+        if self.pipelining {
+            for c in &commands {
+                self.write_line(c).await?;
+            }
+            self.flush().await?;
+            let mut first_refusal = None;
+            for want in expected {
+                let r = match self.reply().await {
+                    Ok(r) => r,
+                    Err(e) => match first_refusal {
+                        // e.g. 421 and a hang-up: the refusal is the answer.
+                        Some(r) => {
+                            self.broken = true;
+                            return Ok(Some(r));
+                        }
+                        None => return Err(e),
+                    },
+                };
+                if first_refusal.is_none() && r.code / 100 != want / 100 {
+                    first_refusal = Some(r);
+                } else if first_refusal.is_some() && r.code == 354 {
+                    // The server wants a body for a transaction we abandoned:
+                    // never send one; drop the connection instead.
+                    bail!("the relay accepted DATA after refusing the envelope");
+                }
+            }
+            if let Some(r) = first_refusal {
+                self.needs_reset = true;
+                return Ok(Some(r));
+            }
+            Ok(None)
+        } else {
+            for (c, want) in commands.iter().zip(expected) {
+                let r = self.command(c).await?;
+                if r.code / 100 != want / 100 {
+                    self.needs_reset = true;
+                    return Ok(Some(r));
+                }
+            }
+            Ok(None)
+        }
+    }
+
+    async fn body<'a>(&mut self, body: impl Iterator<Item = &'a [u8]>) -> Result<Reply> {
+        for chunk in body {
+            timeout(self.timeout, self.stream.write_all(chunk))
+                .await
+                .map_err(|_| anyhow!("timed out writing the message"))??;
+        }
+        timeout(self.timeout, self.stream.write_all(b".\r\n"))
+            .await
+            .map_err(|_| anyhow!("timed out writing the message"))??;
+        self.flush().await?;
+        self.reply().await
+    }
+
+    /// Says goodbye (best effort).
+    pub async fn quit(mut self) {
+        let _ = self.command("QUIT").await;
+        let _ = self.stream.shutdown().await;
+    }
+
+    async fn command(&mut self, line: &str) -> Result<Reply> {
+        self.write_line(line).await?;
+        self.flush().await?;
+        self.reply().await
+    }
+
+    async fn write_line(&mut self, line: &str) -> Result<()> {
+        self.stream.write_all(line.as_bytes()).await?;
+        self.stream.write_all(b"\r\n").await?;
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        timeout(self.timeout, self.stream.flush())
+            .await
+            .map_err(|_| anyhow!("timed out writing to the relay"))??;
+        Ok(())
+    }
+
+    async fn reply(&mut self) -> Result<Reply> {
+        Ok(self.reply_lines().await?.0)
+    }
+
+    /// Reads one (possibly multi-line) reply; also returns the text of each line.
+    async fn reply_lines(&mut self) -> Result<(Reply, Vec<String>)> {
+        let mut lines = Vec::new();
+        let mut buf = Vec::with_capacity(128);
+        loop {
+            buf.clear();
+            let n = timeout(
+                self.timeout,
+                (&mut self.stream)
+                    .take(LINE_MAX as u64)
+                    .read_until(b'\n', &mut buf),
+            )
+            .await
+            .map_err(|_| anyhow!("no reply from the relay within {:?}", self.timeout))??;
+            if n == 0 {
+                bail!("the relay closed the connection");
+            }
+            let line = String::from_utf8_lossy(&buf);
+            let line = line.trim_end_matches(['\r', '\n']);
+            let code: u16 = line
+                .get(..3)
+                .and_then(|c| c.parse().ok())
+                .ok_or_else(|| anyhow!("malformed reply from the relay: {line:?}"))?;
+            let more = line.as_bytes().get(3) == Some(&b'-');
+            lines.push(line.get(4..).unwrap_or("").to_string());
+            if !more {
+                return Ok((
+                    Reply {
+                        code,
+                        text: lines.join(" ").trim().to_string(),
+                    },
+                    lines,
+                ));
+            }
+            if lines.len() > 100 {
+                bail!("the relay's reply is too long");
+            }
+        }
+    }
+}
+
+fn has_ext(ehlo: &[String], name: &str) -> bool {
+    ehlo.iter().any(|l| {
+        l.split_whitespace()
+            .next()
+            .is_some_and(|k| k.eq_ignore_ascii_case(name))
+    })
+}
+
+async fn tls_connect<S: AsyncRead + AsyncWrite + Unpin>(
+    io: S,
+    host: &str,
+) -> Result<tokio_rustls::client::TlsStream<S>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS setup")?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .with_context(|| format!("`{host}` is not a valid TLS server name"))?;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, io)
+        .await
+        .with_context(|| format!("TLS handshake with {host} failed"))
+}
+
+/// The name to send in EHLO when the config gives none: the machine's host name.
+pub fn default_hello_name() -> String {
+    lettre::transport::smtp::extension::ClientId::default().to_string()
+}

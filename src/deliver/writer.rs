@@ -1,0 +1,167 @@
+//! The journal writer: one thread owns the store and applies every journal change,
+//! gathering all changes that arrive while it commits into the next transaction
+//! (group commit). A sender that must know its change is durable (the `in_doubt` mark
+//! before a body goes out) waits for the acknowledgement; other changes are fire and
+//! forget, and are durable once a later acknowledgement arrives or the writer is
+//! closed. Reads that must see every earlier change (the next page of due
+//! recipients) go through the same queue, in order.
+
+use crate::store::{Entry, Journal, SqliteStore, Update};
+use anyhow::{anyhow, Result};
+use chrono::{DateTime, Utc};
+use std::sync::mpsc;
+use tokio::sync::oneshot;
+
+enum Request {
+    Update(Update, Option<oneshot::Sender<()>>),
+    Due {
+        after: i64,
+        now: DateTime<Utc>,
+        include_in_doubt: bool,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<Entry>>>,
+    },
+}
+
+/// A handle to the writer thread; clone it freely.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Request>,
+}
+
+/// Joins the writer and gives the store back.
+pub struct WriterThread(std::thread::JoinHandle<Result<SqliteStore>>);
+
+/// Most changes applied in one transaction.
+const MAX_BATCH: usize = 8192;
+
+impl Writer {
+    pub fn spawn(store: SqliteStore, edition: &str, namespace: &str) -> (Writer, WriterThread) {
+        let (tx, rx) = mpsc::channel();
+        let (edition, namespace) = (edition.to_string(), namespace.to_string());
+        let handle = std::thread::Builder::new()
+            .name("brief-journal".into())
+            .spawn(move || run(store, &edition, &namespace, rx))
+            .expect("spawning a thread");
+        (Writer { tx }, WriterThread(handle))
+    }
+
+    /// Queues a change; returns when it is queued, not when it is durable.
+    pub fn record(&self, update: Update) -> Result<()> {
+        self.tx
+            .send(Request::Update(update, None))
+            .map_err(|_| anyhow!("the journal writer stopped"))
+    }
+
+    /// Queues a change now; the returned future resolves once it is committed.
+    pub fn durable(&self, update: Update) -> Result<impl std::future::Future<Output = Result<()>>> {
+        let (ack, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Update(update, Some(ack)))
+            .map_err(|_| anyhow!("the journal writer stopped"))?;
+        Ok(async move {
+            rx.await
+                .map_err(|_| anyhow!("the journal could not be written"))
+        })
+    }
+
+    /// The next page of due recipients, after every change queued before.
+    pub async fn due(
+        &self,
+        after: i64,
+        now: DateTime<Utc>,
+        include_in_doubt: bool,
+        limit: usize,
+    ) -> Result<Vec<Entry>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Due {
+                after,
+                now,
+                include_in_doubt,
+                limit,
+                reply,
+            })
+            .map_err(|_| anyhow!("the journal writer stopped"))?;
+        rx.await
+            .map_err(|_| anyhow!("the journal writer stopped"))?
+    }
+}
+
+impl WriterThread {
+    /// Waits for every queued change to be committed (all `Writer` handles must be
+    /// dropped first) and returns the store.
+    pub fn join(self) -> Result<SqliteStore> {
+        self.0
+            .join()
+            .map_err(|_| anyhow!("the journal writer panicked"))?
+    }
+}
+
+fn run(
+    store: SqliteStore,
+    edition: &str,
+    namespace: &str,
+    rx: mpsc::Receiver<Request>,
+) -> Result<SqliteStore> {
+    let mut updates: Vec<Update> = Vec::new();
+    let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut failure: Option<anyhow::Error> = None;
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(req) = next.take() {
+            match req {
+                Request::Update(u, ack) => {
+                    updates.push(u);
+                    acks.extend(ack);
+                }
+                Request::Due {
+                    after,
+                    now,
+                    include_in_doubt,
+                    limit,
+                    reply,
+                } => {
+                    commit(&store, &mut updates, &mut acks, &mut failure);
+                    let page = match &failure {
+                        Some(e) => Err(anyhow!("the journal could not be written: {e:#}")),
+                        None => store.due(edition, namespace, after, now, include_in_doubt, limit),
+                    };
+                    let _ = reply.send(page);
+                }
+            }
+            if updates.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        commit(&store, &mut updates, &mut acks, &mut failure);
+    }
+    commit(&store, &mut updates, &mut acks, &mut failure);
+    match failure {
+        Some(e) => Err(e.context("the journal could not be written")),
+        None => Ok(store),
+    }
+}
+
+/// Applies the gathered changes in one transaction and acknowledges them. After a
+/// failure nothing is acknowledged again (the waiting senders see an error).
+fn commit(
+    store: &SqliteStore,
+    updates: &mut Vec<Update>,
+    acks: &mut Vec<oneshot::Sender<()>>,
+    failure: &mut Option<anyhow::Error>,
+) {
+    if failure.is_none() && !updates.is_empty() {
+        if let Err(e) = store.apply(updates) {
+            *failure = Some(e);
+        }
+    }
+    updates.clear();
+    if failure.is_none() {
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
+    } else {
+        acks.clear();
+    }
+}

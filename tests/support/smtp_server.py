@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""A scripted SMTP server for brief's delivery tests (aiosmtpd).
+
+usage: smtp_server.py PORT DIR RULES_JSON
+RULES_JSON keys (all optional):
+  "reject":     {"addr": "550 5.1.1 text"}   permanent refusal at RCPT for addr
+  "reject_all": "550 5.7.1 text"             permanent refusal at RCPT for everyone
+  "defer_once": ["addr", ...]                451 at RCPT the first time addr is seen
+  "close_after": N                           after N accepted messages, answer the next
+                                             MAIL with 421 and close the connection
+Every accepted message is written to DIR/<n>.eml, its first line "X-Rcpt: <addr>".
+Prints READY when listening.
+"""
+import asyncio
+import json
+import os
+import sys
+import time
+
+from aiosmtpd.controller import Controller
+
+
+class Handler:
+    def __init__(self, directory, rules):
+        self.dir = directory
+        self.rules = rules
+        self.seen = set()
+        self.accepted = 0
+        self.closed_once = False
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        limit = self.rules.get("close_after")
+        if limit is not None and self.accepted >= limit and not self.closed_once:
+            self.closed_once = True
+            asyncio.get_event_loop().call_later(0.05, server.transport.close)
+            return "421 4.3.2 closing connection"
+        envelope.mail_from = address
+        return "250 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        key = address.lower()
+        if "reject_all" in self.rules:
+            return self.rules["reject_all"]
+        reject = {k.lower(): v for k, v in self.rules.get("reject", {}).items()}
+        if key in reject:
+            return reject[key]
+        if key in [a.lower() for a in self.rules.get("defer_once", [])] and key not in self.seen:
+            self.seen.add(key)
+            return "451 4.7.1 try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.accepted += 1
+        name = os.path.join(self.dir, "%d-%d.eml" % (time.time_ns(), self.accepted))
+        with open(name + ".tmp", "wb") as f:
+            f.write(("X-Rcpt: %s\r\n" % envelope.rcpt_tos[0]).encode())
+            f.write(envelope.original_content)
+        os.rename(name + ".tmp", name)
+        return "250 2.0.0 queued as %d" % self.accepted
+
+
+def main():
+    port, directory, rules = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
+    controller = Controller(Handler(directory, rules), hostname="127.0.0.1", port=port)
+    controller.start()
+    print("READY", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        controller.stop()
+
+
+if __name__ == "__main__":
+    main()
