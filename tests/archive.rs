@@ -439,3 +439,79 @@ fn serve_answers_the_view_in_browser_link_during_rebuilds() {
     let seen = reader.join().expect("the reader saw every page whole");
     assert!(seen >= 3, "{seen}");
 }
+
+/// A newsletter whose own footer still uses personal fields without `{{#if web}}`:
+/// the archive leaves them empty, says so, and still shows nobody's data.
+#[test]
+fn personal_fields_in_an_old_template_stay_empty_on_the_web() {
+    let n = Newsletter::sample();
+    n.write(
+        "subscribers/editors.csv",
+        "email,name,city\nsentinel.first.editor@example.net,Sentinel Firsteditor,Sentinelburg\n",
+    );
+    n.write(
+        "templates/footer.mjml.hbs",
+        "<mj-section><mj-column><mj-text>Hello {{subscriber.name}} from {{subscriber.city}} \
+         ({{subscriber.email}}): <a href=\"{{unsubscribe_url}}\">leave</a></mj-text></mj-column></mj-section>\n",
+    );
+    let out = n.brief(LATER, &["archive"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: a template uses")
+            && stderr.contains("subscriber.name")
+            && stderr.contains("unsubscribe_url"),
+        "{stderr}"
+    );
+    let page = n.read("site/2026-11-20/index.html");
+    assert!(
+        page.contains("Hello  from  (): <a href=\"../\">leave</a>"),
+        "{page}"
+    );
+    for (rel, path) in files(&n.path("site")) {
+        let text = std::fs::read_to_string(path).unwrap().to_lowercase();
+        for f in ["sentinel", "/u/", "ana@news.example.org"] {
+            assert!(!text.contains(f), "{rel} contains {f}");
+        }
+    }
+}
+
+/// An edition without `send_at` is archived once `brief send` has sent it for real; a
+/// test send does not publish it.
+#[test]
+fn an_edition_sent_by_hand_is_archived_a_test_send_is_not() {
+    let n = Newsletter::sample();
+    n.write(
+        "subscribers/readers.csv",
+        "email,name,city\nreader.one@example.net,Reader One,Ghent\n",
+    );
+    n.write(
+        "editions/2026-11-22-extra.md",
+        "+++\ntitle = \"An extra edition\"\ndate = 2026-11-22\n+++\n\nSent by hand.\n",
+    );
+    let send = |args: &[&str]| {
+        let mut all = vec!["send", "--edition", "2026-11-22-extra"];
+        all.extend_from_slice(args);
+        let out = n.brief(BETWEEN, &all);
+        assert!(
+            out.status.success(),
+            "brief send failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    send(&["--test"]);
+    archive(&n, BETWEEN, &[]);
+    assert_eq!(links_in_order(&n.read("site/index.html")), ["2026-11-20/"]);
+
+    send(&[]);
+    archive(&n, BETWEEN, &[]);
+    assert_eq!(
+        links_in_order(&n.read("site/index.html")),
+        ["2026-11-22-extra/", "2026-11-20/"]
+    );
+    assert!(n.path("site/2026-11-22-extra/index.html").is_file());
+}

@@ -129,7 +129,7 @@ fn answers_over_a_socket_shows_errors_and_rebuilds() {
     assert!(shell.contains("The slow comeback of the night train"));
     assert!(shell.contains(r#"width="375""#), "{shell}");
     assert!(shell.contains("KB of Gmail's 102.0 KB limit"), "{shell}");
-    assert!(shell.contains("No warnings."));
+    assert!(shell.contains("brief check finds no problem."));
     // The text part beside the frame.
     assert!(shell.contains("View in browser:"));
     let (_, shell) = preview.get("/?width=640");
@@ -180,6 +180,16 @@ fn answers_over_a_socket_shows_errors_and_rebuilds() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    // What `brief check` finds shows too: here an audience list that does not exist.
+    n.write(
+        "editions/2026-11-20.md",
+        &source.replacen("editors = [", "audience = [\"readrs\"]\neditors = [", 1),
+    );
+    let checked = preview.wait_for_page("the check", |p| p.contains("readrs"));
+    assert!(checked.contains("class=\"error\""), "{checked}");
+    assert!(checked.contains("did you mean `readers`?"), "{checked}");
+    assert!(checked.contains("<iframe"), "the email still builds");
 
     let status = preview.terminate();
     assert!(status.success(), "{status:?}");

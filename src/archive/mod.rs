@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::edition::{self, Edition};
 use crate::personalize::{self, Escape, Template};
+use crate::store::{Journal, SqliteStore, REAL};
 use anyhow::{Context, Result};
 use chrono::{DateTime, NaiveTime, Utc};
 use std::path::{Path, PathBuf};
@@ -53,16 +54,37 @@ pub struct Report {
     pub out: PathBuf,
     /// Slugs, newest first.
     pub published: Vec<String>,
-    /// Editions left out because their `send_at` has not passed (or is not set).
+    /// Editions left out: not sent, and their `send_at` has not passed (or is not set).
     pub not_due: Vec<String>,
     pub warnings: Vec<Diagnostic>,
 }
 
-/// Which editions are in the archive by default: those whose `send_at` has passed.
-/// (An edition without `send_at` is left out until the send journal can tell that it
-/// was sent by hand; `--all` includes it.)
+/// Which editions are in the archive by default: those whose `send_at` has passed, and
+/// those the journal shows as sent (at least one recipient of the real send accepted).
+pub fn is_published(edition: &Edition, now: DateTime<Utc>, sent: &[String]) -> bool {
+    is_due(edition, now) || sent.contains(&edition.slug)
+}
+
+/// True if the edition's `send_at` has passed.
 pub fn is_due(edition: &Edition, now: DateTime<Utc>) -> bool {
     edition.send_at.is_some_and(|t| t <= now)
+}
+
+/// The editions the journal shows as sent for real (test sends do not count). A
+/// newsletter that never sent anything has no store yet: nothing is created then.
+pub fn sent_editions(config: &Config) -> Result<Vec<String>> {
+    let path = config.state_path();
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let store = SqliteStore::open(&path)?;
+    let mut sent = Vec::new();
+    for send in store.sends()? {
+        if send.namespace == REAL && store.counts(&send.edition, REAL)?.sent > 0 {
+            sent.push(send.edition);
+        }
+    }
+    Ok(sent)
 }
 
 /// Loads every edition of the newsletter; every broken one is reported.
@@ -132,9 +154,14 @@ pub fn render_entries(
 /// `brief archive`: renders the chosen editions and replaces `out` with the new site.
 pub fn build(config: &Config, out: &Path, all: bool) -> Result<Report> {
     let now = clock::now();
+    let sent = if all {
+        Vec::new()
+    } else {
+        sent_editions(config)?
+    };
     let (editions, not_due): (Vec<Edition>, Vec<Edition>) = load_editions(config)?
         .into_iter()
-        .partition(|e| all || is_due(e, now));
+        .partition(|e| all || is_published(e, now, &sent));
     let composer = Composer::new(config)?;
     let columns = crate::cmd::build::SampleReader::load(config).columns();
     let (entries, mut warnings) = render_entries(config, &composer, editions, &columns)?;
@@ -293,6 +320,8 @@ mod tests {
         ));
         assert!(!is_due(&edition("c", Some("2026-01-02T12:00:01Z")), now));
         assert!(!is_due(&edition("d", None), now));
+        assert!(is_published(&edition("d", None), now, &["d".to_string()]));
+        assert!(!is_published(&edition("d", None), now, &["e".to_string()]));
     }
 
     #[test]

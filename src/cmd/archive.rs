@@ -23,7 +23,7 @@ pub fn run(config: &Config, args: &ArchiveArgs) -> Result<Outcome> {
     );
     if !report.not_due.is_empty() {
         println!(
-            "  left out (send_at not passed or not set; --all includes them): {}",
+            "  left out (not sent, and send_at not passed or not set; --all includes them): {}",
             report.not_due.join(", ")
         );
     }

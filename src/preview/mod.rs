@@ -1,8 +1,8 @@
 //! `brief preview`: a local web server that shows an edition as it is being written.
 //!
 //! The shell page (`/`) holds the compiled email in a frame 375 px or 640 px wide
-//! (`?width=`), the text part beside it, the HTML size against Gmail's clip and the
-//! warnings of the build. A watcher polls the edition file, the templates folder and
+//! (`?width=`), the text part beside it, the HTML size against Gmail's clip and what
+//! `brief check` finds. A watcher polls the edition file, the templates folder and
 //! the editors list every 300 ms; on a change it rebuilds, and the page, which
 //! long-polls `/changes`, reloads itself. A broken edition shows its errors on the page;
 //! the server keeps running.
@@ -10,6 +10,7 @@
 mod page;
 
 use crate::cmd::build::SampleReader;
+use crate::cmd::check;
 use crate::compile::{self, GMAIL_CLIP_BYTES};
 use crate::config::Config;
 use crate::edition;
@@ -65,19 +66,29 @@ impl Preview {
 }
 
 /// Builds the edition and fills in the sample reader (the first row of the editors
-/// list, placeholders otherwise). Errors come back as lines to show.
+/// list, placeholders otherwise), with what `brief check` finds in the edition and
+/// the templates. Errors come back as lines to show.
 pub fn build(config: &Config, edition_arg: &str) -> Result<Preview, Vec<String>> {
+    let checked: Vec<String> = check::check(config, Some(edition_arg))
+        .problems
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     let sample = SampleReader::load(config);
     let compiled = compile::build(config, edition_arg, &sample.columns()).map_err(|e| {
-        e.chain()
-            .flat_map(|cause| {
-                cause
-                    .to_string()
-                    .lines()
-                    .map(str::to_string)
-                    .collect::<Vec<_>>()
-            })
-            .collect::<Vec<_>>()
+        if checked.is_empty() {
+            e.chain()
+                .flat_map(|cause| {
+                    cause
+                        .to_string()
+                        .lines()
+                        .map(str::to_string)
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        } else {
+            checked.clone()
+        }
     })?;
     let unsubscribe =
         token::unsubscribe_url(&config.newsletter.base_url, "preview-not-a-real-link");
@@ -96,7 +107,7 @@ pub fn build(config: &Config, edition_arg: &str) -> Result<Preview, Vec<String>>
         html: fill(&compiled.html, Escape::Html),
         text: fill(&compiled.text, Escape::None),
         subject: compiled.subject.clone(),
-        warnings: compiled.warnings.iter().map(ToString::to_string).collect(),
+        warnings: checked,
     })
 }
 

@@ -31,10 +31,15 @@ pub fn shell(snapshot: &Snapshot, width: u32) -> String {
             let size_class = if p.clipped() { "bad" } else { "ok" };
             let mut notes = String::new();
             for w in &p.warnings {
-                let _ = write!(notes, "<li class=\"warning\">{}</li>", esc(w));
+                let class = if w.contains(": error: ") {
+                    "error"
+                } else {
+                    "warning"
+                };
+                let _ = write!(notes, "<li class=\"{class}\">{}</li>", esc(w));
             }
             if notes.is_empty() {
-                notes.push_str("<li class=\"none\">No warnings.</li>");
+                notes.push_str("<li class=\"none\">brief check finds no problem.</li>");
             }
             let clip_note = if p.clipped() {
                 " Gmail will clip this message and hide the rest behind a link."
@@ -88,7 +93,8 @@ pub fn shell(snapshot: &Snapshot, width: u32) -> String {
   .meta {{ margin: 6px 0; }}
   .size.bad {{ color: #a3261a; font-weight: bold; }}
   ul {{ margin: 6px 0 12px; padding-left: 20px; }}
-  .warning {{ color: #8a5a00; }}
+  .warning {{ color: #8a5a00; font-family: monospace; }}
+  .error {{ color: #a3261a; font-family: monospace; font-weight: bold; }}
   #errors li {{ color: #a3261a; font-family: monospace; white-space: pre-wrap; }}
   .none {{ color: #5c6068; list-style: none; margin-left: -20px; }}
   .panes {{ display: flex; gap: 20px; align-items: flex-start; flex-wrap: wrap; }}
