@@ -156,6 +156,11 @@ async fn serve(config: Config, edition_arg: String, listen: &str) -> Result<()> 
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() {
+        eprintln!(
+            "warning: the preview listens on {addr}, not only on this machine: it shows the first editor's name and address to anyone who can reach it"
+        );
+    }
     let watched = vec![
         edition::resolve(&config, &edition_arg),
         config.templates_dir(),
