@@ -515,3 +515,32 @@ fn an_edition_sent_by_hand_is_archived_a_test_send_is_not() {
     );
     assert!(n.path("site/2026-11-22-extra/index.html").is_file());
 }
+
+#[test]
+fn subscribe_url_from_the_config_and_only_web_or_mail_urls() {
+    let n = Newsletter::sample();
+    let config = n.read("brief.toml");
+    let with = |url: &str| {
+        config.replace(
+            "[archive]\n",
+            &format!("[archive]\nsubscribe_url = \"{url}\"\n"),
+        )
+    };
+    n.write(
+        "brief.toml",
+        &with("https://news.example.org/signup?from=archive&x=1"),
+    );
+    archive(&n, LATER, &[]);
+    let href = "href=\"https://news.example.org/signup?from=archive&amp;x=1\"";
+    assert!(n.read("site/index.html").contains(href));
+    assert!(n.read("site/2026-12-04/index.html").contains(href));
+
+    n.write("brief.toml", &with("javascript:alert(1)"));
+    let out = n.brief(LATER, &["archive"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("brief.toml:") && err.contains("`subscribe_url` must start with https://"),
+        "{err}"
+    );
+}
