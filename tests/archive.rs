@@ -279,16 +279,46 @@ fn refuses_to_replace_a_folder_that_is_not_an_archive() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not look like an archive"));
     assert_eq!(n.read("notes/keep.txt"), "mine");
-    // A broken edition: nothing is written, the error names file:line:column.
+}
+
+#[test]
+fn a_broken_draft_is_reported_a_broken_published_edition_stops_the_archive() {
+    let n = Newsletter::sample();
+    // A draft being written: reported with file:line:column, left out, the rest published.
     n.write(
         "editions/broken.md",
         "+++\ntitle = \"x\"\ndate = 2026-01-01\ncolour = 1\n+++\n",
     );
+    let out = n.brief(BETWEEN, &["archive"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("broken.md:4:1: warning: unknown key `colour`"),
+        "{err}"
+    );
+    assert!(err.contains("left out of the archive"), "{err}");
+    assert!(n.path("site/2026-11-20/index.html").is_file());
+    // --all asks for every edition: a broken one is an error.
+    let out = n.brief(BETWEEN, &["archive", "--all"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("broken.md:4:1: error:"));
+
+    // A published edition broken by a later edit: an error, and the archive stays as it was.
+    let page = n.read("site/2026-11-20/index.html");
+    let source = n.read("editions/2026-11-20.md");
+    n.write(
+        "editions/2026-11-20.md",
+        &source.replacen("kicker = ", "kickr = ", 1),
+    );
     let out = n.brief(LATER, &["archive"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("broken.md:4:"), "{err}");
-    assert!(!n.path("site").exists());
+    assert!(
+        err.contains("2026-11-20.md:4:1: error: unknown key `kickr`"),
+        "{err}"
+    );
+    assert_eq!(n.read("site/2026-11-20/index.html"), page);
+    assert!(!n.path("site/2026-12-04").exists());
 }
 
 fn hrefs(html: &str) -> Vec<String> {

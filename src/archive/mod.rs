@@ -15,7 +15,7 @@ use crate::clock;
 use crate::compile;
 use crate::compose::{Composer, Personal, WebView};
 use crate::config::Config;
-use crate::diag::{Diagnostic, Diagnostics};
+use crate::diag::{Diagnostic, Diagnostics, Severity};
 use crate::edition::{self, Edition};
 use crate::personalize::{self, Escape, Template};
 use crate::store::{Journal, SqliteStore, REAL};
@@ -87,35 +87,48 @@ pub fn sent_editions(config: &Config) -> Result<Vec<String>> {
     Ok(sent)
 }
 
-/// Loads every edition of the newsletter; every broken one is reported.
-pub fn load_editions(config: &Config) -> Result<Vec<Edition>> {
+/// The editions of the newsletter that load, and the problems of those that do not
+/// (by slug, the file's name).
+pub struct Loaded {
+    pub editions: Vec<Edition>,
+    pub broken: Vec<(String, Vec<Diagnostic>)>,
+}
+
+/// Loads every edition of the newsletter, keeping the problems of the broken ones.
+pub fn load_editions(config: &Config) -> Result<Loaded> {
     let paths = edition::all_paths(config).with_context(|| {
         format!(
             "cannot list the editions in {}",
             config.editions_dir().display()
         )
     })?;
-    let mut editions = Vec::new();
-    let mut problems = Vec::new();
+    let mut loaded = Loaded {
+        editions: Vec::new(),
+        broken: Vec::new(),
+    };
     for path in paths {
+        let slug = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         match edition::load(&path) {
-            Ok(e) if RESERVED.contains(&e.slug.as_str()) => problems.push(Diagnostic::error(
-                &path,
-                1,
-                1,
-                format!(
-                    "the slug `{}` is taken by the archive's own file: rename the edition",
-                    e.slug
-                ),
+            Ok(e) if RESERVED.contains(&e.slug.as_str()) => loaded.broken.push((
+                slug,
+                vec![Diagnostic::error(
+                    &path,
+                    1,
+                    1,
+                    format!(
+                        "the slug `{}` is taken by the archive's own file: rename the edition",
+                        e.slug
+                    ),
+                )],
             )),
-            Ok(e) => editions.push(e),
-            Err(mut d) => problems.append(&mut d.0),
+            Ok(e) => loaded.editions.push(e),
+            Err(d) => loaded.broken.push((slug, d.0)),
         }
     }
-    if problems.iter().any(Diagnostic::is_error) {
-        return Err(Diagnostics(problems).into());
-    }
-    Ok(editions)
+    Ok(loaded)
 }
 
 /// Renders the pages of `editions` (any order); returns them newest first.
@@ -159,13 +172,40 @@ pub fn build(config: &Config, out: &Path, all: bool) -> Result<Report> {
     } else {
         sent_editions(config)?
     };
-    let (editions, not_due): (Vec<Edition>, Vec<Edition>) = load_editions(config)?
+    let loaded = load_editions(config)?;
+    // A broken edition stops the archive when it is (or may be) published: with --all,
+    // when the journal shows it sent, or when the current archive has its page. A
+    // broken draft is only reported, so an edition being written cannot hold back the
+    // page of the one just sent.
+    let mut blocking = Vec::new();
+    let mut warnings = Vec::new();
+    for (slug, problems) in loaded.broken {
+        let published = all || sent.contains(&slug) || out.join(&slug).join("index.html").is_file();
+        if published {
+            blocking.extend(problems);
+        } else {
+            warnings.extend(problems.into_iter().map(|d| Diagnostic {
+                severity: Severity::Warning,
+                message: format!(
+                    "{} (a draft that does not load: left out of the archive)",
+                    d.message
+                ),
+                ..d
+            }));
+        }
+    }
+    if !blocking.is_empty() {
+        return Err(Diagnostics(blocking).into());
+    }
+    let (editions, not_due): (Vec<Edition>, Vec<Edition>) = loaded
+        .editions
         .into_iter()
         .partition(|e| all || is_published(e, now, &sent));
     let composer = Composer::new(config)?;
     let columns = crate::cmd::build::SampleReader::load(config).columns();
-    let (entries, mut warnings) = render_entries(config, &composer, editions, &columns)?;
+    let (entries, mut rendered) = render_entries(config, &composer, editions, &columns)?;
     warnings.splice(0..0, composer.warnings.iter().cloned());
+    warnings.append(&mut rendered);
     publish::replace_dir(out, &config.root, |dir| write_site(config, &entries, dir))?;
     let mut not_due: Vec<String> = not_due.into_iter().map(|e| e.slug).collect();
     not_due.sort();
