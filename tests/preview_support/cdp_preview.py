@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Drives headless Chromium over the DevTools protocol through `brief preview`: loads
-the page at 375 px and at 640 px and checks the frame's width and content, then
-rewrites the edition's title and waits (bounded) for the page to reload by itself and
-show the new title. Uses the WebSocket and Page helpers of scripts/cdp-unsubscribe.py.
+the page at 375 px, clicks the 640 px switch, and checks the frame's width and content
+each time, then rewrites the edition's title and waits (bounded) for the page to
+reload by itself and show the new title. Uses the WebSocket and Page helpers of scripts/cdp-unsubscribe.py.
 
 usage: cdp_preview.py PREVIEW_URL EDITION_FILE NEW_TITLE [CHROMIUM]
 Prints "ok: ..." and exits 0 when every step worked; exits non-zero saying what failed.
@@ -77,7 +77,14 @@ def main():
         source = open(edition, encoding="utf-8").read()
         old_title = re.search(r'^title\s*=\s*"(.*)"\s*$', source, re.M).group(1)
         for width in (375, 640):
-            state = load(page, f"{url}?width={width}")
+            if width == 375:
+                state = load(page, f"{url}?width={width}")
+            else:
+                # The width switch on the page, pressed with a real mouse click.
+                page.events.clear()
+                page.click(f"#width-{width}")
+                page.wait_event("Page.loadEventFired")
+                state = json.loads(evaluate(page, FRAME))
             if state["frame"] is None:
                 raise RuntimeError(f"no email frame at {width} px: {state}")
             # The frame's border adds 2 px to its box; the email is laid out in `width`.
