@@ -11,6 +11,8 @@ use crate::config::Config;
 use crate::exit::Outcome;
 use anyhow::Result;
 
+mod archive;
+mod preview;
 pub mod send;
 mod serve;
 pub mod status;
@@ -34,12 +36,8 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Suppressions(args) => {
             with_config(&cli.config, |c| suppress::suppressions(&c, &args))
         }
-        Command::Archive(args) => {
-            with_config(&cli.config, |c| unimplemented_yet("archive", (c, args)))
-        }
-        Command::Preview(args) => {
-            with_config(&cli.config, |c| unimplemented_yet("preview", (c, args)))
-        }
+        Command::Archive(args) => with_config(&cli.config, |c| archive::run(&c, &args)),
+        Command::Preview(args) => with_config(&cli.config, |c| preview::run(&c, &args)),
     }
 }
 
@@ -48,8 +46,4 @@ fn with_config(
     f: impl FnOnce(Config) -> Result<Outcome>,
 ) -> Result<Outcome> {
     f(Config::load(path)?)
-}
-
-fn unimplemented_yet<T>(name: &str, _args: T) -> Result<Outcome> {
-    anyhow::bail!("`brief {name}` is not built yet")
 }
