@@ -12,8 +12,9 @@ use crate::audience::ListReader;
 use crate::clock;
 use crate::config::{Config, Transport as ConfigTransport};
 use crate::deliver::{smtp, Report};
-use crate::store::{Journal, SqliteStore, State, REAL};
+use crate::store::{Counts, Journal, SqliteStore, State, REAL};
 use anyhow::{anyhow, bail, Context, Result};
+use chrono::{DateTime, Utc};
 use lettre::message::{header::ContentType, Mailbox};
 use rusqlite::{params, OptionalExtension};
 
@@ -53,10 +54,17 @@ const MAX_ADDRESSES: usize = 50;
 /// After a real send: reports how it went, if this state was not reported yet.
 /// Never fails: a report problem is logged.
 pub fn after_send(config: &Config, store: &SqliteStore, report: &Report) {
-    if !config.delivery.report || report.test || report.dry_run || report.attempted == 0 {
+    if !config.delivery.report || report.test || report.dry_run {
         return;
     }
-    if let Err(e) = send_report(config, store, report) {
+    let run = Run {
+        slug: &report.edition,
+        counts: &report.counts,
+        started_at: report.started_at,
+        finished_at: report.finished_at,
+        stopped: report.stopped.as_ref().or(report.session_failure.as_ref()),
+    };
+    if let Err(e) = send_report(config, store, &run) {
         tracing::warn!(
             "{}: the report to the editors was not sent: {e:#}",
             report.edition
@@ -64,10 +72,44 @@ pub fn after_send(config: &Config, store: &SqliteStore, report: &Report) {
     }
 }
 
-fn send_report(config: &Config, store: &SqliteStore, report: &Report) -> Result<()> {
-    let slug = &report.edition;
-    let c = &report.counts;
-    let finished = c.complete() && report.session_failure.is_none();
+/// For a started edition that a run left alone (nothing due): reports its state if it
+/// was never reported (a report that failed earlier, e.g. while the relay was down).
+pub fn unreported(config: &Config, store: &SqliteStore, slug: &str) {
+    if !config.delivery.report {
+        return;
+    }
+    let attempt = || -> Result<()> {
+        let Some(info) = store.send_info(slug, REAL)? else {
+            return Ok(());
+        };
+        let counts = store.counts(slug, REAL)?;
+        let run = Run {
+            slug,
+            counts: &counts,
+            started_at: Some(info.started_at),
+            finished_at: info.finished_at,
+            stopped: None,
+        };
+        send_report(config, store, &run)
+    };
+    if let Err(e) = attempt() {
+        tracing::warn!("{slug}: the report to the editors was not sent: {e:#}");
+    }
+}
+
+/// What a send report tells.
+struct Run<'a> {
+    slug: &'a str,
+    counts: &'a Counts,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    stopped: Option<&'a String>,
+}
+
+fn send_report(config: &Config, store: &SqliteStore, run: &Run) -> Result<()> {
+    let slug = run.slug;
+    let c = run.counts;
+    let finished = c.complete() && run.stopped.is_none();
     let state = format!(
         "{} sent={} deferred={} bounced={} in_doubt={} expired={} suppressed={} pending={}",
         if finished { "complete" } else { "incomplete" },
@@ -116,13 +158,13 @@ fn send_report(config: &Config, store: &SqliteStore, report: &Report) -> Result<
         body.push_str(&format!("{label:>13}: {n}\n"));
     }
     body.push('\n');
-    if let Some(started) = report.started_at {
-        let end = report.finished_at.unwrap_or_else(clock::now);
+    if let Some(started) = run.started_at {
+        let end = run.finished_at.unwrap_or_else(clock::now);
         let took = (end - started).to_std().unwrap_or_default();
         body.push_str(&format!(
             "Started {}, {} {}.\n",
             started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            if report.finished_at.is_some() {
+            if run.finished_at.is_some() {
                 "took"
             } else {
                 "running for"
@@ -136,17 +178,20 @@ fn send_report(config: &Config, store: &SqliteStore, report: &Report) -> Result<
             t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         ));
     }
-    if let Some(why) = report.stopped.as_ref().or(report.session_failure.as_ref()) {
+    if let Some(why) = run.stopped {
         body.push_str(&format!("Stopped: {why}\n"));
     }
+    let resend = format!(
+        " (the relay may have delivered these;\nresend them with: brief send --edition {slug} --resend-in-doubt)"
+    );
     for (state, title, hint) in [
         (State::Bounced, "Bounced", ""),
+        (State::InDoubt, "In doubt", resend.as_str()),
         (
-            State::InDoubt,
-            "In doubt",
-            " (the relay may have delivered these; `brief send --edition E --resend-in-doubt` resends them)",
+            State::Expired,
+            "Expired",
+            " (deferred for longer than give_up_after)",
         ),
-        (State::Expired, "Expired", " (deferred for longer than give_up_after)"),
     ] {
         let list = store.recipients(slug, REAL, state)?;
         if list.is_empty() {

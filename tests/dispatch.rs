@@ -290,10 +290,20 @@ fn a_broken_edition_is_not_sent_and_the_editors_hear_once() {
         "audience = [\"readrs\"]\n",
     );
     edition(&nl, "fine", "Fine", Some("2026-11-20T08:30:00Z"), "");
+    // Does not even parse, but its send_at can be read: reported, not ignored.
+    std::fs::write(
+        nl.root().join("editions/unparsable.md"),
+        "+++\ntitle = \ndate = 2026-11-20\nsend_at = 2026-11-20T08:10:00Z\n+++\nx\n",
+    )
+    .unwrap();
+    // Does not parse and has no send_at: a draft, left alone.
+    std::fs::write(nl.root().join("editions/draft.md"), "+++\ntitle = \n+++\n").unwrap();
 
     let out = nl.run(&["dispatch"]);
     assert_eq!(code(&out), Some(1));
     let err = stderr(&out);
+    assert!(err.contains("unparsable: not sent"), "{err}");
+    assert!(!err.contains("draft"), "{err}");
     assert!(
         err.contains("editions/broken.md:5:"),
         "file:line:column: {err}"
@@ -311,6 +321,13 @@ fn a_broken_edition_is_not_sent_and_the_editors_hear_once() {
         .filter(|(_, s)| s.contains("broken: not sent"))
         .collect();
     assert_eq!(refusals.len(), 2, "{editors:?}");
+    assert_eq!(
+        editors
+            .iter()
+            .filter(|(_, s)| s.contains("unparsable: not sent"))
+            .count(),
+        2
+    );
     let body = sink
         .messages()
         .into_iter()
@@ -410,4 +427,49 @@ fn dispatch_dry_run_renders_and_records_nothing() {
     let out = nl.run(&["dispatch"]);
     assert_eq!(code(&out), Some(0));
     assert_eq!(received(&sink).0.len(), 3);
+}
+
+#[test]
+fn in_doubt_addresses_are_reported_once_the_relay_takes_the_report() {
+    let port = free_port();
+    let nl = reporting(3, Some(port));
+    edition(&nl, "due", "Due", Some("2026-11-20T08:00:00Z"), "");
+    {
+        // Hangs up after every final dot: the messages are in doubt, and the report
+        // cannot go out either (logged, not fatal).
+        let _sink = Server::smtp_sink_on(port, &["-q", "."]);
+        let out = nl.run(&["dispatch"]);
+        assert_eq!(code(&out), Some(3), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("the report to the editors was not sent"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(nl.recipients_of("due", "in_doubt").len(), 3);
+
+    let sink = Server::smtp_sink_on(port, &[]);
+    let out = nl.run_at(&["dispatch"], "2026-11-20T09:05:00Z");
+    assert_eq!(code(&out), Some(3), "in doubt is held for a human");
+    let (readers, editors) = received(&sink);
+    assert!(readers.is_empty(), "in-doubt recipients are not resent");
+    assert_eq!(editors.len(), 2);
+    // Undo quoted-printable soft line breaks (long relay replies).
+    let report = &sink.messages()[0].1.replace("=\r\n", "");
+    assert!(
+        header(report, "Subject").unwrap().contains("3 in doubt"),
+        "{report}"
+    );
+    assert!(
+        report.contains("brief send --edition due --resend-in-doubt"),
+        "{report}"
+    );
+    for r in &nl.readers {
+        assert!(report.contains(r.as_str()), "{r} listed in\n{report}");
+    }
+
+    let again = nl.run_at(&["dispatch"], "2026-11-20T09:10:00Z");
+    assert_eq!(code(&again), Some(3));
+    assert_silent(&again);
+    assert_eq!(sink.messages().len(), 2, "reported once");
 }

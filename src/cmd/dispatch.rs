@@ -67,6 +67,9 @@ pub fn run(config: Config, args: DispatchArgs) -> Result<Outcome> {
                 if store.due(&slug, REAL, 0, now, false, 1)?.is_empty() {
                     let c = store.counts(&slug, REAL)?;
                     incomplete |= !c.complete();
+                    if !args.dry_run {
+                        report::unreported(&config, store, &slug);
+                    }
                     continue;
                 }
             }
