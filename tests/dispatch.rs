@@ -473,3 +473,20 @@ fn in_doubt_addresses_are_reported_once_the_relay_takes_the_report() {
     assert_silent(&again);
     assert_eq!(sink.messages().len(), 2, "reported once");
 }
+
+#[test]
+fn an_edition_a_manual_send_holds_is_left_to_it() {
+    let sink = Server::smtp_sink(&[]);
+    let nl = reporting(3, Some(sink.port));
+    edition(&nl, "due", "Due", Some("2026-11-20T08:00:00Z"), "");
+    let locks = nl.root().join("state/locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    let held = File::create(locks.join("due.lock")).unwrap();
+    held.lock().unwrap();
+
+    let out = nl.run(&["dispatch"]);
+    assert_eq!(code(&out), Some(75));
+    assert!(stderr(&out).contains("is running"), "{}", stderr(&out));
+    assert!(sink.messages().is_empty());
+    assert_eq!(status_of(&nl, "due", NOW)["state"], "sending");
+}
