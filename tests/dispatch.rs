@@ -331,7 +331,10 @@ fn a_broken_edition_is_not_sent_and_the_editors_hear_once() {
     let body = sink
         .messages()
         .into_iter()
-        .find(|(r, m)| r == "edith@example.org" && m.contains("not sent"))
+        .find(|(r, m)| {
+            r == "edith@example.org"
+                && header(m, "Subject").is_some_and(|s| s.contains("broken: not sent"))
+        })
         .unwrap()
         .1;
     assert!(body.contains("no list `readrs`"), "{body}");
