@@ -9,7 +9,7 @@ use crate::cli::StatusArgs;
 use crate::clock;
 use crate::config::Config;
 use crate::deliver::lock;
-use crate::dispatch::{self, Progress};
+use crate::dispatch;
 use crate::exit::{Outcome, UsageError};
 use crate::store::{Counts, Journal, SqliteStore, State, REAL, TEST};
 use anyhow::Result;
@@ -64,16 +64,9 @@ pub fn edition_status(
             "incomplete"
         }
     } else {
-        let progress = match &info {
-            None => Progress::NotStarted,
-            Some(i) if i.finished_at.is_some() || (i.frozen && counts.complete()) => {
-                Progress::Complete
-            }
-            Some(_) => Progress::Incomplete,
-        };
         dispatch::standing(
             send_at,
-            progress,
+            dispatch::progress(store, slug)?,
             locked,
             clock::now(),
             config.delivery.max_lateness,
