@@ -162,6 +162,9 @@ pub struct Archive {
     /// Where `brief archive` writes the site and `brief serve` serves it from.
     #[serde(default = "default_archive_out")]
     pub out: PathBuf,
+    /// Where the archive's "Subscribe" links point (a sign-up page); default: a
+    /// `mailto:` to `newsletter.reply_to` (or the `from` address) asking to subscribe.
+    pub subscribe_url: Option<String>,
 }
 
 impl Default for Delivery {
@@ -348,6 +351,17 @@ impl Config {
                 "client_burst",
                 "`client_burst` must be at least 1".into(),
             ));
+        }
+        if let Some(u) = &self.archive.subscribe_url {
+            if !["https://", "http://", "mailto:"]
+                .iter()
+                .any(|p| u.starts_with(p))
+            {
+                return Err(at(
+                    "subscribe_url",
+                    "`subscribe_url` must start with https://, http:// or mailto:".into(),
+                ));
+            }
         }
         if let Some(m) = &self.unsubscribe.mailto {
             if m.parse::<lettre::Address>().is_err() {

@@ -6,6 +6,7 @@
 //! One module per stage; the binary (`src/main.rs`) only parses the command line and
 //! maps outcomes to exit codes.
 
+pub mod archive;
 pub mod audience;
 pub mod cli;
 pub mod clock;
@@ -15,10 +16,13 @@ pub mod compose;
 pub mod config;
 pub mod deliver;
 pub mod diag;
+pub mod dispatch;
 pub mod edition;
 pub mod exit;
 pub mod mailto;
 pub mod personalize;
+pub mod preview;
+pub mod report;
 pub mod serve;
 pub mod store;
 pub mod token;

@@ -301,7 +301,7 @@ fn test_sends_go_to_editors_or_to_addresses_and_stay_apart() {
         );
     }
     // A test send never counts as the real one, and can be repeated.
-    assert_eq!(nl.status(false)["state"], "not started");
+    assert_eq!(nl.status(false)["state"], "unscheduled");
     assert_eq!(
         code(&nl.run(&["send", "--edition", "e1", "--test"])),
         Some(0)

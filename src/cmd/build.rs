@@ -131,7 +131,8 @@ impl SampleReader {
         self.columns.clone()
     }
 
-    fn value<'a>(&'a self, field: &str, unsubscribe: &'a str) -> &'a str {
+    /// The sample value of a personal field (`unsubscribe_url` or `subscriber.<column>`).
+    pub fn value<'a>(&'a self, field: &str, unsubscribe: &'a str) -> &'a str {
         if field == crate::personalize::UNSUBSCRIBE_URL {
             return unsubscribe;
         }

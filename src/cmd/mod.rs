@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod check;
+mod dispatch;
 pub mod init;
 
 use crate::cli::{Cli, Command};
@@ -10,6 +11,8 @@ use crate::config::Config;
 use crate::exit::Outcome;
 use anyhow::Result;
 
+mod archive;
+mod preview;
 pub mod send;
 mod serve;
 pub mod status;
@@ -21,9 +24,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Check(args) => with_config(&cli.config, |c| check::run(&c, args)),
         Command::Build(args) => with_config(&cli.config, |c| build::run(&c, args)),
         Command::Send(args) => with_config(&cli.config, |c| send::run(c, args)),
-        Command::Dispatch(args) => {
-            with_config(&cli.config, |c| unimplemented_yet("dispatch", (c, args)))
-        }
+        Command::Dispatch(args) => with_config(&cli.config, |c| dispatch::run(c, args)),
         Command::Status(args) => with_config(&cli.config, |c| status::run(c, args)),
         Command::Serve(args) => with_config(&cli.config, |c| serve::run(&c, &args)),
         Command::Unsubscribe(args) => {
@@ -35,12 +36,8 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Suppressions(args) => {
             with_config(&cli.config, |c| suppress::suppressions(&c, &args))
         }
-        Command::Archive(args) => {
-            with_config(&cli.config, |c| unimplemented_yet("archive", (c, args)))
-        }
-        Command::Preview(args) => {
-            with_config(&cli.config, |c| unimplemented_yet("preview", (c, args)))
-        }
+        Command::Archive(args) => with_config(&cli.config, |c| archive::run(&c, &args)),
+        Command::Preview(args) => with_config(&cli.config, |c| preview::run(&c, &args)),
     }
 }
 
@@ -49,8 +46,4 @@ fn with_config(
     f: impl FnOnce(Config) -> Result<Outcome>,
 ) -> Result<Outcome> {
     f(Config::load(path)?)
-}
-
-fn unimplemented_yet<T>(name: &str, _args: T) -> Result<Outcome> {
-    anyhow::bail!("`brief {name}` is not built yet")
 }

@@ -170,8 +170,9 @@ pub fn run(config: Config, args: SendArgs) -> Result<Outcome> {
         },
         progress: std::io::stderr().is_terminal() && !args.json,
     };
-    let (_store, report) = deliver::run(store, job, transport)?;
+    let (store, report) = deliver::run(store, job, transport)?;
     print_report(&report, args.json, args.resend_in_doubt)?;
+    crate::report::after_send(&config, &store, &report);
     if let Some(why) = &report.session_failure {
         bail!("the relay refused the session: {why}");
     }

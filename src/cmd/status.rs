@@ -1,13 +1,19 @@
 //! `brief status`: per-edition counts from the journal. Reads only: a missing state
 //! store means nothing was sent yet, and is not created.
+//!
+//! Without `--edition`, every edition in editions/ (and every send in the journal whose
+//! file is gone) with its `send_at` and standing: unscheduled, scheduled, due, late,
+//! sending, incomplete or complete (see `dispatch::Standing`).
 
 use crate::cli::StatusArgs;
+use crate::clock;
 use crate::config::Config;
 use crate::deliver::lock;
+use crate::dispatch;
 use crate::exit::{Outcome, UsageError};
 use crate::store::{Counts, Journal, SqliteStore, State, REAL, TEST};
 use anyhow::Result;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, FixedOffset, Utc};
 use serde::Serialize;
 use std::path::Path;
 
@@ -16,7 +22,10 @@ use std::path::Path;
 pub struct EditionStatus {
     pub edition: String,
     pub test: bool,
-    /// `not started`, `sending`, `complete` or `incomplete`.
+    /// When dispatch sends it (none: never by dispatch).
+    pub send_at: Option<DateTime<FixedOffset>>,
+    /// `unscheduled`, `scheduled`, `due`, `late`, `sending`, `incomplete` or
+    /// `complete` (test sends: `not started` instead of the first four).
     pub state: String,
     #[serde(flatten)]
     pub counts: Counts,
@@ -28,10 +37,12 @@ pub struct EditionStatus {
 /// The status of one edition (real or test send), from an open store or none.
 pub fn edition_status(
     store: Option<&SqliteStore>,
-    state_path: &Path,
+    config: &Config,
     slug: &str,
+    send_at: Option<DateTime<FixedOffset>>,
     test: bool,
 ) -> Result<EditionStatus> {
+    let state_path = config.state_path();
     let namespace = if test { TEST } else { REAL };
     let info = match store {
         Some(s) => s.send_info(slug, namespace)?,
@@ -41,18 +52,31 @@ pub fn edition_status(
         (Some(s), Some(_)) => s.counts(slug, namespace)?,
         _ => Counts::default(),
     };
-    let state = if lock::is_locked(state_path, slug) {
-        "sending"
-    } else if info.is_none() {
-        "not started"
-    } else if counts.complete() {
-        "complete"
+    let locked = lock::is_locked(&state_path, slug);
+    let state = if test {
+        if locked {
+            "sending"
+        } else if info.is_none() {
+            "not started"
+        } else if counts.complete() {
+            "complete"
+        } else {
+            "incomplete"
+        }
     } else {
-        "incomplete"
+        dispatch::standing(
+            send_at,
+            dispatch::progress(store, slug)?,
+            locked,
+            clock::now(),
+            config.delivery.max_lateness,
+        )
+        .as_str()
     };
     Ok(EditionStatus {
         edition: slug.to_string(),
         test,
+        send_at: if test { None } else { send_at },
         state: state.into(),
         counts,
         duplicates: info.as_ref().map_or(0, |i| i.duplicates),
@@ -84,7 +108,6 @@ pub fn slug_of(arg: &str) -> String {
 
 pub fn run(config: Config, args: StatusArgs) -> Result<Outcome> {
     let store = open_existing(&config)?;
-    let state_path = config.state_path();
     let namespace = if args.test { TEST } else { REAL };
     if let Some(arg) = &args.edition {
         let slug = slug_of(arg);
@@ -112,7 +135,9 @@ pub fn run(config: Config, args: StatusArgs) -> Result<Outcome> {
             }
             return Ok(Outcome::Done);
         }
-        let status = edition_status(store.as_ref(), &state_path, &slug, args.test)?;
+        let path = crate::edition::resolve(&config, arg);
+        let send_at = crate::edition::load(&path).ok().and_then(|e| e.send_at);
+        let status = edition_status(store.as_ref(), &config, &slug, send_at, args.test)?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&status)?);
         } else {
@@ -121,13 +146,26 @@ pub fn run(config: Config, args: StatusArgs) -> Result<Outcome> {
         return Ok(Outcome::Done);
     }
     let mut all = Vec::new();
+    if !args.test {
+        // Unreadable editions folder: the journal's sends are still worth showing.
+        for e in dispatch::list(&config).unwrap_or_default() {
+            all.push(edition_status(
+                store.as_ref(),
+                &config,
+                &e.slug,
+                e.send_at,
+                false,
+            )?);
+        }
+    }
     if let Some(s) = &store {
         for info in s.sends()? {
-            if info.namespace == namespace {
+            if info.namespace == namespace && !all.iter().any(|e| e.edition == info.edition) {
                 all.push(edition_status(
                     Some(s),
-                    &state_path,
+                    &config,
                     &info.edition,
+                    None,
                     args.test,
                 )?);
             }
@@ -136,7 +174,14 @@ pub fn run(config: Config, args: StatusArgs) -> Result<Outcome> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&all)?);
     } else if all.is_empty() {
-        println!("no {}sends yet", if args.test { "test " } else { "" });
+        println!(
+            "no {}",
+            if args.test {
+                "test sends yet"
+            } else {
+                "editions"
+            }
+        );
     } else {
         print_table(&all);
     }
@@ -146,6 +191,7 @@ pub fn run(config: Config, args: StatusArgs) -> Result<Outcome> {
 fn print_table(rows: &[EditionStatus]) {
     let header = [
         "EDITION",
+        "SEND_AT",
         "STATE",
         "SENT",
         "DEFERRED",
@@ -162,6 +208,7 @@ fn print_table(rows: &[EditionStatus]) {
         let c = &r.counts;
         table.push(vec![
             r.edition.clone(),
+            r.send_at.map_or_else(|| "-".into(), |t| t.to_rfc3339()),
             r.state.clone(),
             c.sent.to_string(),
             c.deferred.to_string(),

@@ -105,8 +105,35 @@ impl Composer {
         edition: &Edition,
         personal: &Personal,
     ) -> Result<Composed, Diagnostics> {
+        self.compose_for(config, edition, personal, None)
+    }
+
+    /// Composes the web version of `edition` (the archive page): templates see `web`
+    /// (`{{#if web}}`) and `web_url` is the page itself (`./`). `personal` should be
+    /// markers, so the caller can tell whether a template still uses a personal field.
+    pub fn compose_web(
+        &self,
+        config: &Config,
+        edition: &Edition,
+        personal: &Personal,
+        web: WebView,
+    ) -> Result<Composed, Diagnostics> {
+        self.compose_for(config, edition, personal, Some(web))
+    }
+
+    fn compose_for(
+        &self,
+        config: &Config,
+        edition: &Edition,
+        personal: &Personal,
+        web: Option<WebView>,
+    ) -> Result<Composed, Diagnostics> {
         let parts = Parts::render(edition);
-        let view = View::new(config, edition, &parts, personal);
+        let mut view = View::new(config, edition, &parts, personal);
+        if let Some(web) = web {
+            view.web_url = "./".to_string();
+            view.web = Some(web);
+        }
         // One conversion of the data for both renders.
         let context = Context::wraps(&view).map_err(|e| {
             Diagnostics(vec![Diagnostic::error(&edition.path, 1, 1, e.to_string())])
@@ -206,6 +233,19 @@ struct View<'a> {
     web_url: String,
     unsubscribe_url: &'a str,
     subscriber: &'a BTreeMap<String, String>,
+    /// Set only on the web (archive) version: links for its footer.
+    web: Option<WebView>,
+}
+
+/// What the web version of an edition offers instead of personal links.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebView {
+    /// Where to subscribe (a sign-up page or a `mailto:` link).
+    pub subscribe_url: String,
+    /// The archive's index, relative to the edition page (`../`).
+    pub index_url: String,
+    /// The Atom feed, relative to the edition page (`../feed.xml`).
+    pub feed_url: String,
 }
 
 #[derive(Serialize)]
@@ -345,6 +385,7 @@ impl<'a> View<'a> {
             web_url: token::web_url(&n.base_url, &e.slug),
             unsubscribe_url: &personal.unsubscribe_url,
             subscriber: &personal.subscriber,
+            web: None,
         }
     }
 }

@@ -32,9 +32,17 @@ impl Newsletter {
         Self::with_config(readers, smtp_port, "")
     }
 
+    /// `delivery_extra` goes into `[delivery]`. Report mails to the editors are off
+    /// unless it sets `report` (most tests count every message a server received).
     pub fn with_config(readers: usize, smtp_port: Option<u16>, delivery_extra: &str) -> Newsletter {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path();
+        let reports_off = if delivery_extra.contains("report =") {
+            String::new()
+        } else {
+            "report = false\n".to_string()
+        };
+        let delivery_extra = format!("{reports_off}{delivery_extra}");
         let transport = match smtp_port {
             Some(port) => format!(
                 "transport = \"smtp\"\n{delivery_extra}\n[smtp]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\ntimeout = \"5s\"\nhello_name = \"brief.test\"\n"
@@ -134,7 +142,12 @@ mailto = "unsubscribe@news.example.org"
     }
 
     pub fn recipients(&self, state: &str) -> Vec<String> {
-        let out = self.run(&["status", "--edition", "e1", "--recipients", state]);
+        self.recipients_of("e1", state)
+    }
+
+    /// The addresses of one edition in one state (`brief status --recipients`).
+    pub fn recipients_of(&self, slug: &str, state: &str) -> Vec<String> {
+        let out = self.run(&["status", "--edition", slug, "--recipients", state]);
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| l.split('\t').next())

@@ -1,0 +1,201 @@
+//! `brief dispatch`, for cron or a systemd timer: sends (or resumes) every edition whose
+//! `send_at` has passed and which is not complete, one at a time, oldest first.
+//!
+//! Quiet when there is nothing to do (cron mails any output). One dispatch at a time
+//! (a lock beside the state store: a second one exits 75 at once, or waits with
+//! `--wait`); each send also takes its edition's lock, as `brief send` does.
+//! Exit 1 if an edition was refused (late, failing its checks) or its send failed;
+//! else 75 if a manual `brief send` held an edition's lock; else 3 if recipients are
+//! left for a later run; else 0.
+
+use crate::cli::{DispatchArgs, SendArgs};
+use crate::clock;
+use crate::cmd::{check, send};
+use crate::config::Config;
+use crate::deliver::lock;
+use crate::dispatch::{self, Progress};
+use crate::exit::Outcome;
+use crate::report::{self, Kind};
+use crate::store::{Journal, SqliteStore, REAL};
+use anyhow::{bail, Context, Result};
+use std::fs::{File, OpenOptions, TryLockError};
+
+/// Name of the dispatch lock in the locks folder (a slug never starts with a dot).
+const DISPATCH_LOCK: &str = ".dispatch";
+
+pub fn run(config: Config, args: DispatchArgs) -> Result<Outcome> {
+    let _lock = if args.dry_run {
+        None
+    } else {
+        match dispatch_lock(&config, args.wait)? {
+            Some(l) => Some(l),
+            None => return Ok(Outcome::Locked),
+        }
+    };
+    let now = clock::now();
+    let editions_dir = config.editions_dir();
+    let due: Vec<_> = dispatch::list(&config)
+        .with_context(|| format!("cannot list the editions in {}", editions_dir.display()))?
+        .into_iter()
+        .filter(|e| e.send_at.is_some_and(|t| t <= now))
+        .collect();
+    if due.is_empty() {
+        return Ok(Outcome::Done);
+    }
+    // A dry run writes nothing, not even a new state store.
+    let store = if args.dry_run {
+        crate::cmd::status::open_existing(&config)?
+    } else {
+        Some(SqliteStore::open(&config.state_path())?)
+    };
+
+    let mut failed: Vec<String> = Vec::new();
+    let mut locked = false;
+    let mut incomplete = false;
+    for listed in due {
+        let slug = listed.slug.clone();
+        let Some(send_at) = listed.send_at else {
+            continue;
+        };
+        match dispatch::progress(store.as_ref(), &slug)? {
+            Progress::Complete => continue,
+            Progress::Incomplete => {
+                let Some(store) = &store else { continue };
+                // Started: resumed whatever its lateness (half an audience must not
+                // be left without the edition the other half got). Nothing due now
+                // (deferred not yet due, or only in doubt): leave it, quietly.
+                if store.due(&slug, REAL, 0, now, false, 1)?.is_empty() {
+                    let c = store.counts(&slug, REAL)?;
+                    incomplete |= !c.complete();
+                    if !args.dry_run {
+                        report::unreported(&config, store, &slug);
+                    }
+                    continue;
+                }
+            }
+            Progress::NotStarted => {
+                let late = dispatch::lateness(send_at, now);
+                if late > config.delivery.max_lateness && !args.allow_late {
+                    let why = format!(
+                        "send_at {} was {} ago, more than delivery.max_lateness ({})",
+                        send_at.to_rfc3339(),
+                        clock::format_duration(std::time::Duration::from_secs(late.as_secs())),
+                        clock::format_duration(config.delivery.max_lateness)
+                    );
+                    eprintln!(
+                        "{slug}: not sent: {why}; send it anyway with `brief dispatch --allow-late` (or `brief send --edition {slug}`), or remove its send_at"
+                    );
+                    if let (Some(store), false) = (&store, args.dry_run) {
+                        report::refused(
+                            &config,
+                            store,
+                            &slug,
+                            Kind::Late,
+                            "too late",
+                            // No elapsed time here: the report is once per send_at.
+                            &format!(
+                                "Its send_at, {}, is more than delivery.max_lateness ({}) ago.\nTo send it anyway: brief dispatch --allow-late\nTo drop it from the schedule: remove send_at from {}",
+                                send_at.to_rfc3339(),
+                                clock::format_duration(config.delivery.max_lateness),
+                                listed.path.display()
+                            ),
+                        );
+                    }
+                    failed.push(format!("{slug} (late)"));
+                    continue;
+                }
+            }
+        }
+
+        // The same checks as `brief check --edition`, lists included.
+        let path = listed.path.to_string_lossy().into_owned();
+        let problems: Vec<String> = check::check(&config, Some(&path))
+            .problems
+            .iter()
+            .filter(|p| p.is_error())
+            .map(ToString::to_string)
+            .collect();
+        if !problems.is_empty() {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            eprintln!(
+                "{slug}: not sent: it fails its checks ({} errors)",
+                problems.len()
+            );
+            if let (Some(store), false) = (&store, args.dry_run) {
+                report::refused(
+                    &config,
+                    store,
+                    &slug,
+                    Kind::Check,
+                    "it fails its checks",
+                    &problems.join("\n"),
+                );
+            }
+            failed.push(format!("{slug} (fails its checks)"));
+            continue;
+        }
+        if let (Some(store), false) = (&store, args.dry_run) {
+            report::cleared(store, &slug, Kind::Check)?;
+            report::cleared(store, &slug, Kind::Late)?;
+        }
+
+        let outcome = send::run(
+            config.clone(),
+            SendArgs {
+                edition: path,
+                test: false,
+                to: Vec::new(),
+                resend_in_doubt: false,
+                dry_run: args.dry_run,
+                json: false,
+            },
+        );
+        match outcome {
+            Ok(Outcome::Done) => {}
+            Ok(Outcome::Incomplete) => incomplete = true,
+            Ok(Outcome::Locked) => locked = true,
+            Err(e) => {
+                eprintln!("{slug}: {e:#}");
+                failed.push(slug);
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!("not sent: {}", failed.join(", "));
+    }
+    Ok(if locked {
+        Outcome::Locked
+    } else if incomplete {
+        Outcome::Incomplete
+    } else {
+        Outcome::Done
+    })
+}
+
+/// The dispatch lock: `None` if another dispatch holds it (unless `wait`).
+fn dispatch_lock(config: &Config, wait: bool) -> Result<Option<File>> {
+    let path = lock::lock_path(&config.state_path(), DISPATCH_LOCK);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    if wait {
+        file.lock()
+            .with_context(|| format!("cannot lock {}", path.display()))?;
+        return Ok(Some(file));
+    }
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
