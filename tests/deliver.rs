@@ -396,3 +396,15 @@ fn a_suppressed_address_is_skipped() {
     assert_eq!((n(&s, "sent"), n(&s, "suppressed")), (5, 1));
     assert_eq!(nl.recipients("suppressed"), vec!["reader0002@example.org"]);
 }
+
+#[test]
+fn a_421_and_hang_up_mid_run_reconnects_and_loses_nobody() {
+    let server = Server::aiosmtpd(json!({"close_after": 5}));
+    let nl = Newsletter::with_config(12, Some(server.port), "concurrency = 1");
+    let out = nl.run(&["send", "--edition", "e1"]);
+    assert_eq!(code(&out), Some(0));
+    let counts = server.counts();
+    assert_eq!(counts.len(), 12);
+    assert!(counts.values().all(|&c| c == 1), "{counts:?}");
+    assert_eq!(n(&nl.status(false), "sent"), 12);
+}

@@ -102,6 +102,36 @@ pub struct Job {
     pub progress: bool,
 }
 
+impl Job {
+    /// Builds `e`'s message into `out`; returns its Message-ID.
+    pub fn personalize(&self, e: &Entry, out: &mut Rendered) -> String {
+        let job = self;
+        let test = job.namespace == crate::store::TEST;
+        let token = job.keyring.issue(&e.address, &job.slug, test);
+        let url = token::unsubscribe_url(&job.base_url, &token);
+        let mailto = job
+            .mailto
+            .as_ref()
+            .map(|m| format!("mailto:{m}?subject=unsubscribe-{token}"));
+        let message_id = job
+            .keyring
+            .message_id(job.namespace, &job.slug, &e.address, &job.domain);
+        let columns = column_values(&job.columns, &e.fields);
+        job.prepared.render(
+            &Personal {
+                email: &e.address,
+                name: &e.name,
+                columns: &columns,
+                unsubscribe_url: &url,
+                unsubscribe_mailto: mailto.as_deref(),
+                message_id: &message_id,
+            },
+            out,
+        );
+        message_id
+    }
+}
+
 /// How a run ended.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -312,34 +342,6 @@ impl Ctx {
             tokio::time::sleep_until(t).await;
         }
     }
-
-    /// Builds `e`'s message into `out`; returns its Message-ID.
-    fn personalize(&self, e: &Entry, out: &mut Rendered) -> String {
-        let job = &self.job;
-        let test = job.namespace == crate::store::TEST;
-        let token = job.keyring.issue(&e.address, &job.slug, test);
-        let url = token::unsubscribe_url(&job.base_url, &token);
-        let mailto = job
-            .mailto
-            .as_ref()
-            .map(|m| format!("mailto:{m}?subject=unsubscribe-{token}"));
-        let message_id = job
-            .keyring
-            .message_id(job.namespace, &job.slug, &e.address, &job.domain);
-        let columns = column_values(&job.columns, &e.fields);
-        job.prepared.render(
-            &Personal {
-                email: &e.address,
-                name: &e.name,
-                columns: &columns,
-                unsubscribe_url: &url,
-                unsubscribe_mailto: mailto.as_deref(),
-                message_id: &message_id,
-            },
-            out,
-        );
-        message_id
-    }
 }
 
 fn column_values(columns: &[String], fields: &str) -> Vec<String> {
@@ -541,7 +543,7 @@ async fn worker(
         }
         ctx.wait_if_paused().await;
         ctx.rate.acquire().await;
-        let message_id = ctx.personalize(&entry, &mut rendered);
+        let message_id = ctx.job.personalize(&entry, &mut rendered);
         ctx.attempted.fetch_add(1, Ordering::Relaxed);
         match &ctx.transport {
             Transport::DryRun => {
