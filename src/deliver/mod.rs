@@ -336,6 +336,32 @@ impl Ctx {
         *self.pause_until.lock().expect("lock") = Some(tokio::time::Instant::now() + pause);
     }
 
+    /// Queues the durable in-doubt mark for `e` (with the Message-ID it will carry).
+    fn mark_in_doubt(&self, e: &Entry) -> Option<Durable> {
+        let job = &self.job;
+        let mut mark = Update::new(e.id, State::InDoubt, clock::now());
+        mark.message_id =
+            Some(job.keyring.message_id(job.namespace, &job.slug, &e.address, &job.domain));
+        match self.writer.durable(mark) {
+            Ok(d) => Some(Box::pin(d)),
+            Err(err) => {
+                self.fail(err);
+                None
+            }
+        }
+    }
+
+    /// Undoes an in-doubt mark for a recipient that was never tried (it was due, so
+    /// it becomes pending; one that was in doubt stays in doubt).
+    fn revert(&self, e: &Entry) {
+        let state = if e.state == State::InDoubt {
+            State::InDoubt
+        } else {
+            State::Pending
+        };
+        self.record(Update::new(e.id, state, clock::now()));
+    }
+
     async fn wait_if_paused(&self) {
         let until = *self.pause_until.lock().expect("lock");
         if let Some(t) = until {
@@ -531,15 +557,48 @@ async fn worker(
     rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Entry>>>,
     mut conn: Option<smtp::Connection>,
 ) {
+    let smtp = matches!(ctx.transport, Transport::Smtp(_));
     let mut rendered = Rendered::default();
+    // Over SMTP each worker marks the next recipient in doubt while the current one is
+    // on the wire, so that commit rides along with the current one's `sent`.
+    let mut ahead: Option<(Entry, Option<Durable>)> = None;
     loop {
         if ctx.stopping() {
             break;
         }
-        let next = rx.lock().await.recv().await;
-        let Some(entry) = next else { break };
+        let (entry, durable) = match ahead.take() {
+            Some(x) => x,
+            None => {
+                let next = rx.lock().await.recv().await;
+                let Some(entry) = next else { break };
+                let durable = if smtp {
+                    match ctx.mark_in_doubt(&entry) {
+                        Some(d) => Some(d),
+                        None => break,
+                    }
+                } else {
+                    None
+                };
+                (entry, durable)
+            }
+        };
         if ctx.stopping() {
+            if durable.is_some() {
+                ctx.revert(&entry);
+            }
             break;
+        }
+        if smtp {
+            let next = rx.lock().await.try_recv();
+            if let Ok(next) = next {
+                match ctx.mark_in_doubt(&next) {
+                    Some(d) => ahead = Some((next, Some(d))),
+                    None => {
+                        ctx.revert(&entry);
+                        break;
+                    }
+                }
+            }
         }
         ctx.wait_if_paused().await;
         ctx.rate.acquire().await;
@@ -572,24 +631,44 @@ async fn worker(
                 }
             }
             Transport::Smtp(settings) => {
-                if !smtp_one(&ctx, settings, &mut conn, &entry, message_id, &rendered).await {
+                let go_on = smtp_one(
+                    &ctx,
+                    settings,
+                    &mut conn,
+                    &entry,
+                    durable,
+                    message_id,
+                    &rendered,
+                )
+                .await;
+                if !go_on {
                     break;
                 }
             }
         }
         ctx.progress.inc(1);
     }
+    if let Some((entry, Some(_))) = ahead {
+        // Marked but never tried: back to where it was.
+        ctx.revert(&entry);
+    }
     if let Some(c) = conn {
         c.quit().await;
     }
 }
 
-/// One recipient over SMTP. Returns false if the worker must stop.
+/// A queued in-doubt mark; resolves once it is committed.
+type Durable = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
+
+/// One recipient over SMTP (`first_mark`: its in-doubt mark, already queued). Returns
+/// false if the worker must stop.
+#[allow(clippy::too_many_arguments)]
 async fn smtp_one(
     ctx: &Ctx,
     settings: &smtp::Settings,
     conn: &mut Option<smtp::Connection>,
     entry: &Entry,
+    mut first_mark: Option<Durable>,
     message_id: String,
     rendered: &Rendered,
 ) -> bool {
@@ -599,7 +678,8 @@ async fn smtp_one(
             match smtp::Connection::open(settings).await {
                 Ok(c) => *conn = Some(c),
                 Err(e) => {
-                    // Nothing was marked for this recipient: it stays as it was.
+                    // Nothing was tried for this recipient: it goes back as it was.
+                    ctx.revert(entry);
                     ctx.session_failed(format!("{e:#}"));
                     return false;
                 }
@@ -607,17 +687,14 @@ async fn smtp_one(
         }
         let Some(c) = conn.as_mut() else { return false };
         let reused = c.used > 0;
-        let mut mark = Update::new(entry.id, State::InDoubt, clock::now());
-        mark.message_id = Some(message_id.clone());
-        mark.attempt = true;
-        // Queued now, committed while the envelope is on the wire; awaited before
-        // the body goes out.
-        let durable = match ctx.writer.durable(mark) {
-            Ok(d) => d,
-            Err(e) => {
-                ctx.fail(e);
-                return false;
-            }
+        // Queued before the envelope (or earlier), committed while the envelope is on
+        // the wire; awaited before the body goes out.
+        let durable = match first_mark.take() {
+            Some(d) => d,
+            None => match ctx.mark_in_doubt(entry) {
+                Some(d) => d,
+                None => return false,
+            },
         };
         let outcome = c
             .send(
