@@ -100,6 +100,9 @@ pub struct Job {
     pub retry: Retry,
     /// Show a progress bar (stderr is a terminal).
     pub progress: bool,
+    /// Set while another thread is still freezing the audience: an empty page then
+    /// means "not yet", not "done".
+    pub freezing: Option<Arc<AtomicBool>>,
 }
 
 impl Job {
@@ -155,21 +158,30 @@ pub struct Report {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-/// Reads the lists and freezes the audience into the journal (if not frozen yet).
-/// Bad rows are reported on stderr (`file:line`) and counted as invalid.
-pub fn freeze_lists(
-    store: &SqliteStore,
-    slug: &str,
-    namespace: &str,
-    lists: &[PathBuf],
-    report: &mut dyn FnMut(&Diagnostic),
-) -> Result<SendInfo> {
+/// The subscriber lists of a send, opened (so a missing or headerless list is an
+/// error before anything starts).
+pub struct OpenLists(Vec<(ListReader, Vec<String>)>);
+
+pub fn open_lists(lists: &[PathBuf]) -> Result<OpenLists> {
     let mut readers = Vec::new();
     for path in lists {
         let reader = ListReader::open(path)?;
         let columns = reader.columns();
         readers.push((reader, columns));
     }
+    Ok(OpenLists(readers))
+}
+
+/// Reads the lists and freezes the audience into the journal. Bad rows are reported
+/// through `report` (`file:line`) and counted as invalid.
+pub fn freeze_lists(
+    store: &SqliteStore,
+    slug: &str,
+    namespace: &str,
+    lists: OpenLists,
+    report: &mut dyn FnMut(&Diagnostic),
+) -> Result<SendInfo> {
+    let mut readers = lists.0;
     let invalid = std::cell::Cell::new(0u64);
     let mut current = 0;
     let mut rows = std::iter::from_fn(|| loop {
@@ -341,7 +353,10 @@ impl Ctx {
         let job = &self.job;
         let mut mark = Update::new(e.id, State::InDoubt, clock::now());
         mark.message_id =
-            Some(job.keyring.message_id(job.namespace, &job.slug, &e.address, &job.domain));
+            Some(
+                job.keyring
+                    .message_id(job.namespace, &job.slug, &e.address, &job.domain),
+            );
         match self.writer.durable(mark) {
             Ok(d) => Some(Box::pin(d)),
             Err(err) => {
@@ -395,7 +410,20 @@ pub fn run(store: SqliteStore, job: Job, transport: Transport) -> Result<(Sqlite
         let c = store.counts(&slug, namespace)?;
         c.pending + c.deferred + if job.resend_in_doubt { c.in_doubt } else { 0 }
     };
-    let first_page = store.due(&slug, namespace, 0, clock::now(), job.resend_in_doubt, PAGE)?;
+    let still_freezing = job.freezing.clone();
+    let freezing = move || {
+        still_freezing
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Acquire))
+    };
+    let first_page = loop {
+        let was_freezing = freezing();
+        let page = store.due(&slug, namespace, 0, clock::now(), job.resend_in_doubt, PAGE)?;
+        if !page.is_empty() || !was_freezing {
+            break page;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let mut report = Report {
         edition: slug.clone(),
         test,
@@ -519,11 +547,26 @@ async fn drive(ctx: Arc<Ctx>, first_page: Vec<Entry>, concurrency: usize) {
 }
 
 async fn produce(ctx: &Ctx, first_page: Vec<Entry>, tx: tokio::sync::mpsc::Sender<Entry>) {
+    let freezing = || {
+        ctx.job
+            .freezing
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Acquire))
+    };
     let mut page = first_page;
+    let mut last = 0;
+    // Read before each page query: if the freeze had finished by then, an empty page
+    // really is the end.
+    let mut was_freezing = true;
     loop {
-        let Some(last) = page.last().map(|e| e.id) else {
-            return;
-        };
+        match page.last() {
+            Some(e) => last = e.id,
+            None if was_freezing => {
+                // The audience is still being frozen: more rows are coming.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            None => return,
+        }
         for e in page {
             if ctx.stopping() {
                 return;
@@ -538,6 +581,7 @@ async fn produce(ctx: &Ctx, first_page: Vec<Entry>, tx: tokio::sync::mpsc::Sende
                 return;
             }
         }
+        was_freezing = freezing();
         page = match ctx
             .writer
             .due(last, clock::now(), ctx.job.resend_in_doubt, PAGE)
@@ -632,13 +676,7 @@ async fn worker(
             }
             Transport::Smtp(settings) => {
                 let go_on = smtp_one(
-                    &ctx,
-                    settings,
-                    &mut conn,
-                    &entry,
-                    durable,
-                    message_id,
-                    &rendered,
+                    &ctx, settings, &mut conn, &entry, durable, message_id, &rendered,
                 )
                 .await;
                 if !go_on {
