@@ -59,6 +59,7 @@ fn job() -> Job {
             give_up_after: Duration::from_secs(172_800),
         },
         progress: false,
+        freezing: None,
     }
 }
 
