@@ -3,17 +3,21 @@
 # answer waits for its SQLite commit, WAL + synchronous=FULL) over many distinct
 # tokens, then GETs of the confirmation page. Uses wrk (Debian package `wrk`).
 #
-#   scripts/bench-serve.sh [DURATION] [CONNECTIONS] [TOKENS]
-#   (defaults: 15s 64 300000)
+#   scripts/bench-serve.sh [DURATION] [TOKENS] [CONNECTIONS…]
+#   (defaults: 10s 600000 16 64)
+#
+# Each POST pass starts where the previous one stopped in the token list, so every
+# POST is a new suppression as long as TOKENS exceeds the requests made.
 #
 # The state store lives in a temp folder on the same disk as /tmp (set TMPDIR to
 # measure another disk). The per-client rate limit is turned off (client_rate = 0)
 # because every request comes from 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-duration="${1:-15s}"
-connections="${2:-64}"
-count="${3:-300000}"
+duration="${1:-10s}"
+count="${2:-600000}"
+shift $(( $# > 2 ? 2 : $# ))
+if [[ $# -gt 0 ]]; then connections=("$@"); else connections=(16 64); fi
 threads="${WRK_THREADS:-2}"
 
 command -v wrk >/dev/null || { echo "wrk is needed (apt-get install wrk)" >&2; exit 1; }
@@ -55,13 +59,14 @@ function init(args)
   tokens = {}
   for line in io.lines(args[1]) do tokens[#tokens + 1] = line end
   mode = args[2]
-  index = id
   nthreads = tonumber(os.getenv("WRK_THREADS") or "2")
+  offset = tonumber(os.getenv("WRK_OFFSET") or "0")
+  index = offset + id
 end
 function request()
   local token = tokens[index]
   index = index + nthreads
-  if index > #tokens then index = id end
+  if index > #tokens then index = id end -- wrapped: repeats are idempotent
   if mode == "post" then
     return wrk.format("POST", "/brief/u/" .. token,
       { ["Content-Type"] = "application/x-www-form-urlencoded" },
@@ -87,10 +92,17 @@ for _ in $(seq 1 100); do
 done
 [[ -n "$addr" ]] || { echo "brief serve did not start" >&2; cat "$work/serve.log" >&2; exit 1; }
 
-echo "== machine: $(nproc) cores; $(uname -sr)"
-echo "== one-click POST (durable), $connections connections, $duration"
-WRK_THREADS="$threads" wrk -t"$threads" -c"$connections" -d"$duration" --latency -s "$work/bench.lua" "http://$addr" -- "$work/tokens.txt" post
-echo "== suppressions recorded: $(cd "$work" && "$bin" suppressions --csv | tail -n +2 | wc -l)"
-echo
-echo "== GET confirmation page, $connections connections, $duration"
-WRK_THREADS="$threads" wrk -t"$threads" -c"$connections" -d"$duration" --latency -s "$work/bench.lua" "http://$addr" -- "$work/tokens.txt" get
+echo "== machine: $(nproc) cores; $(uname -sr); load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
+offset=0
+for c in "${connections[@]}"; do
+  echo
+  echo "== one-click POST (durable), $c connections, $duration, tokens from #$offset"
+  WRK_THREADS="$threads" WRK_OFFSET="$offset" wrk -t"$threads" -c"$c" -d"$duration" --latency -s "$work/bench.lua" "http://$addr" -- "$work/tokens.txt" post
+  offset="$(cd "$work" && "$bin" suppressions --csv | tail -n +2 | wc -l)"
+  echo "== suppressions recorded so far: $offset"
+done
+for c in "${connections[@]}"; do
+  echo
+  echo "== GET confirmation page, $c connections, $duration"
+  WRK_THREADS="$threads" WRK_OFFSET=0 wrk -t"$threads" -c"$c" -d"$duration" --latency -s "$work/bench.lua" "http://$addr" -- "$work/tokens.txt" get
+done

@@ -101,13 +101,19 @@ pub fn resolve(config: &Config, arg: &str) -> PathBuf {
     if looks_like_path || Path::new(arg).is_file() && !is_slug(arg) {
         PathBuf::from(arg)
     } else {
-        config.editions_dir().join(format!("{arg}.md"))
+        editions_dir(config).join(format!("{arg}.md"))
     }
+}
+
+/// The editions folder, without a leading `./` (it reads better in messages).
+fn editions_dir(config: &Config) -> PathBuf {
+    let dir = config.editions_dir();
+    dir.strip_prefix(".").map_or(dir.clone(), Path::to_path_buf)
 }
 
 /// Every edition file in the newsletter's `editions/` folder, sorted by name.
 pub fn all_paths(config: &Config) -> std::io::Result<Vec<PathBuf>> {
-    let dir = config.editions_dir();
+    let dir = editions_dir(config);
     let mut paths = Vec::new();
     for entry in std::fs::read_dir(&dir)? {
         let path = entry?.path();
@@ -320,6 +326,11 @@ pub fn url_problem(url: &str, kind: UrlKind) -> Option<String> {
         return Some(format!(
             "the URL `{}` contains spaces or control characters",
             url.escape_debug()
+        ));
+    }
+    if url.contains(['\\', '"', '<', '>']) {
+        return Some(format!(
+            "the URL `{url}` contains a character URLs cannot hold (\\ \" < >); percent-encode it"
         ));
     }
     let lower = url.to_ascii_lowercase();

@@ -277,7 +277,18 @@ fn resubscribe_undoes_a_readers_own_unsubscribe_only() {
     let res = server.request("POST", &format!("{path}/resubscribe"), &[], b"");
     assert_eq!(res.status, 200);
     assert!(res.body.contains("Welcome back"));
+    assert!(res.body.contains(&format!("action=\"../{token}\"")));
     assert!(n.suppressions().is_empty());
+    // A link with a trailing slash: the relative resubscribe action still lands right.
+    let res = server.request(
+        "POST",
+        &format!("{path}/"),
+        &[("Content-Type", FORM)],
+        b"action=unsubscribe",
+    );
+    assert!(res.body.contains("action=\"resubscribe\""), "{}", res.body);
+    let res = server.request("POST", &format!("{path}/resubscribe"), &[], b"");
+    assert!(res.body.contains("Welcome back"));
 
     let out = n.brief(&["unsubscribe", "boss@example.org"]);
     assert!(out.status.success());
@@ -354,6 +365,18 @@ fn archive_files_are_served_safely() {
         Some("public, max-age=3600")
     );
     assert_eq!(server.get("/2024-10-25/").body, "<h1>Edition</h1>");
+    let modified = edition
+        .header("last-modified")
+        .expect("Last-Modified")
+        .to_string();
+    let again = server.request(
+        "GET",
+        "/brief/2024-10-25/",
+        &[("If-Modified-Since", &modified)],
+        b"",
+    );
+    assert_eq!(again.status, 304);
+    assert!(again.body.is_empty());
     let feed = server.get("/brief/feed.xml");
     assert!(feed
         .header("content-type")
@@ -409,7 +432,7 @@ fn sigterm_lets_a_request_in_flight_finish() {
     .unwrap();
     stream.write_all(&body[..10]).unwrap();
     // Give the server time to read the head and start on the body; then stop it.
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    std::thread::sleep(std::time::Duration::from_millis(1000));
     let pid = server.pid().to_string();
     assert!(std::process::Command::new("kill")
         .args(["-TERM", &pid])

@@ -5,16 +5,29 @@
 use crate::cli::BuildArgs;
 use crate::compile::{self, Compiled};
 use crate::config::Config;
+use crate::diag::Diagnostics;
 use crate::exit::Outcome;
 use crate::personalize::{Escape, Template};
 use crate::token;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
 
 pub fn run(config: &Config, args: BuildArgs) -> Result<Outcome> {
     let sample = SampleReader::load(config);
-    let compiled = compile::build(config, &args.edition, &sample.columns())?;
+    let compiled = match compile::build(config, &args.edition, &sample.columns()) {
+        Ok(c) => c,
+        Err(e) => match e.downcast_ref::<Diagnostics>() {
+            // One problem per line, then a short final error.
+            Some(problems) => {
+                for p in &problems.0 {
+                    eprintln!("{p}");
+                }
+                bail!("cannot build edition `{}`", args.edition);
+            }
+            None => return Err(e),
+        },
+    };
     for w in &compiled.warnings {
         eprintln!("{w}");
     }

@@ -2,6 +2,8 @@
 //! errors go up to `main`, which prints the chain once and exits 1.
 
 pub mod build;
+pub mod check;
+pub mod init;
 
 use crate::cli::{Cli, Command};
 use crate::config::Config;
@@ -15,8 +17,8 @@ mod suppress;
 
 pub fn run(cli: Cli) -> Result<Outcome> {
     match cli.command {
-        Command::Init(args) => unimplemented_yet("init", args),
-        Command::Check(args) => with_config(&cli.config, |c| unimplemented_yet("check", (c, args))),
+        Command::Init(args) => init::run(args),
+        Command::Check(args) => with_config(&cli.config, |c| check::run(&c, args)),
         Command::Build(args) => with_config(&cli.config, |c| build::run(&c, args)),
         Command::Send(args) => with_config(&cli.config, |c| send::run(c, args)),
         Command::Dispatch(args) => {

@@ -615,10 +615,11 @@ impl<'a> Linter<'a> {
                 match stack.pop() {
                     Some((open, _)) if open == name => {}
                     Some((open, at)) => {
+                        let (line, column) = crate::diag::line_col(src, at);
                         self.error(
                             lt,
                             &format!("</{name}"),
-                            format!("`</{name}>` closes `<{open}>` (opened at byte {at})"),
+                            format!("`</{name}>` closes `<{open}>` (opened at line {line}, column {column}, and never closed)"),
                         );
                         return;
                     }

@@ -168,7 +168,10 @@ pub fn compile_mjml(mjml: &str) -> Result<Output, Vec<Finding>> {
         fonts: Default::default(),
     };
     match parsed.element.render(&options) {
-        Ok(html) => Ok(Output { html, findings }),
+        Ok(html) => Ok(Output {
+            html: restore_markers(html),
+            findings,
+        }),
         Err(e) => {
             findings.push(Finding {
                 offset: 0,
@@ -179,6 +182,40 @@ pub fn compile_mjml(mjml: &str) -> Result<Output, Vec<Finding>> {
             Err(findings)
         }
     }
+}
+
+/// mrml prints attribute values with Rust's `{:?}`, so a marker character in an
+/// attribute (`href="<marker>"`) comes out as the text `\u{e000}`. This puts the
+/// markers back. Only inside tags, and only where the backslash is mrml's own (an odd
+/// run: a backslash typed in edition text is printed doubled), so no text typed in an
+/// edition can become a marker.
+fn restore_markers(html: String) -> String {
+    const ESCAPES: [(&str, char); 2] = [("\\u{e000}", '\u{E000}'), ("\\u{e001}", '\u{E001}')];
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut from = 0;
+    while let Some(i) = html[from..].find("\\u{e00").map(|i| from + i) {
+        from = i + 1;
+        let Some((text, marker)) = ESCAPES.iter().find(|(t, _)| html[i..].starts_with(t)) else {
+            continue;
+        };
+        let before = &html[..i];
+        let own_backslash = before.bytes().rev().take_while(|b| *b == b'\\').count() % 2 == 0;
+        let in_tag = before
+            .rfind(['<', '>'])
+            .is_some_and(|j| before.as_bytes()[j] == b'<');
+        if own_backslash && in_tag {
+            out.push_str(&html[copied..i]);
+            out.push(*marker);
+            copied = i + text.len();
+            from = copied;
+        }
+    }
+    if copied == 0 {
+        return html;
+    }
+    out.push_str(&html[copied..]);
+    out
 }
 
 fn parse_error_offset(e: &mrml::prelude::parser::Error) -> usize {

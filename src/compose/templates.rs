@@ -6,7 +6,7 @@ use crate::diag::{nearest, Diagnostic};
 use crate::personalize::{escape_value, Escape};
 use handlebars::{
     Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderError,
-    RenderErrorReason, TemplateError,
+    RenderErrorReason, TemplateError, TemplateErrorReason,
 };
 use std::path::{Path, PathBuf};
 
@@ -72,7 +72,7 @@ pub struct Source {
 impl Source {
     /// How messages name this template: its file, with "(built in)" for a default.
     pub fn display(&self) -> String {
-        let path = self.path.strip_prefix(".").unwrap_or(&self.path).display();
+        let path = self.path.display();
         if self.overridden {
             path.to_string()
         } else {
@@ -84,6 +84,8 @@ impl Source {
 /// Reads the template set for a newsletter whose templates folder is `dir`.
 /// Returns the sources and problems (unreadable overrides, unknown files).
 pub fn load_sources(dir: &Path) -> (Vec<Source>, Vec<Diagnostic>) {
+    // "./templates/x" reads better as "templates/x" in messages.
+    let dir = dir.strip_prefix(".").unwrap_or(dir);
     let mut problems = Vec::new();
     let mut sources = Vec::with_capacity(DEFAULTS.len());
     for d in DEFAULTS {
@@ -188,11 +190,18 @@ pub fn registries(
 
 fn template_error(source: &Source, e: &TemplateError) -> Diagnostic {
     let (line, column) = e.pos().unwrap_or((1, 1));
+    let reason = match e.reason() {
+        // handlebars lists every token it could have expected: not helpful.
+        TemplateErrorReason::InvalidSyntax(_) => {
+            "invalid handlebars syntax (a `{{` without its `}}`, or a block such as `{{#if}}` without its `{{/if}}`)".to_string()
+        }
+        other => other.to_string(),
+    };
     Diagnostic::error(
         source.display(),
         line,
         column,
-        format!("template does not parse: {}", e.reason()),
+        format!("template does not parse: {reason}"),
     )
 }
 

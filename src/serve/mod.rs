@@ -223,7 +223,7 @@ async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<
     }
     match rel.strip_prefix("/u/") {
         Some(rest) => unsubscribe_route(app, rest, req).await,
-        None => archive_route(app, rel, req.method()).await,
+        None => archive_route(app, rel, &req).await,
     }
 }
 
@@ -264,7 +264,12 @@ async fn unsubscribe_route(app: &App, rest: &str, req: Request<Incoming>) -> Res
             if claims.test {
                 return page_response(StatusCode::OK, pages::test_message(&app.site));
             }
-            unsubscribe(app, claims, token, source).await
+            let resubscribe_action = if rest.ends_with('/') {
+                "resubscribe".to_string()
+            } else {
+                format!("{token}/resubscribe")
+            };
+            unsubscribe(app, claims, &resubscribe_action, source).await
         }
         ("resubscribe", true, _) if claims.test => {
             page_response(StatusCode::OK, pages::test_message(&app.site))
@@ -290,7 +295,7 @@ async fn unsubscribe_route(app: &App, rest: &str, req: Request<Incoming>) -> Res
 async fn unsubscribe(
     app: &App,
     claims: Claims,
-    token: &str,
+    resubscribe_action: &str,
     source: SuppressionSource,
 ) -> Response<Body> {
     let change = Change::Suppress {
@@ -301,7 +306,7 @@ async fn unsubscribe(
     match app.writer.apply(change).await {
         Ok(_) => page_response(
             StatusCode::OK,
-            pages::unsubscribed(&app.site, &claims.email, token),
+            pages::unsubscribed(&app.site, &claims.email, resubscribe_action),
         ),
         Err(err) => store_failed(app, &err),
     }
@@ -387,19 +392,35 @@ fn method_not_allowed(app: &App, allow: &'static str) -> Response<Body> {
     res
 }
 
-async fn archive_route(app: &App, rel: &str, method: &Method) -> Response<Body> {
+async fn archive_route(app: &App, rel: &str, req: &Request<Incoming>) -> Response<Body> {
+    let method = req.method();
     if method != Method::GET && method != Method::HEAD {
         return method_not_allowed(app, "GET, HEAD");
     }
+    let since =
+        header_str(req, header::IF_MODIFIED_SINCE).and_then(|v| httpdate::parse_http_date(&v).ok());
     let root = app.archive_root.clone();
     let rel_owned = rel.to_string();
     let found = tokio::task::spawn_blocking(move || {
         let lookup = archive::lookup(&root, &rel_owned);
-        let bytes = match &lookup {
-            archive::Lookup::File { path, .. } => std::fs::read(path).ok(),
+        let file = match &lookup {
+            archive::Lookup::File { path, .. } => std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|modified| {
+                    // Not modified: no need to read the file.
+                    let unchanged =
+                        since.is_some_and(|s| whole_seconds(modified) <= whole_seconds(s));
+                    let bytes = if unchanged {
+                        Some(Vec::new())
+                    } else {
+                        std::fs::read(path).ok()
+                    };
+                    bytes.map(|b| (b, modified, unchanged))
+                }),
             _ => None,
         };
-        (lookup, bytes)
+        (lookup, file)
     })
     .await;
     match found {
@@ -409,10 +430,16 @@ async fn archive_route(app: &App, rel: &str, method: &Method) -> Response<Body> 
                 cache_control,
                 ..
             },
-            Some(bytes),
+            Some((bytes, modified, unchanged)),
         )) => {
             let mut res = Response::new(Full::new(Bytes::from(bytes)));
+            if unchanged {
+                *res.status_mut() = StatusCode::NOT_MODIFIED;
+            }
             let h = res.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(modified)) {
+                h.insert(header::LAST_MODIFIED, v);
+            }
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
             h.insert(
                 header::CACHE_CONTROL,
@@ -443,6 +470,11 @@ async fn archive_route(app: &App, rel: &str, method: &Method) -> Response<Body> 
             pages::status(&app.site, "Not found", "There is no page at this address."),
         ),
     }
+}
+
+fn whole_seconds(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// An HTML page with the headers every page carries: never cached (it may be about

@@ -74,20 +74,22 @@ pub fn confirm(site: &Site, email: &str) -> String {
     )
 }
 
-/// After a POST: done, with a one-click way back.
-pub fn unsubscribed(site: &Site, email: &str, token: &str) -> String {
+/// After a POST: done, with a one-click way back. `resubscribe_action` is the
+/// resubscribe URL relative to the page (`<token>/resubscribe`, or `resubscribe` when
+/// the page's own URL ended with a slash).
+pub fn unsubscribed(site: &Site, email: &str, resubscribe_action: &str) -> String {
     page(
         site,
         "Unsubscribed",
         &format!(
             "<h1>You are unsubscribed</h1>\n\
 <p><span class=\"who\">{who}</span> will receive no more mail from {name}.</p>\n\
-<form method=\"post\" action=\"{token}/resubscribe\">\
+<form method=\"post\" action=\"{action}\">\
 <button type=\"submit\" class=\"quiet\">Undo: resubscribe</button></form>\n\
 <p class=\"note\">Unsubscribed by mistake? The button above puts you back on the list.</p>",
             name = escape(&site.name),
             who = escape(&mask(email)),
-            token = escape(token),
+            action = escape(resubscribe_action),
         ),
     )
 }

@@ -1,0 +1,149 @@
+//! `brief check [--edition E]`: validates the config (loading it already did), every
+//! template and every edition (or one), composing and compiling each edition as
+//! `brief send` would. Prints every problem; exit 1 if any is an error.
+
+use crate::cli::CheckArgs;
+use crate::cmd::build::SampleReader;
+use crate::compile;
+use crate::compose::Composer;
+use crate::config::Config;
+use crate::diag::{nearest, Diagnostic};
+use crate::edition::{self, Edition};
+use crate::exit::Outcome;
+use anyhow::{bail, Result};
+use std::io::Write;
+
+pub fn run(config: &Config, args: CheckArgs) -> Result<Outcome> {
+    let report = check(config, args.edition.as_deref());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.problems)?);
+    } else {
+        for p in &report.problems {
+            println!("{p}");
+        }
+    }
+    let errors = report.problems.iter().filter(|p| p.is_error()).count();
+    let warnings = report.problems.len() - errors;
+    if !args.json {
+        println!(
+            "checked {} and {} templates: {} and {}",
+            plural(report.editions, "edition"),
+            report.templates,
+            plural(errors, "error"),
+            plural(warnings, "warning"),
+        );
+    }
+    // The report before the error line main prints, even when both go to one pipe.
+    std::io::stdout().flush()?;
+    if errors > 0 {
+        bail!("check found {}", plural(errors, "error"));
+    }
+    Ok(Outcome::Done)
+}
+
+/// What `brief check` found.
+pub struct Report {
+    pub editions: usize,
+    pub templates: usize,
+    pub problems: Vec<Diagnostic>,
+}
+
+/// Checks the templates and the editions (all, or the one named); never stops at the
+/// first problem.
+pub fn check(config: &Config, only: Option<&str>) -> Report {
+    let mut problems = Vec::new();
+    let composer = match Composer::new(config) {
+        Ok(c) => {
+            problems.extend(c.warnings.iter().cloned());
+            Some(c)
+        }
+        Err(d) => {
+            problems.extend(d.0);
+            None
+        }
+    };
+    let paths = match only {
+        Some(arg) => vec![edition::resolve(config, arg)],
+        None => match edition::all_paths(config) {
+            Ok(paths) => paths,
+            Err(e) => {
+                problems.push(Diagnostic::error(
+                    config.editions_dir(),
+                    1,
+                    1,
+                    format!("cannot list the editions: {e}"),
+                ));
+                Vec::new()
+            }
+        },
+    };
+    let columns = SampleReader::load(config).columns();
+    for path in &paths {
+        match edition::load(path) {
+            Err(d) => problems.extend(d.0),
+            Ok(e) => {
+                problems.extend(audience_problems(config, &e));
+                if let Some(composer) = &composer {
+                    match compile::compile_edition(config, composer, e, &columns) {
+                        Ok(compiled) => problems.extend(compiled.warnings),
+                        Err(d) => problems.extend(d.0),
+                    }
+                }
+            }
+        }
+    }
+    Report {
+        editions: paths.len(),
+        templates: crate::compose::templates::DEFAULTS.len(),
+        problems,
+    }
+}
+
+/// Audience lists named by the edition that have no file under subscribers/.
+fn audience_problems(config: &Config, e: &Edition) -> Vec<Diagnostic> {
+    let Some(lists) = &e.audience else {
+        return Vec::new();
+    };
+    let existing = existing_lists(config);
+    let existing: Vec<&str> = existing.iter().map(String::as_str).collect();
+    lists
+        .iter()
+        .zip(&e.locations.audience)
+        .filter(|(name, _)| !config.list_path(name).is_file())
+        .map(|(name, (line, column))| {
+            let hint = match nearest(name, &existing) {
+                Some(best) => format!(" (did you mean `{best}`?)"),
+                None if existing.is_empty() => String::new(),
+                None => format!(" (lists: {})", existing.join(", ")),
+            };
+            Diagnostic::error(
+                &e.path,
+                *line,
+                *column,
+                format!("no list `{name}`: subscribers/{name}.csv does not exist{hint}"),
+            )
+        })
+        .collect()
+}
+
+fn existing_lists(config: &Config) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(config.subscribers_dir())
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let p = e.path();
+            (p.extension()? == "csv").then(|| p.file_stem()?.to_str().map(str::to_string))?
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
