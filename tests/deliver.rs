@@ -135,7 +135,7 @@ fn permanent_refusal_bounces_one_and_the_rest_is_sent() {
 #[test]
 fn ten_identical_refusals_in_a_row_stop_the_run_without_bouncing_anyone() {
     let server = Server::aiosmtpd(json!({"reject_all": "550 5.7.1 relaying denied"}));
-    let nl = Newsletter::with_config(30, Some(server.port), "concurrency = 1");
+    let nl = Newsletter::with_config(30, Some(server.port), "concurrency = 4");
     let out = nl.run(&["send", "--edition", "e1"]);
     assert_eq!(code(&out), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("relaying denied"));

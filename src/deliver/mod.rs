@@ -254,6 +254,8 @@ struct Ctx {
 struct Streaks {
     permanent_reply: String,
     permanent_ids: Vec<i64>,
+    /// The permanent streak stopped the run.
+    tripped: bool,
     transient: u32,
     pauses: u32,
 }
@@ -307,12 +309,18 @@ impl Ctx {
         let mut s = self.streaks.lock().expect("lock");
         s.transient = 0;
         let text = reply.to_string();
+        if s.tripped && s.permanent_reply == text {
+            // In flight on another connection when the run stopped: same fault.
+            self.record(Update::new(id, State::Pending, clock::now()));
+            return;
+        }
         if s.permanent_reply != text {
             s.permanent_reply = text.clone();
             s.permanent_ids.clear();
         }
         s.permanent_ids.push(id);
         if s.permanent_ids.len() >= PERMANENT_STREAK {
+            s.tripped = true;
             let now = clock::now();
             for id in std::mem::take(&mut s.permanent_ids) {
                 self.record(Update::new(id, State::Pending, now));
