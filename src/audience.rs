@@ -31,7 +31,7 @@ pub struct Subscriber {
 /// A subscriber list opened for streaming.
 pub struct ListReader {
     path: PathBuf,
-    reader: csv::Reader<Box<dyn Read>>,
+    reader: csv::Reader<Box<dyn Read + Send>>,
     email_col: usize,
     name_col: Option<usize>,
     extra_cols: Vec<(usize, String)>,
@@ -46,7 +46,7 @@ impl ListReader {
     }
 
     /// Reads a list from any reader; `path` names it in messages.
-    pub fn from_reader(path: &Path, input: Box<dyn Read>) -> Result<ListReader> {
+    pub fn from_reader(path: &Path, input: Box<dyn Read + Send>) -> Result<ListReader> {
         let mut reader = csv::ReaderBuilder::new()
             .flexible(true)
             .has_headers(true)
@@ -205,7 +205,7 @@ fn csv_diag(path: &Path, e: &csv::Error, what: &str) -> Diagnostic {
 }
 
 /// Strips a UTF-8 byte order mark, if the input starts with one.
-fn skip_bom(mut input: Box<dyn Read>) -> Box<dyn Read> {
+fn skip_bom(mut input: Box<dyn Read + Send>) -> Box<dyn Read + Send> {
     let mut head = [0u8; 3];
     let mut n = 0;
     while n < 3 {

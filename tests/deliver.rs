@@ -135,7 +135,7 @@ fn permanent_refusal_bounces_one_and_the_rest_is_sent() {
 #[test]
 fn ten_identical_refusals_in_a_row_stop_the_run_without_bouncing_anyone() {
     let server = Server::aiosmtpd(json!({"reject_all": "550 5.7.1 relaying denied"}));
-    let nl = Newsletter::with_config(30, Some(server.port), "concurrency = 1");
+    let nl = Newsletter::with_config(30, Some(server.port), "concurrency = 4");
     let out = nl.run(&["send", "--edition", "e1"]);
     assert_eq!(code(&out), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("relaying denied"));
@@ -395,4 +395,16 @@ fn a_suppressed_address_is_skipped() {
     let s = nl.status(false);
     assert_eq!((n(&s, "sent"), n(&s, "suppressed")), (5, 1));
     assert_eq!(nl.recipients("suppressed"), vec!["reader0002@example.org"]);
+}
+
+#[test]
+fn a_421_and_hang_up_mid_run_reconnects_and_loses_nobody() {
+    let server = Server::aiosmtpd(json!({"close_after": 5}));
+    let nl = Newsletter::with_config(12, Some(server.port), "concurrency = 1");
+    let out = nl.run(&["send", "--edition", "e1"]);
+    assert_eq!(code(&out), Some(0));
+    let counts = server.counts();
+    assert_eq!(counts.len(), 12);
+    assert!(counts.values().all(|&c| c == 1), "{counts:?}");
+    assert_eq!(n(&nl.status(false), "sent"), 12);
 }

@@ -16,6 +16,8 @@ use crate::token::Keyring;
 use anyhow::{bail, Context, Result};
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 pub fn run(config: Config, args: SendArgs) -> Result<Outcome> {
     let namespace = if args.test { TEST } else { REAL };
@@ -101,14 +103,36 @@ pub fn run(config: Config, args: SendArgs) -> Result<Outcome> {
         store.reset(&slug, TEST)?;
     }
     let frozen = store.send_info(&slug, namespace)?.is_some_and(|i| i.frozen);
+    let mut freezer = None;
     if !frozen {
-        let info = if args.test && !to.is_empty() {
-            deliver::freeze_addresses(&store, &slug, namespace, &to)?
+        let report = |d: &crate::diag::Diagnostic| eprintln!("{d} (skipped)");
+        if args.test && !to.is_empty() {
+            deliver::freeze_addresses(&store, &slug, namespace, &to)?;
+        } else if args.test || args.dry_run {
+            deliver::freeze_lists(
+                &store,
+                &slug,
+                namespace,
+                deliver::open_lists(&lists)?,
+                &mut { report },
+            )?;
         } else {
-            deliver::freeze_lists(&store, &slug, namespace, &lists, &mut |d| {
-                eprintln!("{d} (skipped)")
-            })?
-        };
+            // A big list is frozen on its own connection while sending starts: the first
+            // message goes out after the first few thousand rows, not after the last.
+            let lists = deliver::open_lists(&lists)?;
+            let flag = Arc::new(AtomicBool::new(true));
+            let (path, slug, flag_done) = (config.state_path(), slug.clone(), flag.clone());
+            let handle = std::thread::Builder::new()
+                .name("brief-freeze".into())
+                .spawn(move || {
+                    let result = SqliteStore::open(&path).and_then(|s| {
+                        deliver::freeze_lists(&s, &slug, REAL, lists, &mut { report })
+                    });
+                    flag_done.store(false, Ordering::Release);
+                    result
+                })?;
+            freezer = Some((flag, handle));
+        }
         if args.test && store.counts(&slug, namespace)?.total() == 0 {
             store.reset(&slug, TEST)?;
             bail!(
@@ -116,11 +140,6 @@ pub fn run(config: Config, args: SendArgs) -> Result<Outcome> {
                 lists.first().map_or_else(String::new, |p| p.display().to_string())
             );
         }
-        tracing::info!(
-            "audience frozen: {} duplicates, {} invalid",
-            info.duplicates,
-            info.invalid
-        );
     }
 
     let transport = if args.dry_run {
@@ -169,8 +188,26 @@ pub fn run(config: Config, args: SendArgs) -> Result<Outcome> {
             give_up_after: config.delivery.give_up_after,
         },
         progress: std::io::stderr().is_terminal() && !args.json,
+        freezing: freezer.as_ref().map(|(flag, _)| flag.clone()),
     };
-    let (store, report) = deliver::run(store, job, transport)?;
+    let result = deliver::run(store, job, transport);
+    if let Some((_, handle)) = freezer {
+        let frozen = handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("freezing the audience failed"))?;
+        let info = frozen.context("cannot freeze the audience into the journal")?;
+        tracing::info!(
+            "audience frozen: {} duplicates, {} invalid",
+            info.duplicates,
+            info.invalid
+        );
+    }
+    let (store, mut report) = result?;
+    // The freeze may have finished after the run counted; count again.
+    report.counts = store.counts(&slug, namespace)?;
+    if let Some(info) = store.send_info(&slug, namespace)? {
+        report.duplicates = info.duplicates;
+    }
     print_report(&report, args.json, args.resend_in_doubt)?;
     crate::report::after_send(&config, &store, &report);
     if let Some(why) = &report.session_failure {

@@ -100,6 +100,39 @@ pub struct Job {
     pub retry: Retry,
     /// Show a progress bar (stderr is a terminal).
     pub progress: bool,
+    /// Set while another thread is still freezing the audience: an empty page then
+    /// means "not yet", not "done".
+    pub freezing: Option<Arc<AtomicBool>>,
+}
+
+impl Job {
+    /// Builds `e`'s message into `out`; returns its Message-ID.
+    pub fn personalize(&self, e: &Entry, out: &mut Rendered) -> String {
+        let job = self;
+        let test = job.namespace == crate::store::TEST;
+        let token = job.keyring.issue(&e.address, &job.slug, test);
+        let url = token::unsubscribe_url(&job.base_url, &token);
+        let mailto = job
+            .mailto
+            .as_ref()
+            .map(|m| format!("mailto:{m}?subject=unsubscribe-{token}"));
+        let message_id = job
+            .keyring
+            .message_id(job.namespace, &job.slug, &e.address, &job.domain);
+        let columns = column_values(&job.columns, &e.fields);
+        job.prepared.render(
+            &Personal {
+                email: &e.address,
+                name: &e.name,
+                columns: &columns,
+                unsubscribe_url: &url,
+                unsubscribe_mailto: mailto.as_deref(),
+                message_id: &message_id,
+            },
+            out,
+        );
+        message_id
+    }
 }
 
 /// How a run ended.
@@ -125,21 +158,30 @@ pub struct Report {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-/// Reads the lists and freezes the audience into the journal (if not frozen yet).
-/// Bad rows are reported on stderr (`file:line`) and counted as invalid.
-pub fn freeze_lists(
-    store: &SqliteStore,
-    slug: &str,
-    namespace: &str,
-    lists: &[PathBuf],
-    report: &mut dyn FnMut(&Diagnostic),
-) -> Result<SendInfo> {
+/// The subscriber lists of a send, opened (so a missing or headerless list is an
+/// error before anything starts).
+pub struct OpenLists(Vec<(ListReader, Vec<String>)>);
+
+pub fn open_lists(lists: &[PathBuf]) -> Result<OpenLists> {
     let mut readers = Vec::new();
     for path in lists {
         let reader = ListReader::open(path)?;
         let columns = reader.columns();
         readers.push((reader, columns));
     }
+    Ok(OpenLists(readers))
+}
+
+/// Reads the lists and freezes the audience into the journal. Bad rows are reported
+/// through `report` (`file:line`) and counted as invalid.
+pub fn freeze_lists(
+    store: &SqliteStore,
+    slug: &str,
+    namespace: &str,
+    lists: OpenLists,
+    report: &mut dyn FnMut(&Diagnostic),
+) -> Result<SendInfo> {
+    let mut readers = lists.0;
     let invalid = std::cell::Cell::new(0u64);
     let mut current = 0;
     let mut rows = std::iter::from_fn(|| loop {
@@ -212,6 +254,8 @@ struct Ctx {
 struct Streaks {
     permanent_reply: String,
     permanent_ids: Vec<i64>,
+    /// The permanent streak stopped the run.
+    tripped: bool,
     transient: u32,
     pauses: u32,
 }
@@ -265,12 +309,18 @@ impl Ctx {
         let mut s = self.streaks.lock().expect("lock");
         s.transient = 0;
         let text = reply.to_string();
+        if s.tripped && s.permanent_reply == text {
+            // In flight on another connection when the run stopped: same fault.
+            self.record(Update::new(id, State::Pending, clock::now()));
+            return;
+        }
         if s.permanent_reply != text {
             s.permanent_reply = text.clone();
             s.permanent_ids.clear();
         }
         s.permanent_ids.push(id);
         if s.permanent_ids.len() >= PERMANENT_STREAK {
+            s.tripped = true;
             let now = clock::now();
             for id in std::mem::take(&mut s.permanent_ids) {
                 self.record(Update::new(id, State::Pending, now));
@@ -306,39 +356,40 @@ impl Ctx {
         *self.pause_until.lock().expect("lock") = Some(tokio::time::Instant::now() + pause);
     }
 
+    /// Queues the durable in-doubt mark for `e` (with the Message-ID it will carry).
+    fn mark_in_doubt(&self, e: &Entry) -> Option<Durable> {
+        let job = &self.job;
+        let mut mark = Update::new(e.id, State::InDoubt, clock::now());
+        mark.message_id =
+            Some(
+                job.keyring
+                    .message_id(job.namespace, &job.slug, &e.address, &job.domain),
+            );
+        match self.writer.durable(mark) {
+            Ok(d) => Some(Box::pin(d)),
+            Err(err) => {
+                self.fail(err);
+                None
+            }
+        }
+    }
+
+    /// Undoes an in-doubt mark for a recipient that was never tried (it was due, so
+    /// it becomes pending; one that was in doubt stays in doubt).
+    fn revert(&self, e: &Entry) {
+        let state = if e.state == State::InDoubt {
+            State::InDoubt
+        } else {
+            State::Pending
+        };
+        self.record(Update::new(e.id, state, clock::now()));
+    }
+
     async fn wait_if_paused(&self) {
         let until = *self.pause_until.lock().expect("lock");
         if let Some(t) = until {
             tokio::time::sleep_until(t).await;
         }
-    }
-
-    /// Builds `e`'s message into `out`; returns its Message-ID.
-    fn personalize(&self, e: &Entry, out: &mut Rendered) -> String {
-        let job = &self.job;
-        let test = job.namespace == crate::store::TEST;
-        let token = job.keyring.issue(&e.address, &job.slug, test);
-        let url = token::unsubscribe_url(&job.base_url, &token);
-        let mailto = job
-            .mailto
-            .as_ref()
-            .map(|m| format!("mailto:{m}?subject=unsubscribe-{token}"));
-        let message_id = job
-            .keyring
-            .message_id(job.namespace, &job.slug, &e.address, &job.domain);
-        let columns = column_values(&job.columns, &e.fields);
-        job.prepared.render(
-            &Personal {
-                email: &e.address,
-                name: &e.name,
-                columns: &columns,
-                unsubscribe_url: &url,
-                unsubscribe_mailto: mailto.as_deref(),
-                message_id: &message_id,
-            },
-            out,
-        );
-        message_id
     }
 }
 
@@ -367,7 +418,20 @@ pub fn run(store: SqliteStore, job: Job, transport: Transport) -> Result<(Sqlite
         let c = store.counts(&slug, namespace)?;
         c.pending + c.deferred + if job.resend_in_doubt { c.in_doubt } else { 0 }
     };
-    let first_page = store.due(&slug, namespace, 0, clock::now(), job.resend_in_doubt, PAGE)?;
+    let still_freezing = job.freezing.clone();
+    let freezing = move || {
+        still_freezing
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Acquire))
+    };
+    let first_page = loop {
+        let was_freezing = freezing();
+        let page = store.due(&slug, namespace, 0, clock::now(), job.resend_in_doubt, PAGE)?;
+        if !page.is_empty() || !was_freezing {
+            break page;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let mut report = Report {
         edition: slug.clone(),
         test,
@@ -491,11 +555,26 @@ async fn drive(ctx: Arc<Ctx>, first_page: Vec<Entry>, concurrency: usize) {
 }
 
 async fn produce(ctx: &Ctx, first_page: Vec<Entry>, tx: tokio::sync::mpsc::Sender<Entry>) {
+    let freezing = || {
+        ctx.job
+            .freezing
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Acquire))
+    };
     let mut page = first_page;
+    let mut last = 0;
+    // Read before each page query: if the freeze had finished by then, an empty page
+    // really is the end.
+    let mut was_freezing = true;
     loop {
-        let Some(last) = page.last().map(|e| e.id) else {
-            return;
-        };
+        match page.last() {
+            Some(e) => last = e.id,
+            None if was_freezing => {
+                // The audience is still being frozen: more rows are coming.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            None => return,
+        }
         for e in page {
             if ctx.stopping() {
                 return;
@@ -510,6 +589,7 @@ async fn produce(ctx: &Ctx, first_page: Vec<Entry>, tx: tokio::sync::mpsc::Sende
                 return;
             }
         }
+        was_freezing = freezing();
         page = match ctx
             .writer
             .due(last, clock::now(), ctx.job.resend_in_doubt, PAGE)
@@ -529,19 +609,52 @@ async fn worker(
     rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Entry>>>,
     mut conn: Option<smtp::Connection>,
 ) {
+    let smtp = matches!(ctx.transport, Transport::Smtp(_));
     let mut rendered = Rendered::default();
+    // Over SMTP each worker marks the next recipient in doubt while the current one is
+    // on the wire, so that commit rides along with the current one's `sent`.
+    let mut ahead: Option<(Entry, Option<Durable>)> = None;
     loop {
         if ctx.stopping() {
             break;
         }
-        let next = rx.lock().await.recv().await;
-        let Some(entry) = next else { break };
+        let (entry, durable) = match ahead.take() {
+            Some(x) => x,
+            None => {
+                let next = rx.lock().await.recv().await;
+                let Some(entry) = next else { break };
+                let durable = if smtp {
+                    match ctx.mark_in_doubt(&entry) {
+                        Some(d) => Some(d),
+                        None => break,
+                    }
+                } else {
+                    None
+                };
+                (entry, durable)
+            }
+        };
         if ctx.stopping() {
+            if durable.is_some() {
+                ctx.revert(&entry);
+            }
             break;
+        }
+        if smtp {
+            let next = rx.lock().await.try_recv();
+            if let Ok(next) = next {
+                match ctx.mark_in_doubt(&next) {
+                    Some(d) => ahead = Some((next, Some(d))),
+                    None => {
+                        ctx.revert(&entry);
+                        break;
+                    }
+                }
+            }
         }
         ctx.wait_if_paused().await;
         ctx.rate.acquire().await;
-        let message_id = ctx.personalize(&entry, &mut rendered);
+        let message_id = ctx.job.personalize(&entry, &mut rendered);
         ctx.attempted.fetch_add(1, Ordering::Relaxed);
         match &ctx.transport {
             Transport::DryRun => {
@@ -570,24 +683,38 @@ async fn worker(
                 }
             }
             Transport::Smtp(settings) => {
-                if !smtp_one(&ctx, settings, &mut conn, &entry, message_id, &rendered).await {
+                let go_on = smtp_one(
+                    &ctx, settings, &mut conn, &entry, durable, message_id, &rendered,
+                )
+                .await;
+                if !go_on {
                     break;
                 }
             }
         }
         ctx.progress.inc(1);
     }
+    if let Some((entry, Some(_))) = ahead {
+        // Marked but never tried: back to where it was.
+        ctx.revert(&entry);
+    }
     if let Some(c) = conn {
         c.quit().await;
     }
 }
 
-/// One recipient over SMTP. Returns false if the worker must stop.
+/// A queued in-doubt mark; resolves once it is committed.
+type Durable = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
+
+/// One recipient over SMTP (`first_mark`: its in-doubt mark, already queued). Returns
+/// false if the worker must stop.
+#[allow(clippy::too_many_arguments)]
 async fn smtp_one(
     ctx: &Ctx,
     settings: &smtp::Settings,
     conn: &mut Option<smtp::Connection>,
     entry: &Entry,
+    mut first_mark: Option<Durable>,
     message_id: String,
     rendered: &Rendered,
 ) -> bool {
@@ -597,7 +724,8 @@ async fn smtp_one(
             match smtp::Connection::open(settings).await {
                 Ok(c) => *conn = Some(c),
                 Err(e) => {
-                    // Nothing was marked for this recipient: it stays as it was.
+                    // Nothing was tried for this recipient: it goes back as it was.
+                    ctx.revert(entry);
                     ctx.session_failed(format!("{e:#}"));
                     return false;
                 }
@@ -605,17 +733,14 @@ async fn smtp_one(
         }
         let Some(c) = conn.as_mut() else { return false };
         let reused = c.used > 0;
-        let mut mark = Update::new(entry.id, State::InDoubt, clock::now());
-        mark.message_id = Some(message_id.clone());
-        mark.attempt = true;
-        // Queued now, committed while the envelope is on the wire; awaited before
-        // the body goes out.
-        let durable = match ctx.writer.durable(mark) {
-            Ok(d) => d,
-            Err(e) => {
-                ctx.fail(e);
-                return false;
-            }
+        // Queued before the envelope (or earlier), committed while the envelope is on
+        // the wire; awaited before the body goes out.
+        let durable = match first_mark.take() {
+            Some(d) => d,
+            None => match ctx.mark_in_doubt(entry) {
+                Some(d) => d,
+                None => return false,
+            },
         };
         let outcome = c
             .send(

@@ -206,8 +206,11 @@ pub trait Journal {
     fn send_info(&self, edition: &str, namespace: &str) -> Result<Option<SendInfo>>;
     /// Forgets a send entirely (test sends start afresh every time).
     fn reset(&self, edition: &str, namespace: &str) -> Result<()>;
-    /// Creates the send record and freezes the audience as `pending` in one
-    /// transaction. Duplicate addresses (case-insensitive) are counted, not added.
+    /// Creates the send record and freezes the audience as `pending`, committing every
+    /// few thousand rows (so a sender on another connection can start at once), and
+    /// marks the send frozen at the end. Duplicate addresses (case-insensitive) are
+    /// counted, not added; freezing again after an interruption adds only what is
+    /// missing.
     fn freeze(
         &self,
         edition: &str,
@@ -300,32 +303,37 @@ impl Journal for SqliteStore {
         recipients: &mut dyn Iterator<Item = NewRecipient>,
         invalid: &mut dyn FnMut() -> u64,
     ) -> Result<SendInfo> {
-        let tx = self.conn.unchecked_transaction()?;
-        tx.execute(
+        const CHUNK: usize = 5000;
+        self.conn.execute(
             "INSERT OR IGNORE INTO sends (edition, namespace, started_at) VALUES (?1, ?2, ?3)",
             params![edition, namespace, ts(at)],
         )?;
         let mut duplicates: u64 = 0;
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO journal (edition, namespace, address_key, address, name, fields, state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')",
-            )?;
-            for r in recipients {
-                let n = insert.execute(params![
-                    edition,
-                    namespace,
-                    super::address_key(&r.address),
-                    r.address,
-                    r.name,
-                    r.fields
-                ])?;
-                if n == 0 {
-                    duplicates += 1;
+        let mut recipients = recipients.peekable();
+        while recipients.peek().is_some() {
+            let tx = self.conn.unchecked_transaction()?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO journal (edition, namespace, address_key, address, name, fields, state)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')",
+                )?;
+                for r in recipients.by_ref().take(CHUNK) {
+                    let n = insert.execute(params![
+                        edition,
+                        namespace,
+                        super::address_key(&r.address),
+                        r.address,
+                        r.name,
+                        r.fields
+                    ])?;
+                    if n == 0 {
+                        duplicates += 1;
+                    }
                 }
             }
+            tx.commit()?;
         }
-        tx.execute(
+        self.conn.execute(
             "UPDATE sends SET frozen_at = ?3, invalid = ?4, duplicates = ?5
              WHERE edition = ?1 AND namespace = ?2",
             params![
@@ -336,7 +344,6 @@ impl Journal for SqliteStore {
                 duplicates as i64
             ],
         )?;
-        tx.commit()?;
         self.send_info(edition, namespace)?
             .ok_or_else(|| anyhow::anyhow!("the send record vanished"))
     }

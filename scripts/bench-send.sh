@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Send throughput of `brief send` (journal on, durable) against Postfix's own load
+# generator `smtp-source`, both into `smtp-sink` on loopback in the same run, at 8 and
+# 16 connections with ~60 KB messages; then a 1,000,000-address list: peak memory and
+# time to the first message.
+#
+#   scripts/bench-send.sh            # N=20000 messages per measurement, BIG=1000000
+#   N=5000 BIG=200000 scripts/bench-send.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-20000}
+BIG=${BIG:-1000000}
+SINK=/usr/sbin/smtp-sink
+SOURCE=/usr/sbin/smtp-source
+[ -x "$SINK" ] && [ -x "$SOURCE" ] || { echo "needs Postfix's smtp-sink and smtp-source (Debian package postfix)"; exit 1; }
+
+cargo build --release --quiet
+BIN=$PWD/target/release/brief
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+user=(); [ "$(id -u)" -eq 0 ] && user=(-u nobody)
+"$SINK" "${user[@]}" "127.0.0.1:$port" 1024 >/dev/null 2>&1 &
+pids+=($!)
+sleep 0.5
+
+# A newsletter folder: N readers, an edition whose message is about 60 KB.
+make_newsletter() { # dir readers transport concurrency
+  local dir=$1 readers=$2 transport=$3 conc=$4
+  mkdir -p "$dir/editions" "$dir/subscribers"
+  cat > "$dir/brief.toml" <<TOML
+[newsletter]
+name = "Bench Brief"
+from = "Bench Brief <brief@news.example.org>"
+list_id = "bench.news.example.org"
+base_url = "https://news.example.org/brief"
+postal_address = "1 Example Street"
+[delivery]
+transport = "$transport"
+concurrency = $conc
+[smtp]
+host = "127.0.0.1"
+port = $port
+tls = "none"
+hello_name = "bench.example.org"
+[unsubscribe]
+mailto = "unsubscribe@news.example.org"
+TOML
+  {
+    printf '+++\ntitle = "Benchmark edition"\ndate = 2026-11-20\n+++\n\n'
+    for i in $(seq 1 90); do
+      printf 'Paragraph %d. Night trains are back on the map, and the question is no longer whether people want them but whether the network has room for them at night, when freight and maintenance crews need it most.\n\n' "$i"
+    done
+  } > "$dir/editions/bench.md"
+  python3 - "$dir/subscribers/readers.csv" "$readers" <<'PY'
+import sys
+path, n = sys.argv[1], int(sys.argv[2])
+with open(path, "w") as f:
+    f.write("email,name,city\n")
+    for i in range(n):
+        f.write("reader%07d@example.org,Reader %d,City %d\n" % (i, i, i % 97))
+PY
+}
+
+export BRIEF_SECRET=bench-secret-0123456789abcdef
+
+# The size of one brief message (outbox, one reader).
+make_newsletter "$work/size" 1 outbox 1
+(cd "$work/size" && "$BIN" -q send --edition bench >/dev/null)
+size=$(stat -c %s "$work"/size/outbox/bench/*.eml)
+echo "brief message size: $size bytes; smtp-source payload: $size bytes"
+
+now() { date +%s.%N; }
+rate() { python3 -c "print(round($1/($3-$2)))"; }
+
+for conc in 8 16; do
+  t0=$(now)
+  "$SOURCE" -s "$conc" -m "$N" -l "$size" -d -f brief@news.example.org -t reader@example.org "127.0.0.1:$port"
+  t1=$(now)
+  src=$(rate "$N" "$t0" "$t1")
+  make_newsletter "$work/c$conc" "$N" smtp "$conc"
+  t0=$(now)
+  (cd "$work/c$conc" && "$BIN" -q send --edition bench >/dev/null)
+  t1=$(now)
+  br=$(rate "$N" "$t0" "$t1")
+  ratio=$(python3 -c "print(round($br/$src, 2))")
+  echo "concurrency $conc: smtp-source $src msg/s, brief send $br msg/s (ratio $ratio), $N messages"
+done
+
+# 1,000,000 addresses: peak memory (VmHWM of the brief process) and time to the first
+# message (the first `sent`/`in_doubt` row in the journal, polled every 0.1 s), against
+# smtp-sink at concurrency 8. The send is stopped (SIGKILL) after BIG_SECONDS: memory is
+# flat once sending runs.
+BIG_SECONDS=${BIG_SECONDS:-60}
+make_newsletter "$work/big" "$BIG" smtp 8
+cd "$work/big"
+t0=$(now)
+"$BIN" -q send --edition bench >/dev/null 2>&1 &
+bpid=$!
+first=""; hwm=0
+while kill -0 "$bpid" 2>/dev/null; do
+  h=$(awk '/VmHWM/ {print $2}' "/proc/$bpid/status" 2>/dev/null || echo 0)
+  [ "${h:-0}" -gt "$hwm" ] && hwm=$h
+  if [ -z "$first" ] && [ -f state/brief.db ]; then
+    sent=$(python3 -c "import sqlite3; c=sqlite3.connect('file:state/brief.db?mode=ro', uri=True); print(c.execute(\"select count(*) from journal where state in ('sent','in_doubt')\").fetchone()[0])" 2>/dev/null || echo 0)
+    if [ "${sent:-0}" -gt 0 ]; then first=$(python3 -c "print(round($(now)-$t0, 2))"); fi
+  fi
+  if python3 -c "import sys; sys.exit(0 if $(now)-$t0 > $BIG_SECONDS else 1)"; then kill -9 "$bpid"; fi
+  sleep 0.1
+done
+wait "$bpid" 2>/dev/null || true
+t1=$(now)
+done_n=$(python3 -c "import sqlite3; c=sqlite3.connect('file:state/brief.db?mode=ro', uri=True); print(c.execute(\"select count(*) from journal where state = 'sent'\").fetchone()[0])")
+rows=$(python3 -c "import sqlite3; c=sqlite3.connect('file:state/brief.db?mode=ro', uri=True); print(c.execute('select count(*) from journal').fetchone()[0])")
+echo "$BIG addresses: first message after ${first:-?} s, peak RSS $((hwm/1024)) MB, $rows rows frozen, $done_n sent in $(python3 -c "print(round($t1-$t0,1))") s (stopped after ${BIG_SECONDS} s)"
