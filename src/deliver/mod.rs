@@ -360,6 +360,7 @@ impl Ctx {
     fn mark_in_doubt(&self, e: &Entry) -> Option<Durable> {
         let job = &self.job;
         let mut mark = Update::new(e.id, State::InDoubt, clock::now());
+        mark.unless_suppressed = true;
         mark.message_id =
             Some(
                 job.keyring
@@ -703,8 +704,9 @@ async fn worker(
     }
 }
 
-/// A queued in-doubt mark; resolves once it is committed.
-type Durable = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
+/// A queued in-doubt mark; resolves once it is committed: to false if the address
+/// was unsubscribed meanwhile (the journal then says `suppressed`; send nothing).
+type Durable = std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool>> + Send>>;
 
 /// One recipient over SMTP (`first_mark`: its in-doubt mark, already queued). Returns
 /// false if the worker must stop.
@@ -742,12 +744,17 @@ async fn smtp_one(
                 None => return false,
             },
         };
+        let mut suppressed = false;
         let outcome = c
             .send(
                 &ctx.job.envelope_from,
                 &entry.address,
                 ctx.job.prepared.slices(rendered),
-                async { durable.await.is_ok() },
+                async {
+                    let go = durable.await;
+                    suppressed = matches!(go, Ok(false));
+                    matches!(go, Ok(true))
+                },
             )
             .await;
         if c.broken {
@@ -795,6 +802,10 @@ async fn smtp_one(
                     "no answer after the message was handed over: {why}"
                 ));
                 ctx.record(u);
+            }
+            smtp::Outcome::Aborted if suppressed => {
+                // Unsubscribed while the send ran: the body was never sent, and the
+                // abandoned transaction closed the connection.
             }
             smtp::Outcome::Aborted => {
                 ctx.fail(anyhow!("the journal could not be written"));

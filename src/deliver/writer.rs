@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use tokio::sync::oneshot;
 
 enum Request {
-    Update(Update, Option<oneshot::Sender<()>>),
+    Update(Update, Option<oneshot::Sender<bool>>),
     Due {
         after: i64,
         now: DateTime<Utc>,
@@ -53,8 +53,13 @@ impl Writer {
             .map_err(|_| anyhow!("the journal writer stopped"))
     }
 
-    /// Queues a change now; the returned future resolves once it is committed.
-    pub fn durable(&self, update: Update) -> Result<impl std::future::Future<Output = Result<()>>> {
+    /// Queues a change now; the returned future resolves once it is committed, to
+    /// false if it was an `unless_suppressed` claim refused because the address is
+    /// suppressed.
+    pub fn durable(
+        &self,
+        update: Update,
+    ) -> Result<impl std::future::Future<Output = Result<bool>>> {
         let (ack, rx) = oneshot::channel();
         self.tx
             .send(Request::Update(update, Some(ack)))
@@ -105,15 +110,15 @@ fn run(
     rx: mpsc::Receiver<Request>,
 ) -> Result<SqliteStore> {
     let mut updates: Vec<Update> = Vec::new();
-    let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut acks: Vec<(i64, oneshot::Sender<bool>)> = Vec::new();
     let mut failure: Option<anyhow::Error> = None;
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         while let Some(req) = next.take() {
             match req {
                 Request::Update(u, ack) => {
+                    acks.extend(ack.map(|a| (u.id, a)));
                     updates.push(u);
-                    acks.extend(ack);
                 }
                 Request::Due {
                     after,
@@ -148,18 +153,20 @@ fn run(
 fn commit(
     store: &SqliteStore,
     updates: &mut Vec<Update>,
-    acks: &mut Vec<oneshot::Sender<()>>,
+    acks: &mut Vec<(i64, oneshot::Sender<bool>)>,
     failure: &mut Option<anyhow::Error>,
 ) {
+    let mut suppressed = Vec::new();
     if failure.is_none() && !updates.is_empty() {
-        if let Err(e) = store.apply(updates) {
-            *failure = Some(e);
+        match store.apply(updates) {
+            Ok(ids) => suppressed = ids,
+            Err(e) => *failure = Some(e),
         }
     }
     updates.clear();
     if failure.is_none() {
-        for ack in acks.drain(..) {
-            let _ = ack.send(());
+        for (id, ack) in acks.drain(..) {
+            let _ = ack.send(!suppressed.contains(&id));
         }
     } else {
         acks.clear();

@@ -127,6 +127,10 @@ pub struct Update {
     /// Counts as an attempt (sets `first_attempt_at` on the first one).
     pub attempt: bool,
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The claim before a message goes out: if the address is on the suppression
+    /// list when this commits, the recipient becomes `suppressed` instead and
+    /// [`Journal::apply`] reports it, so an unsubscribe during a send is honoured.
+    pub unless_suppressed: bool,
 }
 
 impl Update {
@@ -139,6 +143,7 @@ impl Update {
             message_id: None,
             attempt: false,
             next_attempt_at: None,
+            unless_suppressed: false,
         }
     }
 }
@@ -230,8 +235,9 @@ pub trait Journal {
         include_in_doubt: bool,
         limit: usize,
     ) -> Result<Vec<Entry>>;
-    /// Applies changes in one transaction.
-    fn apply(&self, updates: &[Update]) -> Result<()>;
+    /// Applies changes in one transaction. Returns the ids of `unless_suppressed`
+    /// claims that found the address suppressed (those recipients are now `suppressed`).
+    fn apply(&self, updates: &[Update]) -> Result<Vec<i64>>;
     fn counts(&self, edition: &str, namespace: &str) -> Result<Counts>;
     /// Marks the send finished (all recipients settled) at `at`.
     fn finish(&self, edition: &str, namespace: &str, at: DateTime<Utc>) -> Result<()>;
@@ -392,9 +398,10 @@ impl Journal for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn apply(&self, updates: &[Update]) -> Result<()> {
+    fn apply(&self, updates: &[Update]) -> Result<Vec<i64>> {
+        let mut suppressed = Vec::new();
         if updates.is_empty() {
-            return Ok(());
+            return Ok(suppressed);
         }
         let tx = self.conn.unchecked_transaction()?;
         {
@@ -407,7 +414,15 @@ impl Journal for SqliteStore {
                     next_attempt_at = ?7
                  WHERE id = ?1",
             )?;
+            let mut refuse = tx.prepare_cached(
+                "UPDATE journal SET state = 'suppressed', updated_at = ?2
+                 WHERE id = ?1 AND address_key IN (SELECT address_key FROM suppressions)",
+            )?;
             for u in updates {
+                if u.unless_suppressed && refuse.execute(params![u.id, ts(u.at)])? == 1 {
+                    suppressed.push(u.id);
+                    continue;
+                }
                 stmt.execute(params![
                     u.id,
                     u.state.as_str(),
@@ -420,7 +435,7 @@ impl Journal for SqliteStore {
             }
         }
         tx.commit()?;
-        Ok(())
+        Ok(suppressed)
     }
 
     fn counts(&self, edition: &str, namespace: &str) -> Result<Counts> {
@@ -558,5 +573,38 @@ mod tests {
         })
         .unwrap();
         assert!(s.due("e", REAL, 0, Utc::now(), false, 5).unwrap()[0].suppressed);
+    }
+
+    #[test]
+    fn a_claim_for_a_suppressed_address_becomes_suppressed() {
+        let s = SqliteStore::in_memory().unwrap();
+        s.freeze(
+            "e",
+            REAL,
+            Utc::now(),
+            &mut ["a@x.org", "b@x.org"].into_iter().map(rcpt),
+            &mut || 0,
+        )
+        .unwrap();
+        let due = s.due("e", REAL, 0, Utc::now(), false, 5).unwrap();
+        // Unsubscribed after the page was read, before the claim commits.
+        s.suppress(&Suppression {
+            address: "A@X.org".into(),
+            suppressed_at: Utc::now(),
+            source: SuppressionSource::OneClick,
+            edition: Some("e".into()),
+        })
+        .unwrap();
+        let claims: Vec<Update> = due
+            .iter()
+            .map(|e| {
+                let mut u = Update::new(e.id, State::InDoubt, Utc::now());
+                u.unless_suppressed = true;
+                u
+            })
+            .collect();
+        assert_eq!(s.apply(&claims).unwrap(), vec![due[0].id]);
+        let c = s.counts("e", REAL).unwrap();
+        assert_eq!((c.suppressed, c.in_doubt), (1, 1));
     }
 }
