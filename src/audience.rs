@@ -237,8 +237,9 @@ pub fn columns(lists: &[PathBuf]) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Checks a list for `brief check`: every bad row, and duplicate addresses within the
-/// list (a warning: only the first copy is sent).
+/// Checks a list for `brief check`: a list that cannot be read is an error; every bad
+/// row and every duplicate address is a warning, since sending skips them and the rest
+/// of the list still goes out.
 pub fn check_list(path: &Path) -> Vec<Diagnostic> {
     let mut reader = match ListReader::open(path) {
         Ok(r) => r,
@@ -266,7 +267,11 @@ pub fn check_list(path: &Path) -> Vec<Diagnostic> {
                     seen.insert(key, s.line);
                 }
             }
-            Err(d) => out.push(d),
+            Err(d) => out.push(Diagnostic {
+                severity: crate::diag::Severity::Warning,
+                message: format!("{} (skipped when sending)", d.message),
+                ..d
+            }),
         }
     }
     out

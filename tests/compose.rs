@@ -885,6 +885,44 @@ fn check_reports_every_problem_in_every_file() {
 }
 
 #[test]
+fn check_reads_the_lists_bad_rows_warn_a_missing_list_is_an_error() {
+    let dir = newsletter();
+    let readers = dir.path().join("subscribers/readers.csv");
+    let mut text = std::fs::read_to_string(&readers).unwrap();
+    text.push_str("not-an-address,Bad Row\nann@example.org,Ann\nANN@example.org,Ann again\n");
+    std::fs::write(&readers, &text).unwrap();
+    let rows = text.lines().count();
+    let o = brief(dir.path(), &["check"]);
+    // Sending skips bad rows and sends the rest: they warn, they do not fail the check.
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!(
+            "subscribers/readers.csv:{}:1: warning: `not-an-address` is not an email address",
+            rows - 2
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "readers.csv:{}:1: warning: ANN@example.org is already on line {}",
+            rows,
+            rows - 1
+        )),
+        "{out}"
+    );
+
+    std::fs::remove_file(&readers).unwrap();
+    let o = brief(dir.path(), &["check"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("error: `newsletter.audience` names the list `readers`, but subscribers/readers.csv does not exist"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
 fn size_warning_above_gmail_clipping() {
     let dir = newsletter();
     let para = "A long paragraph that repeats itself so that the edition grows. ".repeat(20);

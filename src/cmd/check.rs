@@ -78,11 +78,15 @@ pub fn check(config: &Config, only: Option<&str>) -> Report {
         },
     };
     let columns = SampleReader::load(config).columns();
+    // Every list an edition or the config sends to, each checked once.
+    let mut lists: Vec<String> = config.newsletter.audience.clone();
+    lists.push(config.newsletter.editors.clone());
     for path in &paths {
         match edition::load(path) {
             Err(d) => problems.extend(d.0),
             Ok(e) => {
                 problems.extend(audience_problems(config, &e));
+                lists.extend(e.audience.iter().flatten().cloned());
                 if let Some(composer) = &composer {
                     match compile::compile_edition(config, composer, e, &columns) {
                         Ok(compiled) => problems.extend(compiled.warnings),
@@ -90,6 +94,20 @@ pub fn check(config: &Config, only: Option<&str>) -> Report {
                     }
                 }
             }
+        }
+    }
+    lists.sort();
+    lists.dedup();
+    for name in &lists {
+        let path = config.list_path(name);
+        if path.is_file() {
+            problems.extend(crate::audience::check_list(&path));
+        } else if config.newsletter.audience.contains(name) {
+            problems.push(config_list_missing(config, name, "newsletter.audience"));
+        } else if *name == config.newsletter.editors {
+            let mut d = config_list_missing(config, name, "newsletter.editors");
+            d.severity = crate::diag::Severity::Warning;
+            problems.push(d);
         }
     }
     Report {
@@ -124,6 +142,19 @@ fn audience_problems(config: &Config, e: &Edition) -> Vec<Diagnostic> {
             )
         })
         .collect()
+}
+
+/// A list named in brief.toml that has no file (located at the key when it can be found).
+fn config_list_missing(config: &Config, name: &str, key: &str) -> Diagnostic {
+    let source = std::fs::read_to_string(&config.path).unwrap_or_default();
+    let short = key.rsplit('.').next().unwrap_or(key);
+    let offset = source.find(&format!("\n{short}")).map_or(0, |i| i + 1);
+    Diagnostic::at_offset(
+        &config.path,
+        &source,
+        offset,
+        format!("`{key}` names the list `{name}`, but subscribers/{name}.csv does not exist"),
+    )
 }
 
 fn existing_lists(config: &Config) -> Vec<String> {
