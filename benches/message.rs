@@ -1,9 +1,10 @@
 //! Personalization + MIME build per message, on the sample edition (the newsletter at
 //! the repository root). Goal: at least 50,000 messages/s on one core.
 //!
-//! `cargo bench --bench message`
+//! `cargo bench --bench message` (the DKIM entries need `openssl` on PATH)
 
 use brief::config::Config;
+use brief::deliver::dkim::Signer;
 use brief::deliver::{EditionParts, Envelope, Job, Prepared, Rendered, Retry};
 use brief::store::{Entry, State, REAL};
 use brief::token::Keyring;
@@ -60,7 +61,19 @@ fn job() -> Job {
         },
         progress: false,
         freezing: None,
+        dkim: None,
     }
+}
+
+/// A signer with a fresh key from openssl (`genrsa 2048` or `genpkey ed25519`).
+fn signer(openssl_args: &[&str]) -> Signer {
+    let out = std::process::Command::new("openssl")
+        .args(openssl_args)
+        .output()
+        .expect("openssl runs");
+    assert!(out.status.success(), "openssl {openssl_args:?} failed");
+    let pem = String::from_utf8(out.stdout).expect("PEM");
+    Signer::from_pem(&pem, "news.example.org", "brief").expect("key loads")
 }
 
 fn entry(i: u64) -> Entry {
@@ -77,10 +90,10 @@ fn entry(i: u64) -> Entry {
 }
 
 fn bench(c: &mut Criterion) {
-    let job = job();
+    let mut job = job();
     let entries: Vec<Entry> = (0..1024).map(entry).collect();
     let mut out = Rendered::default();
-    job.personalize(&entries[0], &mut out);
+    job.personalize(&entries[0], &mut out).unwrap();
     eprintln!("message size {} bytes", job.prepared.len(&out));
     let mut g = c.benchmark_group("message");
     g.throughput(Throughput::Elements(1));
@@ -88,16 +101,32 @@ fn bench(c: &mut Criterion) {
     g.bench_function("personalize (slices)", |b| {
         b.iter(|| {
             i = (i + 1) % entries.len();
-            job.personalize(&entries[i], &mut out)
+            job.personalize(&entries[i], &mut out).unwrap()
         })
     });
     g.bench_function("personalize + contiguous bytes", |b| {
         b.iter(|| {
             i = (i + 1) % entries.len();
-            job.personalize(&entries[i], &mut out);
+            job.personalize(&entries[i], &mut out).unwrap();
             job.prepared.to_bytes(&out)
         })
     });
+    // DKIM: the same personalization, then the relaxed body hash and a signature.
+    for (name, args) in [
+        (
+            "personalize + dkim ed25519",
+            &["genpkey", "-algorithm", "ed25519"][..],
+        ),
+        ("personalize + dkim rsa-2048", &["genrsa", "2048"][..]),
+    ] {
+        job.dkim = Some(signer(args));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                i = (i + 1) % entries.len();
+                job.personalize(&entries[i], &mut out).unwrap()
+            })
+        });
+    }
     g.finish();
 }
 

@@ -17,6 +17,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # Debian's aiosmtpd is for the system python; make sure the python3 on PATH has it too.
 python3 -c 'import aiosmtpd' >/dev/null 2>&1 || python3 -m pip install -q aiosmtpd
+# dkimpy (with PyNaCl for Ed25519) verifies brief's DKIM signatures in tests/dkim.rs.
+python3 -c 'import dkim, nacl' >/dev/null 2>&1 || python3 -m pip install -q 'dkimpy[ed25519]'
 
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings

@@ -96,6 +96,7 @@ pub fn check(config: &Config, only: Option<&str>) -> Report {
             }
         }
     }
+    problems.extend(dkim_problem(config));
     lists.sort();
     lists.dedup();
     for name in &lists {
@@ -142,6 +143,23 @@ fn audience_problems(config: &Config, e: &Edition) -> Vec<Diagnostic> {
             )
         })
         .collect()
+}
+
+/// A `[dkim]` key that cannot sign (located at `key_file` in brief.toml).
+fn dkim_problem(config: &Config) -> Option<Diagnostic> {
+    let dkim = config.dkim.as_ref()?;
+    let err = crate::deliver::dkim::Signer::load(dkim, &config.resolve(&dkim.key_file)).err()?;
+    let source = std::fs::read_to_string(&config.path).unwrap_or_default();
+    let offset = source
+        .find("[dkim]")
+        .and_then(|at| source[at..].find("key_file").map(|k| at + k))
+        .unwrap_or(0);
+    Some(Diagnostic::at_offset(
+        &config.path,
+        &source,
+        offset,
+        format!("{err:#}"),
+    ))
 }
 
 /// A list named in brief.toml that has no file (located at the key when it can be found).

@@ -21,6 +21,12 @@ use std::sync::Arc;
 
 pub fn run(config: Config, args: SendArgs) -> Result<Outcome> {
     let namespace = if args.test { TEST } else { REAL };
+    // A bad DKIM key stops the send before anything is compiled, frozen or sent.
+    let dkim = config
+        .dkim
+        .as_ref()
+        .map(|d| deliver::dkim::Signer::load(d, &config.resolve(&d.key_file)))
+        .transpose()?;
     let edition_path = crate::edition::resolve(&config, &args.edition);
     let edition = crate::edition::load(&edition_path).map_err(anyhow::Error::new)?;
 
@@ -189,6 +195,7 @@ pub fn run(config: Config, args: SendArgs) -> Result<Outcome> {
         },
         progress: std::io::stderr().is_terminal() && !args.json,
         freezing: freezer.as_ref().map(|(flag, _)| flag.clone()),
+        dkim,
     };
     let result = deliver::run(store, job, transport);
     if let Some((_, handle)) = freezer {

@@ -90,6 +90,17 @@ pub struct Rendered {
     pieces: Vec<(bool, u32, u32)>,
 }
 
+impl Rendered {
+    /// Puts a header field (complete, CRLF-terminated) at the top of the message:
+    /// where a `DKIM-Signature` goes.
+    pub fn prepend_header(&mut self, field: &[u8]) {
+        let start = self.personal.len() as u32;
+        self.personal.extend_from_slice(field);
+        self.pieces
+            .insert(0, (false, start, self.personal.len() as u32));
+    }
+}
+
 impl Prepared {
     pub fn new(env: &Envelope, parts: &EditionParts) -> Result<Prepared> {
         let mut statics = Vec::with_capacity(parts.html.len() * 11 / 10 + parts.text.len() + 4096);

@@ -13,6 +13,7 @@
 //! recipient `in_doubt`. Session failures (connect, greeting, TLS, AUTH, ten identical
 //! permanent refusals in a row) stop the run and mark nobody.
 
+pub mod dkim;
 pub mod lock;
 pub mod message;
 pub mod rate;
@@ -103,11 +104,13 @@ pub struct Job {
     /// Set while another thread is still freezing the audience: an empty page then
     /// means "not yet", not "done".
     pub freezing: Option<Arc<AtomicBool>>,
+    /// Signs every message when `[dkim]` is configured.
+    pub dkim: Option<dkim::Signer>,
 }
 
 impl Job {
-    /// Builds `e`'s message into `out`; returns its Message-ID.
-    pub fn personalize(&self, e: &Entry, out: &mut Rendered) -> String {
+    /// Builds `e`'s message into `out` (signed, with `[dkim]`); returns its Message-ID.
+    pub fn personalize(&self, e: &Entry, out: &mut Rendered) -> Result<String> {
         let job = self;
         let test = job.namespace == crate::store::TEST;
         let token = job.keyring.issue(&e.address, &job.slug, test);
@@ -131,7 +134,11 @@ impl Job {
             },
             out,
         );
-        message_id
+        if let Some(signer) = &job.dkim {
+            let field = signer.sign(job.prepared.slices(out), clock::now().timestamp())?;
+            out.prepend_header(&field);
+        }
+        Ok(message_id)
     }
 }
 
@@ -655,7 +662,16 @@ async fn worker(
         }
         ctx.wait_if_paused().await;
         ctx.rate.acquire().await;
-        let message_id = ctx.job.personalize(&entry, &mut rendered);
+        let message_id = match ctx.job.personalize(&entry, &mut rendered) {
+            Ok(id) => id,
+            Err(e) => {
+                if durable.is_some() {
+                    ctx.revert(&entry);
+                }
+                ctx.fail(e);
+                break;
+            }
+        };
         ctx.attempted.fetch_add(1, Ordering::Relaxed);
         match &ctx.transport {
             Transport::DryRun => {
