@@ -310,6 +310,12 @@ fn mail_editors(config: &Config, slug: &str, kind: Kind, subject: &str, body: &s
     let from: Mailbox = config.newsletter.from.parse().context("newsletter.from")?;
     let now = clock::now();
     let stamp = now.format("%Y%m%dT%H%M%S%.6fZ").to_string();
+    // Signed like the edition when the key loads (a bad key already stopped the send).
+    let signer = config.dkim.as_ref().and_then(|d| {
+        crate::deliver::dkim::Signer::load(d, &config.resolve(&d.key_file))
+            .map_err(|e| tracing::warn!("{slug}: the report is not DKIM-signed: {e:#}"))
+            .ok()
+    });
     let mut messages = Vec::new();
     for (i, to) in editors(config)?.into_iter().enumerate() {
         let message = lettre::Message::builder()
@@ -325,7 +331,13 @@ fn mail_editors(config: &Config, slug: &str, kind: Kind, subject: &str, body: &s
             .header(ContentType::TEXT_PLAIN)
             .body(body.to_string())
             .context("cannot build the report")?;
-        messages.push((to.email.to_string(), message.formatted()));
+        let mut bytes = message.formatted();
+        if let Some(signer) = &signer {
+            let mut signed = signer.sign([bytes.as_slice()], now.timestamp())?;
+            signed.extend_from_slice(&bytes);
+            bytes = signed;
+        }
+        messages.push((to.email.to_string(), bytes));
     }
     match config.delivery.transport {
         ConfigTransport::Outbox => {

@@ -280,6 +280,30 @@ fn smtp_messages_are_signed() {
 }
 
 #[test]
+fn report_mails_to_the_editors_are_signed() {
+    let nl = Newsletter::with_config(2, None, "report = true\n");
+    let config = nl.root().join("brief.toml");
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml.push_str(
+        "\n[dkim]\ndomain = \"news.example.org\"\nselector = \"brief\"\nkey_file = \"keys/brief.pem\"\n",
+    );
+    std::fs::write(&config, toml).unwrap();
+    let key = make_key(nl.root(), "pkcs8");
+    let out = nl.run(&["send", "--edition", "e1"]);
+    assert_eq!(code(&out), Some(0));
+    let dir = nl.root().join("outbox/reports");
+    let reports: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!reports.is_empty());
+    for r in &reports {
+        signature_of(&std::fs::read_to_string(r).unwrap());
+    }
+    assert!(verify(&key, &reports).iter().all(|&ok| ok));
+}
+
+#[test]
 fn missing_key_file_stops_the_send_before_anything_is_sent() {
     let nl = newsletter(None);
     let out = nl.run(&["send", "--edition", "e1"]);
