@@ -395,13 +395,13 @@ impl BodyHasher {
         let mut run = 0;
         let mut i = 0;
         while i < data.len() {
-            let b = data[i];
             if !self.pending() {
-                // The common cases, hashed as they are.
-                if content(b) {
+                // The common cases, hashed as they are: content, one space before
+                // content, a line end before content.
+                while i < data.len() && content(data[i]) {
                     i += 1;
-                    continue;
                 }
+                let Some(&b) = data.get(i) else { break };
                 if b == b' ' && data.get(i + 1).is_some_and(|&c| content(c)) {
                     i += 2;
                     continue;
@@ -414,6 +414,7 @@ impl BodyHasher {
                     continue;
                 }
             }
+            let b = data[i];
             self.emit(&data[run..i]);
             run = i + 1;
             if self.cr {
