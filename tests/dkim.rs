@@ -371,3 +371,24 @@ fn check_reports_a_bad_key_at_key_file() {
     let out = nl.run(&["check"]);
     assert!(!stdout(&out).contains("keys/brief.pem"), "{}", stdout(&out));
 }
+
+#[test]
+fn check_refuses_an_rsa_key_receivers_would_reject() {
+    let nl = newsletter(None);
+    std::fs::create_dir_all(nl.root().join("keys")).unwrap();
+    let pem = nl.root().join("keys/brief.pem");
+    openssl(&[
+        "genrsa",
+        "-traditional",
+        "-out",
+        pem.to_str().unwrap(),
+        "512",
+    ]);
+    let out = nl.run(&["check"]);
+    assert_eq!(code(&out), Some(1));
+    let report = stdout(&out);
+    assert!(
+        report.contains("512 bits") && report.contains("keys/brief.pem"),
+        "{report}"
+    );
+}
