@@ -22,11 +22,6 @@ pub struct Newsletter {
     pub readers: Vec<String>,
 }
 
-pub struct Transport<'a> {
-    pub smtp_port: Option<u16>,
-    pub extra: &'a str,
-}
-
 impl Newsletter {
     pub fn new(readers: usize, smtp_port: Option<u16>) -> Newsletter {
         Self::with_config(readers, smtp_port, "")

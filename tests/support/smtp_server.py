@@ -8,6 +8,7 @@ RULES_JSON keys (all optional):
   "defer_once": ["addr", ...]                451 at RCPT the first time addr is seen
   "close_after": N                           after N accepted messages, answer the next
                                              MAIL with 421 and close the connection
+  "auth": {"user": "password"}               require AUTH (PLAIN or LOGIN, without TLS)
 Every accepted message is written to DIR/<n>.eml, its first line "X-Rcpt: <addr>".
 Prints READY when listening.
 """
@@ -18,6 +19,7 @@ import sys
 import time
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
 
 class Handler:
@@ -60,9 +62,30 @@ class Handler:
         return "250 2.0.0 queued as %d" % self.accepted
 
 
+def authenticator(users):
+    def check(server, session, envelope, mechanism, auth_data):
+        user = auth_data.login.decode()
+        if users.get(user) == auth_data.password.decode():
+            return AuthResult(success=True)
+        return AuthResult(
+            success=False, handled=False, message="535 5.7.8 Authentication credentials invalid"
+        )
+
+    return check
+
+
 def main():
     port, directory, rules = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
-    controller = Controller(Handler(directory, rules), hostname="127.0.0.1", port=port)
+    extra = {}
+    if "auth" in rules:
+        extra = dict(
+            auth_required=True,
+            auth_require_tls=False,
+            authenticator=authenticator(rules["auth"]),
+        )
+    controller = Controller(
+        Handler(directory, rules), hostname="127.0.0.1", port=port, **extra
+    )
     controller.start()
     print("READY", flush=True)
     try:
