@@ -336,3 +336,20 @@ fn a_bad_ca_file_is_an_error_before_any_connection_and_in_check() {
         assert_eq!((n(&s, "sent"), n(&s, "in_doubt")), (0, 0), "{s}");
     }
 }
+
+#[test]
+fn check_warns_that_ca_file_is_unused_without_tls() {
+    let ca = Ca::new("Relay Test CA");
+    let nl = Newsletter::new(3, Some(common::free_port()));
+    trust(&nl, &ca);
+    let check = nl.run(&["check"]);
+    assert_eq!(code(&check), Some(0));
+    let report = common::stdout(&check);
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("brief.toml:")
+                && l.contains("warning: `smtp.ca_file` is not used")),
+        "{report}"
+    );
+}
