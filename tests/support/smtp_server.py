@@ -8,13 +8,19 @@ RULES_JSON keys (all optional):
   "defer_once": ["addr", ...]                451 at RCPT the first time addr is seen
   "close_after": N                           after N accepted messages, answer the next
                                              MAIL with 421 and close the connection
-  "auth": {"user": "password"}               require AUTH (PLAIN or LOGIN, without TLS)
-Every accepted message is written to DIR/<n>.eml, its first line "X-Rcpt: <addr>".
+  "auth": {"user": "password"}               require AUTH (PLAIN or LOGIN; only after
+                                             STARTTLS when "tls" is set)
+  "tls": {"cert": PEM, "key": PEM}           offer STARTTLS and require it before MAIL
+                                             and AUTH; with "implicit": true, speak TLS
+                                             from the first byte instead (port 465 style)
+Every accepted message is written to DIR/<n>.eml, its first line "X-Rcpt: <addr>";
+with "tls", a second line "X-TLS: <protocol version>" (or "X-TLS: none").
 Prints READY when listening.
 """
 import asyncio
 import json
 import os
+import ssl
 import sys
 import time
 
@@ -57,6 +63,9 @@ class Handler:
         name = os.path.join(self.dir, "%d-%d.eml" % (time.time_ns(), self.accepted))
         with open(name + ".tmp", "wb") as f:
             f.write(("X-Rcpt: %s\r\n" % envelope.rcpt_tos[0]).encode())
+            if "tls" in self.rules:
+                tls = server.transport.get_extra_info("ssl_object")
+                f.write(("X-TLS: %s\r\n" % (tls.version() if tls else "none")).encode())
             f.write(envelope.original_content)
         os.rename(name + ".tmp", name)
         return "250 2.0.0 queued as %d" % self.accepted
@@ -77,12 +86,22 @@ def authenticator(users):
 def main():
     port, directory, rules = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
     extra = {}
+    tls = rules.get("tls")
     if "auth" in rules:
         extra = dict(
             auth_required=True,
-            auth_require_tls=False,
+            # With implicit TLS the whole session is encrypted, but aiosmtpd only
+            # counts STARTTLS as encryption.
+            auth_require_tls=bool(tls) and not tls.get("implicit"),
             authenticator=authenticator(rules["auth"]),
         )
+    if tls:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(tls["cert"], tls["key"])
+        if tls.get("implicit"):
+            extra["ssl_context"] = context
+        else:
+            extra.update(tls_context=context, require_starttls=True)
     controller = Controller(
         Handler(directory, rules), hostname="127.0.0.1", port=port, **extra
     )
