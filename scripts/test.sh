@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need (Debian packages: Postfix's smtp-sink, aiosmtpd,
-# Chromium, openssl for the TLS tests' certificates) and runs every check and test. This is the README's test command and what
-# CI runs.
+# Chromium, openssl for the TLS tests' certificates) and runs every check and test.
+# This is the README's test command and what CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
