@@ -118,6 +118,9 @@ pub struct Smtp {
     /// How long to wait for any one server reply.
     #[serde(default = "d_60s", deserialize_with = "duration")]
     pub timeout: Duration,
+    /// PEM file of the CA certificates that sign the relay's certificate (a private
+    /// relay with its own CA); when set, it replaces the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

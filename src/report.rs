@@ -356,19 +356,7 @@ fn mail_editors(config: &Config, slug: &str, kind: Kind, subject: &str, body: &s
 }
 
 fn send_smtp(config: &Config, from: &str, messages: Vec<(String, Vec<u8>)>) -> Result<()> {
-    let settings = smtp::Settings {
-        host: config.smtp.host.clone(),
-        port: config.smtp.port,
-        tls: config.smtp.tls,
-        username: config.smtp.username.clone(),
-        password: config.smtp_password(),
-        hello_name: config
-            .smtp
-            .hello_name
-            .clone()
-            .unwrap_or_else(smtp::default_hello_name),
-        timeout: config.smtp.timeout,
-    };
+    let settings = smtp::Settings::from_config(config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -408,3 +408,43 @@ fn a_421_and_hang_up_mid_run_reconnects_and_loses_nobody() {
     assert!(counts.values().all(|&c| c == 1), "{counts:?}");
     assert_eq!(n(&nl.status(false), "sent"), 12);
 }
+
+#[test]
+fn auth_uses_the_password_from_the_environment_and_a_refusal_marks_nobody() {
+    let server = Server::aiosmtpd(json!({"auth": {"sender": "s3cret"}}));
+    let nl = Newsletter::new(3, Some(server.port));
+    let config = nl.root().join("brief.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("hello_name = \"brief.test\"\n", "hello_name = \"brief.test\"\nusername = \"sender\"\npassword_env = \"TEST_SMTP_PASSWORD\"\n"),
+    )
+    .unwrap();
+
+    let refused = nl
+        .command(&["send", "--edition", "e1"])
+        .env("TEST_SMTP_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(code(&refused), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("authentication failed"));
+    let s = nl.status(false);
+    assert_eq!(
+        (n(&s, "pending"), n(&s, "sent"), n(&s, "in_doubt")),
+        (3, 0, 0)
+    );
+    assert!(server.messages().is_empty());
+
+    let ok = nl
+        .command(&["send", "--edition", "e1"])
+        .env("TEST_SMTP_PASSWORD", "s3cret")
+        .output()
+        .unwrap();
+    assert_eq!(
+        code(&ok),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(server.counts().len(), 3);
+}

@@ -6,7 +6,8 @@ use crate::cli::CheckArgs;
 use crate::cmd::build::SampleReader;
 use crate::compile;
 use crate::compose::Composer;
-use crate::config::Config;
+use crate::config::{Config, Tls};
+use crate::deliver::smtp;
 use crate::diag::{nearest, Diagnostic};
 use crate::edition::{self, Edition};
 use crate::exit::Outcome;
@@ -111,6 +112,7 @@ pub fn check(config: &Config, only: Option<&str>) -> Report {
             problems.push(d);
         }
     }
+    problems.extend(ca_file_problem(config));
     Report {
         editions: paths.len(),
         templates: crate::compose::templates::DEFAULTS.len(),
@@ -162,17 +164,39 @@ fn dkim_problem(config: &Config) -> Option<Diagnostic> {
     ))
 }
 
-/// A list named in brief.toml that has no file (located at the key when it can be found).
+/// A list named in brief.toml that has no file.
 fn config_list_missing(config: &Config, name: &str, key: &str) -> Diagnostic {
+    at_config_key(
+        config,
+        key,
+        format!("`{key}` names the list `{name}`, but subscribers/{name}.csv does not exist"),
+    )
+}
+
+/// `smtp.ca_file`, when set, must hold CA certificates (the file is read; no network).
+fn ca_file_problem(config: &Config) -> Option<Diagnostic> {
+    let path = config.resolve(config.smtp.ca_file.as_ref()?);
+    if let Err(e) = smtp::load_ca_file(&path) {
+        return Some(at_config_key(config, "smtp.ca_file", format!("{e:#}")));
+    }
+    if config.smtp.tls == Tls::None {
+        let mut d = at_config_key(
+            config,
+            "smtp.ca_file",
+            "`smtp.ca_file` is not used: `smtp.tls` is \"none\"".to_string(),
+        );
+        d.severity = crate::diag::Severity::Warning;
+        return Some(d);
+    }
+    None
+}
+
+/// A problem about a key of brief.toml (located at the key when it can be found).
+fn at_config_key(config: &Config, key: &str, message: String) -> Diagnostic {
     let source = std::fs::read_to_string(&config.path).unwrap_or_default();
     let short = key.rsplit('.').next().unwrap_or(key);
     let offset = source.find(&format!("\n{short}")).map_or(0, |i| i + 1);
-    Diagnostic::at_offset(
-        &config.path,
-        &source,
-        offset,
-        format!("`{key}` names the list `{name}`, but subscribers/{name}.csv does not exist"),
-    )
+    Diagnostic::at_offset(&config.path, &source, offset, message)
 }
 
 fn existing_lists(config: &Config) -> Vec<String> {

@@ -18,7 +18,7 @@ use crate::exit::Outcome;
 use crate::report::{self, Kind};
 use crate::store::{Journal, SqliteStore, REAL};
 use anyhow::{bail, Context, Result};
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::File;
 
 /// Name of the dispatch lock in the locks folder (a slug never starts with a dot).
 const DISPATCH_LOCK: &str = ".dispatch";
@@ -176,26 +176,5 @@ pub fn run(config: Config, args: DispatchArgs) -> Result<Outcome> {
 
 /// The dispatch lock: `None` if another dispatch holds it (unless `wait`).
 fn dispatch_lock(config: &Config, wait: bool) -> Result<Option<File>> {
-    let path = lock::lock_path(&config.state_path(), DISPATCH_LOCK);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
-    if wait {
-        file.lock()
-            .with_context(|| format!("cannot lock {}", path.display()))?;
-        return Ok(Some(file));
-    }
-    match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
-        Err(TryLockError::WouldBlock) => Ok(None),
-        Err(TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("cannot lock {}", path.display()))
-        }
-    }
+    lock::acquire(&config.state_path(), DISPATCH_LOCK, wait)
 }

@@ -1,22 +1,21 @@
 //! One module per command. Each takes its parsed arguments and returns an [`Outcome`];
 //! errors go up to `main`, which prints the chain once and exits 1.
 
+mod archive;
 pub mod build;
 pub mod check;
 mod dispatch;
 pub mod init;
-
-use crate::cli::{Cli, Command};
-use crate::config::Config;
-use crate::exit::Outcome;
-use anyhow::Result;
-
-mod archive;
 mod preview;
 pub mod send;
 mod serve;
 pub mod status;
 mod suppress;
+
+use crate::cli::{Cli, Command};
+use crate::config::Config;
+use crate::exit::Outcome;
+use anyhow::Result;
 
 pub fn run(cli: Cli) -> Result<Outcome> {
     match cli.command {

@@ -151,19 +151,7 @@ pub fn run(config: Config, args: SendArgs) -> Result<Outcome> {
     let transport = if args.dry_run {
         Transport::DryRun
     } else if smtp_transport {
-        Transport::Smtp(smtp::Settings {
-            host: config.smtp.host.clone(),
-            port: config.smtp.port,
-            tls: config.smtp.tls,
-            username: config.smtp.username.clone(),
-            password: config.smtp_password(),
-            hello_name: config
-                .smtp
-                .hello_name
-                .clone()
-                .unwrap_or_else(smtp::default_hello_name),
-            timeout: config.smtp.timeout,
-        })
+        Transport::Smtp(smtp::Settings::from_config(&config)?)
     } else {
         let mut dir = config.outbox_dir();
         if args.test {

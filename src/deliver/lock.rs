@@ -29,7 +29,14 @@ pub fn lock_path(state_path: &Path, slug: &str) -> PathBuf {
 
 /// Takes the lock, or returns `None` at once if another process holds it.
 pub fn try_lock(state_path: &Path, slug: &str) -> Result<Option<EditionLock>> {
-    let path = lock_path(state_path, slug);
+    Ok(acquire(state_path, slug, false)?.map(|file| EditionLock { _file: file }))
+}
+
+/// Takes the lock named `name` beside the state store: waits for it when `wait`,
+/// otherwise returns `None` at once if another process holds it. Held until the
+/// returned file is dropped.
+pub fn acquire(state_path: &Path, name: &str, wait: bool) -> Result<Option<File>> {
+    let path = lock_path(state_path, name);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -39,8 +46,13 @@ pub fn try_lock(state_path: &Path, slug: &str) -> Result<Option<EditionLock>> {
         .write(true)
         .open(&path)
         .with_context(|| format!("cannot open the lock file {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(Some(EditionLock { _file: file })),
+    let taken = if wait {
+        file.lock().map_err(TryLockError::Error)
+    } else {
+        file.try_lock()
+    };
+    match taken {
+        Ok(()) => Ok(Some(file)),
         Err(TryLockError::WouldBlock) => Ok(None),
         Err(TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("cannot lock {}", path.display()))

@@ -7,10 +7,12 @@
 //! message is already DATA-safe (see `message`), so it is written as is. lettre still
 //! parses addresses and encodes headers.
 
-use crate::config::Tls;
+use crate::config::{Config, Tls};
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;
+use rustls::pki_types::{pem::PemObject, CertificateDer};
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
@@ -28,6 +30,82 @@ pub struct Settings {
     pub hello_name: String,
     /// Longest wait for any one reply (and for connecting).
     pub timeout: Duration,
+    /// How the relay's certificate is verified: the roots of `smtp.ca_file`, or the
+    /// system's (empty with `tls = "none"`).
+    pub tls_config: Arc<rustls::ClientConfig>,
+    /// `smtp.ca_file`, resolved (for messages).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Settings {
+    /// The relay settings from brief.toml, the password from the environment. A
+    /// missing or invalid `smtp.ca_file` is an error here, before any connection.
+    pub fn from_config(config: &Config) -> Result<Settings> {
+        let ca_file = config.smtp.ca_file.as_ref().map(|p| config.resolve(p));
+        let roots = match (&ca_file, config.smtp.tls) {
+            (Some(path), _) => load_ca_file(path)?,
+            (None, Tls::None) => rustls::RootCertStore::empty(),
+            (None, _) => system_roots(),
+        };
+        let tls_config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .context("TLS setup")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(Settings {
+            host: config.smtp.host.clone(),
+            port: config.smtp.port,
+            tls: config.smtp.tls,
+            username: config.smtp.username.clone(),
+            password: config.smtp_password(),
+            hello_name: config
+                .smtp
+                .hello_name
+                .clone()
+                .unwrap_or_else(default_hello_name),
+            timeout: config.smtp.timeout,
+            tls_config: Arc::new(tls_config),
+            ca_file,
+        })
+    }
+}
+
+/// The CA certificates in a PEM file (`smtp.ca_file`): every `CERTIFICATE` block
+/// becomes a trusted root; anything else in the file is ignored. No certificate, or
+/// one that does not parse, is an error naming the file.
+pub fn load_ca_file(path: &Path) -> Result<rustls::RootCertStore> {
+    let shown = path.display();
+    let pem = std::fs::read(path).with_context(|| format!("cannot read smtp.ca_file {shown}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
+        let cert = cert.map_err(|e| anyhow!("smtp.ca_file {shown} is not valid PEM: {e}"))?;
+        roots.add(cert).map_err(|e| {
+            let why = match e {
+                rustls::Error::InvalidCertificate(problem) => format!("{problem:?}"),
+                e => e.to_string(),
+            };
+            anyhow!(
+                "smtp.ca_file {shown}: certificate {} is not a usable CA certificate ({why})",
+                i + 1
+            )
+        })?;
+    }
+    if roots.is_empty() {
+        bail!("smtp.ca_file {shown} holds no certificate (expected PEM `-----BEGIN CERTIFICATE-----` blocks)");
+    }
+    Ok(roots)
+}
+
+/// The operating system's trusted CA certificates (unreadable ones are skipped: a
+/// relay signed by none of them then fails the handshake with a clear message).
+fn system_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    roots
 }
 
 /// A server reply: code and text (lines joined with a space).
@@ -97,7 +175,7 @@ impl Connection {
             .with_context(|| format!("cannot connect to the SMTP relay {addr}"))?;
         let _ = tcp.set_nodelay(true);
         let io: Box<dyn Io> = if s.tls == Tls::Tls {
-            Box::new(tls_connect(tcp, &s.host).await?)
+            Box::new(tls_connect(tcp, s).await?)
         } else {
             Box::new(tcp)
         };
@@ -123,7 +201,7 @@ impl Connection {
                 bail!("STARTTLS refused: {r}");
             }
             let io = c.stream.into_inner();
-            let tls = tls_connect(io, &s.host).await?;
+            let tls = tls_connect(io, s).await?;
             c.stream = BufStream::with_capacity(8192, 1 << 16, Box::new(tls));
             ehlo = c.ehlo(&s.hello_name).await?;
         }
@@ -371,25 +449,36 @@ fn has_ext(ehlo: &[String], name: &str) -> bool {
 
 async fn tls_connect<S: AsyncRead + AsyncWrite + Unpin>(
     io: S,
-    host: &str,
+    s: &Settings,
 ) -> Result<tokio_rustls::client::TlsStream<S>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .context("TLS setup")?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let host = &s.host;
     let name = rustls::pki_types::ServerName::try_from(host.to_string())
         .with_context(|| format!("`{host}` is not a valid TLS server name"))?;
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, io)
+    let handshake = tokio_rustls::TlsConnector::from(s.tls_config.clone()).connect(name, io);
+    timeout(s.timeout, handshake)
         .await
-        .with_context(|| format!("TLS handshake with {host} failed"))
+        .map_err(|_| anyhow!("TLS handshake with {host} timed out"))?
+        .map_err(|e| {
+            let why = match e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+                Some(rustls::Error::InvalidCertificate(problem)) => {
+                    certificate_problem(problem, s.ca_file.as_deref())
+                }
+                _ => e.to_string(),
+            };
+            anyhow!("TLS handshake with {host} failed: {why}")
+        })
+}
+
+/// Why the relay's certificate was refused, with what to do about the usual cause.
+fn certificate_problem(problem: &rustls::CertificateError, ca_file: Option<&Path>) -> String {
+    match (problem, ca_file) {
+        (rustls::CertificateError::UnknownIssuer, Some(path)) => format!(
+            "the relay's certificate is not signed by a CA in smtp.ca_file {} (unknown issuer)",
+            path.display()
+        ),
+        (rustls::CertificateError::UnknownIssuer, None) => "the relay's certificate is not signed by a CA this system trusts (unknown issuer); for a relay with its own CA, set smtp.ca_file".to_string(),
+        (problem, _) => format!("the relay's certificate was refused: {problem}"),
+    }
 }
 
 /// The name to send in EHLO when the config gives none: the machine's host name.

@@ -189,18 +189,7 @@ pub fn mask(email: &str) -> String {
 
 /// Escapes text for HTML content and double-quoted attributes.
 pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    crate::personalize::escape_value(s, crate::personalize::Escape::Html).into_owned()
 }
 
 #[cfg(test)]

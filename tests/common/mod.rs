@@ -22,11 +22,6 @@ pub struct Newsletter {
     pub readers: Vec<String>,
 }
 
-pub struct Transport<'a> {
-    pub smtp_port: Option<u16>,
-    pub extra: &'a str,
-}
-
 impl Newsletter {
     pub fn new(readers: usize, smtp_port: Option<u16>) -> Newsletter {
         Self::with_config(readers, smtp_port, "")
@@ -96,6 +91,38 @@ mailto = "unsubscribe@news.example.org"
 
     pub fn root(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Sets keys of `[smtp]` in brief.toml, each value as TOML text (e.g.
+    /// `("tls", "\"starttls\"")`): a key the harness wrote (host, port, `tls = "none"`,
+    /// timeout, hello_name) is replaced, any other is added.
+    pub fn set_smtp(&self, keys: &[(&str, &str)]) {
+        let path = self.root().join("brief.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut out = Vec::new();
+        let mut pending: Vec<(&str, &str)> = keys.to_vec();
+        let mut in_smtp = false;
+        for line in text.lines() {
+            if line.starts_with('[') {
+                if in_smtp {
+                    out.extend(pending.drain(..).map(|(k, v)| format!("{k} = {v}")));
+                }
+                in_smtp = line == "[smtp]";
+            }
+            let key = line.split('=').next().unwrap_or("").trim();
+            match pending.iter().position(|(k, _)| in_smtp && *k == key) {
+                Some(i) => {
+                    let (k, v) = pending.remove(i);
+                    out.push(format!("{k} = {v}"));
+                }
+                None => out.push(line.to_string()),
+            }
+        }
+        assert!(
+            pending.is_empty(),
+            "brief.toml has no [smtp] section before another one: {pending:?}"
+        );
+        std::fs::write(&path, out.join("\n") + "\n").unwrap();
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
