@@ -7,7 +7,7 @@ does the same with the resubscribe button.
 usage: cdp-unsubscribe.py CONFIRM_URL OUT_DIR [CHROMIUM]
 Exits 0 when every step worked; prints what failed otherwise. Every wait is bounded.
 """
-import base64, json, os, shutil, socket, subprocess, sys, tempfile, time, urllib.request
+import base64, contextlib, json, os, shutil, socket, subprocess, sys, tempfile, time, urllib.request
 
 TIMEOUT = 30.0
 
@@ -128,20 +128,16 @@ class Page:
         self.wait_event("Page.loadEventFired")
 
 
-def main():
-    if len(sys.argv) < 3:
-        sys.exit(__doc__)
-    url, out = sys.argv[1], sys.argv[2]
-    chromium = sys.argv[3] if len(sys.argv) > 3 else "/usr/bin/chromium"
-    if not shutil.which(chromium):
-        sys.exit(f"chromium not found at {chromium} (Debian package: chromium)")
-    os.makedirs(out, exist_ok=True)
+@contextlib.contextmanager
+def chromium_page(chromium, width, height, mobile):
+    """Headless Chromium (fresh profile, no background networking) with one page under
+    DevTools control at width x height; stopped and cleaned up on exit."""
     profile = tempfile.mkdtemp(prefix="brief-chromium-")
     proc = subprocess.Popen(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          f"--user-data-dir={profile}", "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1",
-         "--window-size=375,812", "about:blank"],
+         f"--window-size={width},{height}", "about:blank"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         port_file = os.path.join(profile, "DevToolsActivePort")
@@ -155,8 +151,29 @@ def main():
         page_target = next(t for t in targets if t.get("type") == "page")
         page = Page(WebSocket(page_target["webSocketDebuggerUrl"]))
         page.call("Page.enable")
+        page.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
+                  deviceScaleFactor=2 if mobile else 1, mobile=mobile)
+        yield page
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def main():
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    url, out = sys.argv[1], sys.argv[2]
+    chromium = sys.argv[3] if len(sys.argv) > 3 else "/usr/bin/chromium"
+    if not shutil.which(chromium):
+        sys.exit(f"chromium not found at {chromium} (Debian package: chromium)")
+    os.makedirs(out, exist_ok=True)
+    with chromium_page(chromium, 375, 812, mobile=True) as page:
         page.call("DOM.enable")
-        page.call("Emulation.setDeviceMetricsOverride", width=375, height=812, deviceScaleFactor=2, mobile=True)
 
         page.events.clear()
         page.call("Page.navigate", url=url)
@@ -183,14 +200,6 @@ def main():
         if "You are unsubscribed" not in html:
             raise RuntimeError("unsubscribing again did not work:\n" + html[:800])
         print(f"ok: confirmation, unsubscribed and resubscribed pages work in Chromium; screenshots in {out}")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 if __name__ == "__main__":

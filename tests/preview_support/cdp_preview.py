@@ -7,7 +7,7 @@ reload by itself and show the new title. Uses the WebSocket and Page helpers of 
 usage: cdp_preview.py PREVIEW_URL EDITION_FILE NEW_TITLE [CHROMIUM]
 Prints "ok: ..." and exits 0 when every step worked; exits non-zero saying what failed.
 """
-import importlib.util, json, os, re, shutil, subprocess, sys, tempfile, time, urllib.request
+import importlib.util, json, os, re, shutil, sys, time
 
 TIMEOUT = 30.0
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -53,26 +53,8 @@ def main():
     chromium = sys.argv[4] if len(sys.argv) > 4 else "/usr/bin/chromium"
     if not shutil.which(chromium):
         sys.exit(f"chromium not found at {chromium} (Debian package: chromium; scripts/test.sh installs it)")
-    profile = tempfile.mkdtemp(prefix="brief-chromium-")
-    proc = subprocess.Popen(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1",
-         "--window-size=1400,1000", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        port_file = os.path.join(profile, "DevToolsActivePort")
-        deadline = time.time() + TIMEOUT
-        while not (os.path.exists(port_file) and open(port_file).read().count("\n") >= 1):
-            if time.time() > deadline or proc.poll() is not None:
-                raise RuntimeError("chromium did not open its DevTools port")
-            time.sleep(0.05)
-        port = open(port_file).read().split("\n")[0].strip()
-        targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=TIMEOUT))
-        page = cdp.Page(cdp.WebSocket(next(t for t in targets if t.get("type") == "page")["webSocketDebuggerUrl"]))
-        page.call("Page.enable")
+    with cdp.chromium_page(chromium, 1400, 1000, mobile=False) as page:
         page.call("Runtime.enable")
-        page.call("Emulation.setDeviceMetricsOverride", width=1400, height=1000, deviceScaleFactor=1, mobile=False)
 
         source = open(edition, encoding="utf-8").read()
         old_title = re.search(r'^title\s*=\s*"(.*)"\s*$', source, re.M).group(1)
@@ -118,14 +100,6 @@ def main():
         if state["inner"] != 640:
             raise RuntimeError(f"the reload lost the chosen width: {state}")
         print(f"ok: frame at 375 and 640 px showed {old_title!r}; after the edit the page reloaded and showed {new_title!r}")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 if __name__ == "__main__":
