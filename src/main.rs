@@ -1,4 +1,5 @@
 use brief::cli::Cli;
+use brief::diag::{Diagnostic, Diagnostics};
 use brief::exit::{UsageError, ERROR, USAGE};
 use clap::Parser;
 use std::process::ExitCode;
@@ -9,9 +10,17 @@ fn main() -> ExitCode {
     match brief::cmd::run(cli) {
         Ok(outcome) => outcome.into(),
         Err(err) => {
-            // The error chain, once: "error: outer: cause: root cause".
+            // The error chain, once: "error: outer: cause: root cause". A located
+            // diagnostic already reads "file:line:col: error: …".
             let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
-            eprintln!("error: {}", dedupe_chain(&chain).join(": "));
+            let text = dedupe_chain(&chain).join(": ");
+            if err.downcast_ref::<Diagnostic>().is_some()
+                || err.downcast_ref::<Diagnostics>().is_some()
+            {
+                eprintln!("{text}");
+            } else {
+                eprintln!("error: {text}");
+            }
             if err.downcast_ref::<UsageError>().is_some() {
                 ExitCode::from(USAGE)
             } else {

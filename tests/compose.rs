@@ -842,6 +842,20 @@ fn build_of_a_missing_edition_fails_cleanly() {
 }
 
 #[test]
+fn a_located_error_is_printed_once_without_a_second_prefix() {
+    let dir = newsletter();
+    let o = brief(
+        dir.path(),
+        &["send", "--edition", "2030-01-01", "--dry-run"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o).trim_end(),
+        "editions/2030-01-01.md:1:1: error: cannot read edition: No such file or directory (os error 2)"
+    );
+}
+
+#[test]
 fn check_reports_every_problem_in_every_file() {
     let dir = newsletter();
     std::fs::write(
