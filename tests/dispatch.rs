@@ -28,6 +28,15 @@ fn received(server: &Server) -> Received {
         .partition(|(rcpt, _)| !EDITORS.contains(&rcpt.as_str()))
 }
 
+/// Takes `state/locks/<name>` as another brief process would; held until dropped.
+fn hold_lock(nl: &Newsletter, name: &str) -> File {
+    let locks = nl.root().join("state/locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    let held = File::create(locks.join(name)).unwrap();
+    held.lock().unwrap();
+    held
+}
+
 /// A newsletter with the editors' reports on (the harness turns them off by default).
 fn reporting(readers: usize, smtp_port: Option<u16>) -> Newsletter {
     Newsletter::with_config(readers, smtp_port, "report = true")
@@ -208,10 +217,7 @@ fn a_dispatch_while_another_holds_the_lock_exits_75_quietly_without_connecting()
     let sink = Server::smtp_sink(&[]);
     let nl = reporting(3, Some(sink.port));
     edition(&nl, "due", "Due", Some("2026-11-20T08:00:00Z"), "");
-    let locks = nl.root().join("state/locks");
-    std::fs::create_dir_all(&locks).unwrap();
-    let held = File::create(locks.join(".dispatch.lock")).unwrap();
-    held.lock().unwrap();
+    let held = hold_lock(&nl, ".dispatch.lock");
 
     let out = nl.run(&["dispatch"]);
     assert_eq!(code(&out), Some(75));
@@ -392,10 +398,7 @@ fn dispatch_wait_waits_for_the_running_one_then_sends() {
     let sink = Server::smtp_sink(&[]);
     let nl = reporting(3, Some(sink.port));
     edition(&nl, "due", "Due", Some("2026-11-20T08:00:00Z"), "");
-    let locks = nl.root().join("state/locks");
-    std::fs::create_dir_all(&locks).unwrap();
-    let held = File::create(locks.join(".dispatch.lock")).unwrap();
-    held.lock().unwrap();
+    let held = hold_lock(&nl, ".dispatch.lock");
 
     let mut waiting = nl
         .command(&["dispatch", "--wait"])
@@ -482,10 +485,7 @@ fn an_edition_a_manual_send_holds_is_left_to_it() {
     let sink = Server::smtp_sink(&[]);
     let nl = reporting(3, Some(sink.port));
     edition(&nl, "due", "Due", Some("2026-11-20T08:00:00Z"), "");
-    let locks = nl.root().join("state/locks");
-    std::fs::create_dir_all(&locks).unwrap();
-    let held = File::create(locks.join("due.lock")).unwrap();
-    held.lock().unwrap();
+    let _held = hold_lock(&nl, "due.lock");
 
     let out = nl.run(&["dispatch"]);
     assert_eq!(code(&out), Some(75));
