@@ -150,6 +150,18 @@ pub struct Dkim {
     pub domain: String,
     pub selector: String,
     pub key_file: PathBuf,
+    /// More keys, each adding its own signature (e.g. RSA next to Ed25519).
+    #[serde(default)]
+    pub keys: Vec<DkimKey>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimKey {
+    pub selector: String,
+    pub key_file: PathBuf,
+    /// Default: `[dkim] domain`.
+    pub domain: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -312,7 +312,7 @@ fn mail_editors(config: &Config, slug: &str, kind: Kind, subject: &str, body: &s
     let stamp = now.format("%Y%m%dT%H%M%S%.6fZ").to_string();
     // Signed like the edition when the key loads (a bad key already stopped the send).
     let signer = config.dkim.as_ref().and_then(|d| {
-        crate::deliver::dkim::Signer::load(d, &config.resolve(&d.key_file))
+        crate::deliver::dkim::Signer::load(d, |p| config.resolve(p))
             .map_err(|e| tracing::warn!("{slug}: the report is not DKIM-signed: {e:#}"))
             .ok()
     });

@@ -25,7 +25,7 @@ pub fn run(config: Config, args: SendArgs) -> Result<Outcome> {
     let dkim = config
         .dkim
         .as_ref()
-        .map(|d| deliver::dkim::Signer::load(d, &config.resolve(&d.key_file)))
+        .map(|d| deliver::dkim::Signer::load(d, |p| config.resolve(p)))
         .transpose()?;
     let edition_path = crate::edition::resolve(&config, &args.edition);
     let edition = crate::edition::load(&edition_path).map_err(anyhow::Error::new)?;
