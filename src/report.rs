@@ -367,7 +367,15 @@ fn send_smtp(config: &Config, from: &str, messages: Vec<(String, Vec<u8>)>) -> R
         for (to, bytes) in &messages {
             let bytes = dot_stuffed(bytes);
             match conn
-                .send(from, to, std::iter::once(bytes.as_slice()), async { true })
+                .send(
+                    &smtp::MailFrom {
+                        address: from,
+                        envid: None,
+                    },
+                    to,
+                    std::iter::once(bytes.as_slice()),
+                    async { true },
+                )
                 .await
             {
                 smtp::Outcome::Accepted(_) => {}
