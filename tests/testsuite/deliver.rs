@@ -1,9 +1,7 @@
 //! `brief send` and `brief status` end to end: the real binary against real SMTP servers
 //! (Postfix's smtp-sink, a scripted aiosmtpd) and the outbox transport.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -47,7 +45,7 @@ fn assert_contract_headers(msg: &str) {
 #[test]
 fn full_smtp_send_delivers_each_reader_once_and_a_second_run_sends_nothing() {
     let sink = Server::smtp_sink(&[]);
-    let nl = Newsletter::new(120, Some(sink.port));
+    let nl = Newsletter::generated(120, Some(sink.port));
     let out = nl.run(&["send", "--edition", "e1"]);
     assert_eq!(code(&out), Some(0));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -90,7 +88,7 @@ fn full_smtp_send_delivers_each_reader_once_and_a_second_run_sends_nothing() {
 #[test]
 fn temporary_refusal_is_deferred_then_delivered_once_when_due() {
     let server = Server::aiosmtpd(json!({"defer_once": ["reader0003@example.org"]}));
-    let nl = Newsletter::new(10, Some(server.port));
+    let nl = Newsletter::generated(10, Some(server.port));
     let out = nl.run(&["send", "--edition", "e1"]);
     assert_eq!(code(&out), Some(3), "deferred recipients remain");
     assert!(
@@ -104,12 +102,12 @@ fn temporary_refusal_is_deferred_then_delivered_once_when_due() {
     assert!(!server.counts().contains_key("reader0003@example.org"));
 
     // Not due yet: nothing happens.
-    let early = nl.run_at(&["send", "--edition", "e1"], "2026-11-20T09:04:00Z");
+    let early = nl.run_at("2026-11-20T09:04:00Z", &["send", "--edition", "e1"]);
     assert_eq!(code(&early), Some(3));
     assert!(stdout(&early).contains("nothing due now"));
     assert_eq!(server.messages().len(), 9);
 
-    let later = nl.run_at(&["send", "--edition", "e1"], "2026-11-20T09:06:00Z");
+    let later = nl.run_at("2026-11-20T09:06:00Z", &["send", "--edition", "e1"]);
     assert_eq!(code(&later), Some(0));
     let counts = server.counts();
     assert_eq!(counts.get("reader0003@example.org"), Some(&1));
@@ -121,7 +119,7 @@ fn temporary_refusal_is_deferred_then_delivered_once_when_due() {
 fn permanent_refusal_bounces_one_and_the_rest_is_sent() {
     let server =
         Server::aiosmtpd(json!({"reject": {"reader0005@example.org": "550 5.1.1 no such user"}}));
-    let nl = Newsletter::new(12, Some(server.port));
+    let nl = Newsletter::generated(12, Some(server.port));
     let out = nl.run(&["send", "--edition", "e1"]);
     assert_eq!(code(&out), Some(0));
     let s = nl.status(false);
@@ -135,7 +133,7 @@ fn permanent_refusal_bounces_one_and_the_rest_is_sent() {
 #[test]
 fn ten_identical_refusals_in_a_row_stop_the_run_without_bouncing_anyone() {
     let server = Server::aiosmtpd(json!({"reject_all": "550 5.7.1 relaying denied"}));
-    let nl = Newsletter::with_config(30, Some(server.port), "concurrency = 4");
+    let nl = Newsletter::generated_with(30, Some(server.port), "concurrency = 4");
     let out = nl.run(&["send", "--edition", "e1"]);
     assert_eq!(code(&out), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("relaying denied"));
@@ -147,7 +145,7 @@ fn ten_identical_refusals_in_a_row_stop_the_run_without_bouncing_anyone() {
 #[test]
 fn hang_up_after_the_final_dot_leaves_recipients_in_doubt_until_asked() {
     let port = free_port();
-    let nl = Newsletter::with_config(4, Some(port), "concurrency = 2");
+    let nl = Newsletter::generated_with(4, Some(port), "concurrency = 2");
     {
         let _sink = Server::smtp_sink_on(port, &["-q", "."]);
         let out = nl.run(&["send", "--edition", "e1"]);
@@ -194,7 +192,7 @@ fn hang_up_after_the_final_dot_leaves_recipients_in_doubt_until_asked() {
 
 #[test]
 fn relay_down_is_a_session_failure_and_marks_nobody() {
-    let nl = Newsletter::new(5, Some(free_port()));
+    let nl = Newsletter::generated(5, Some(free_port()));
     let out = nl.run(&["send", "--edition", "e1"]);
     assert_eq!(code(&out), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
@@ -208,7 +206,7 @@ fn relay_down_is_a_session_failure_and_marks_nobody() {
 #[test]
 fn kill_during_a_send_then_resume_loses_nobody() {
     let sink = Server::smtp_sink(&[]);
-    let nl = Newsletter::with_config(300, Some(sink.port), "concurrency = 4");
+    let nl = Newsletter::generated_with(300, Some(sink.port), "concurrency = 4");
     let mut seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -259,7 +257,7 @@ fn kill_during_a_send_then_resume_loses_nobody() {
 fn a_second_concurrent_send_exits_75_without_connecting() {
     // Each DATA answer takes a second, so the first send is still running.
     let sink = Server::smtp_sink(&["-w", "1"]);
-    let nl = Newsletter::with_config(3, Some(sink.port), "concurrency = 1");
+    let nl = Newsletter::generated_with(3, Some(sink.port), "concurrency = 1");
     let mut first = nl
         .command(&["send", "--edition", "e1"])
         .stdout(std::process::Stdio::null())
@@ -286,7 +284,7 @@ fn a_second_concurrent_send_exits_75_without_connecting() {
 #[test]
 fn test_sends_go_to_editors_or_to_addresses_and_stay_apart() {
     let sink = Server::smtp_sink(&[]);
-    let nl = Newsletter::new(5, Some(sink.port));
+    let nl = Newsletter::generated(5, Some(sink.port));
     let out = nl.run(&["send", "--edition", "e1", "--test"]);
     assert_eq!(code(&out), Some(0));
     let counts = sink.counts();
@@ -341,7 +339,7 @@ fn test_sends_go_to_editors_or_to_addresses_and_stay_apart() {
 
 #[test]
 fn outbox_transport_writes_one_file_per_reader_and_resumes() {
-    let nl = Newsletter::new(25, None);
+    let nl = Newsletter::generated(25, None);
     let out = nl.run(&["send", "--edition", "e1"]);
     assert_eq!(code(&out), Some(0));
     let dir = nl.root().join("outbox/e1");
@@ -376,7 +374,7 @@ fn outbox_transport_writes_one_file_per_reader_and_resumes() {
 
 #[test]
 fn dry_run_renders_everything_and_records_nothing() {
-    let nl = Newsletter::new(15, None);
+    let nl = Newsletter::generated(15, None);
     let out = nl.run(&["send", "--edition", "e1", "--dry-run", "--json"]);
     assert_eq!(code(&out), Some(0));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -388,7 +386,7 @@ fn dry_run_renders_everything_and_records_nothing() {
 
 #[test]
 fn a_suppressed_address_is_skipped() {
-    let nl = Newsletter::new(6, None);
+    let nl = Newsletter::generated(6, None);
     let out = nl.run(&["unsubscribe", "reader0002@example.org"]);
     assert_eq!(code(&out), Some(0));
     assert_eq!(code(&nl.run(&["send", "--edition", "e1"])), Some(0));
@@ -400,7 +398,7 @@ fn a_suppressed_address_is_skipped() {
 #[test]
 fn a_421_and_hang_up_mid_run_reconnects_and_loses_nobody() {
     let server = Server::aiosmtpd(json!({"close_after": 5}));
-    let nl = Newsletter::with_config(12, Some(server.port), "concurrency = 1");
+    let nl = Newsletter::generated_with(12, Some(server.port), "concurrency = 1");
     let out = nl.run(&["send", "--edition", "e1"]);
     assert_eq!(code(&out), Some(0));
     let counts = server.counts();
@@ -412,7 +410,7 @@ fn a_421_and_hang_up_mid_run_reconnects_and_loses_nobody() {
 #[test]
 fn auth_uses_the_password_from_the_environment_and_a_refusal_marks_nobody() {
     let server = Server::aiosmtpd(json!({"auth": {"sender": "s3cret"}}));
-    let nl = Newsletter::new(3, Some(server.port));
+    let nl = Newsletter::generated(3, Some(server.port));
     let config = nl.root().join("brief.toml");
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(

@@ -2,9 +2,7 @@
 //! answers over a real socket, shows build errors without dying, rebuilds on change,
 //! stops on SIGTERM; and headless Chromium sees it at both widths and reloading.
 
-mod archive_support;
-
-use archive_support::Newsletter;
+use crate::harness::{support, Newsletter};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Stdio};
@@ -24,7 +22,7 @@ struct Preview {
 impl Preview {
     fn start(n: &Newsletter, edition: &str) -> Preview {
         let mut child = n
-            .command(NOW)
+            .command_at(NOW, &[])
             .args(["preview", "--edition", edition, "--listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -204,14 +202,10 @@ fn chromium_shows_both_widths_and_reloads_on_change() {
     );
     let n = Newsletter::sample();
     let mut preview = Preview::start(&n, "2026-11-20");
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/preview_support/cdp_preview.py"
-    );
     let edition = n.path("editions/2026-11-20.md");
     let out = std::process::Command::new("python3")
+        .arg(support("cdp_preview.py"))
         .args([
-            script,
             &preview.url,
             &edition.display().to_string(),
             "Night trains, revised",

@@ -2,19 +2,17 @@
 """Drives headless Chromium over the DevTools protocol through `brief preview`: loads
 the page at 375 px, clicks the 640 px switch, and checks the frame's width and content
 each time, then rewrites the edition's title and waits (bounded) for the page to
-reload by itself and show the new title. Uses the WebSocket and Page helpers of scripts/cdp-unsubscribe.py.
+reload by itself and show the new title. Uses the WebSocket and Page helpers of cdp_unsubscribe.py beside it.
 
 usage: cdp_preview.py PREVIEW_URL EDITION_FILE NEW_TITLE [CHROMIUM]
 Prints "ok: ..." and exits 0 when every step worked; exits non-zero saying what failed.
 """
-import importlib.util, json, os, re, shutil, sys, time
+import json, os, re, shutil, sys, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cdp_unsubscribe as cdp  # noqa: E402 (the helper sits beside this file)
 
 TIMEOUT = 30.0
-HERE = os.path.dirname(os.path.abspath(__file__))
-spec = importlib.util.spec_from_file_location(
-    "cdp", os.path.join(HERE, "..", "..", "scripts", "cdp-unsubscribe.py"))
-cdp = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(cdp)
 
 
 def evaluate(page, expression):

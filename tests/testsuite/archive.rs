@@ -1,8 +1,6 @@
 //! `brief archive`, run as the real binary on a copy of the sample newsletter.
 
-mod archive_support;
-
-use archive_support::{files, Newsletter, SECRET};
+use crate::harness::{files, Newsletter, SECRET};
 use std::path::Path;
 
 /// Between the two sample editions' send times.
@@ -15,7 +13,7 @@ const BASE_URL: &str = "https://news.example.org/brief";
 fn archive(n: &Newsletter, now: &str, args: &[&str]) -> String {
     let mut all = vec!["archive"];
     all.extend_from_slice(args);
-    let out = n.brief(now, &all);
+    let out = n.run_at(now, &all);
     assert!(
         out.status.success(),
         "brief archive failed: {}{}",
@@ -275,7 +273,7 @@ fn every_relative_link_resolves_and_nothing_third_party_loads() {
 fn refuses_to_replace_a_folder_that_is_not_an_archive() {
     let n = Newsletter::sample();
     n.write("notes/keep.txt", "mine");
-    let out = n.brief(LATER, &["archive", "--out", "notes"]);
+    let out = n.run_at(LATER, &["archive", "--out", "notes"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not look like an archive"));
     assert_eq!(n.read("notes/keep.txt"), "mine");
@@ -289,7 +287,7 @@ fn a_broken_draft_is_reported_a_broken_published_edition_stops_the_archive() {
         "editions/broken.md",
         "+++\ntitle = \"x\"\ndate = 2026-01-01\ncolour = 1\n+++\n",
     );
-    let out = n.brief(BETWEEN, &["archive"]);
+    let out = n.run_at(BETWEEN, &["archive"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
@@ -299,7 +297,7 @@ fn a_broken_draft_is_reported_a_broken_published_edition_stops_the_archive() {
     assert!(err.contains("left out of the archive"), "{err}");
     assert!(n.path("site/2026-11-20/index.html").is_file());
     // --all asks for every edition: a broken one is an error.
-    let out = n.brief(BETWEEN, &["archive", "--all"]);
+    let out = n.run_at(BETWEEN, &["archive", "--all"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("broken.md:4:1: error:"));
 
@@ -310,7 +308,7 @@ fn a_broken_draft_is_reported_a_broken_published_edition_stops_the_archive() {
         "editions/2026-11-20.md",
         &source.replacen("kicker = ", "kickr = ", 1),
     );
-    let out = n.brief(LATER, &["archive"]);
+    let out = n.run_at(LATER, &["archive"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -347,7 +345,7 @@ impl Serve {
     fn start(n: &Newsletter) -> Serve {
         use std::io::BufRead;
         let mut child = n
-            .command(LATER)
+            .command_at(LATER, &[])
             .args(["serve", "--listen", "127.0.0.1:0"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -484,7 +482,7 @@ fn personal_fields_in_an_old_template_stay_empty_on_the_web() {
         "<mj-section><mj-column><mj-text>Hello {{subscriber.name}} from {{subscriber.city}} \
          ({{subscriber.email}}): <a href=\"{{unsubscribe_url}}\">leave</a></mj-text></mj-column></mj-section>\n",
     );
-    let out = n.brief(LATER, &["archive"]);
+    let out = n.run_at(LATER, &["archive"]);
     assert!(
         out.status.success(),
         "{}",
@@ -526,7 +524,7 @@ fn an_edition_sent_by_hand_is_archived_a_test_send_is_not() {
     let send = |args: &[&str]| {
         let mut all = vec!["send", "--edition", "2026-11-22-extra"];
         all.extend_from_slice(args);
-        let out = n.brief(BETWEEN, &all);
+        let out = n.run_at(BETWEEN, &all);
         assert!(
             out.status.success(),
             "brief send failed: {}",
@@ -566,7 +564,7 @@ fn subscribe_url_from_the_config_and_only_web_or_mail_urls() {
     assert!(n.read("site/2026-12-04/index.html").contains(href));
 
     n.write("brief.toml", &with("javascript:alert(1)"));
-    let out = n.brief(LATER, &["archive"]);
+    let out = n.run_at(LATER, &["archive"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

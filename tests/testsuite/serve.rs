@@ -1,17 +1,15 @@
 //! `brief serve`, the suppression commands and mailto unsubscribes, against the real
 //! binary over real sockets.
 
-mod serve_support;
-
+use crate::harness::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, TestRunner};
-use serve_support::*;
 
 #[test]
 fn get_and_head_change_nothing() {
-    let n = Newsletter::new("");
+    let n = Newsletter::custom("");
     let server = n.serve();
     let token = n.token("ann@example.org", "2024-10-25", false);
     for _ in 0..20 {
@@ -44,7 +42,7 @@ fn get_and_head_change_nothing() {
 
 #[test]
 fn one_click_post_suppresses_durably_and_idempotently() {
-    let n = Newsletter::new("");
+    let n = Newsletter::custom("");
     let server = n.serve();
     let hostile = [("Origin", "https://evil.example.net")];
     let multipart_ct = "multipart/form-data; boundary=----brief";
@@ -141,7 +139,7 @@ fn one_click_post_suppresses_durably_and_idempotently() {
 
 #[test]
 fn post_without_a_known_body_changes_nothing() {
-    let n = Newsletter::new("");
+    let n = Newsletter::custom("");
     let server = n.serve();
     let token = n.token("ann@example.org", "e1", false);
     let res = server.request(
@@ -159,15 +157,18 @@ fn post_without_a_known_body_changes_nothing() {
 
 #[test]
 fn bad_tokens_all_get_the_same_page() {
-    let n = Newsletter::new("");
+    let n = Newsletter::custom("");
     let server = n.serve();
     let reference = server.get("/brief/u/not-a-token");
     assert_eq!(reference.status, 404);
     assert!(reference.body.contains("This link is not valid"));
     let other_newsletter = brief::token::Keyring::new(SECRET.as_bytes(), "other.example.org")
         .issue("ann@example.org", "e1", false);
-    let other_secret = brief::token::Keyring::new(b"another secret of enough length", LIST_ID)
-        .issue("ann@example.org", "e1", false);
+    let other_secret = brief::token::Keyring::new(
+        b"another secret of enough length",
+        CUSTOM_LIST_ID,
+    )
+    .issue("ann@example.org", "e1", false);
     for token in [
         other_newsletter,
         other_secret,
@@ -218,7 +219,7 @@ fn bad_tokens_all_get_the_same_page() {
 
 #[test]
 fn kill_9_right_after_the_answer_keeps_the_suppression() {
-    let n = Newsletter::new("");
+    let n = Newsletter::custom("");
     let mut server = n.serve();
     let token = n.token("durable@example.org", "e1", false);
     let res = server.request(
@@ -236,7 +237,7 @@ fn kill_9_right_after_the_answer_keeps_the_suppression() {
 
 #[test]
 fn test_send_links_are_inert() {
-    let n = Newsletter::new("");
+    let n = Newsletter::custom("");
     let server = n.serve();
     let token = n.token("editor@example.org", "e1", true);
     let get = server.get(&format!("/brief/u/{token}"));
@@ -255,7 +256,7 @@ fn test_send_links_are_inert() {
 
 #[test]
 fn resubscribe_undoes_a_readers_own_unsubscribe_only() {
-    let n = Newsletter::new("");
+    let n = Newsletter::custom("");
     let server = n.serve();
     let token = n.token("back@example.org", "e1", false);
     let path = format!("/brief/u/{token}");
@@ -290,7 +291,7 @@ fn resubscribe_undoes_a_readers_own_unsubscribe_only() {
     let res = server.request("POST", &format!("{path}/resubscribe"), &[], b"");
     assert!(res.body.contains("Welcome back"));
 
-    let out = n.brief(&["unsubscribe", "boss@example.org"]);
+    let out = n.run(&["unsubscribe", "boss@example.org"]);
     assert!(out.status.success());
     let token = n.token("boss@example.org", "e1", false);
     let res = server.request("POST", &format!("/brief/u/{token}/resubscribe"), &[], b"");
@@ -301,7 +302,7 @@ fn resubscribe_undoes_a_readers_own_unsubscribe_only() {
 
 #[test]
 fn rate_limit_answers_429() {
-    let n = Newsletter::new("client_rate = 0.01\nclient_burst = 3\n");
+    let n = Newsletter::custom("client_rate = 0.01\nclient_burst = 3\n");
     let server = n.serve();
     let statuses: Vec<u16> = (0..8).map(|_| server.get("/brief/u/x").status).collect();
     assert_eq!(&statuses[..3], &[404, 404, 404]);
@@ -322,7 +323,7 @@ fn rate_limit_answers_429() {
 
 #[test]
 fn body_and_header_limits() {
-    let n = Newsletter::new("");
+    let n = Newsletter::custom("");
     let server = n.serve();
     let token = n.token("big@example.org", "e1", false);
     let big = vec![b'a'; 100_000];
@@ -341,7 +342,7 @@ fn body_and_header_limits() {
 
 #[test]
 fn archive_files_are_served_safely() {
-    let n = Newsletter::new("");
+    let n = Newsletter::custom("");
     let server = n.serve();
     // Before `brief archive` ran: not found, not an error.
     assert_eq!(server.get("/brief/").status, 404);
@@ -401,7 +402,7 @@ fn archive_files_are_served_safely() {
 
 #[test]
 fn sigterm_shuts_down_cleanly() {
-    let n = Newsletter::new("");
+    let n = Newsletter::custom("");
     let mut server = n.serve();
     assert_eq!(server.get("/healthz").status, 200);
     let status = server.terminate();
@@ -416,7 +417,7 @@ fn sigterm_shuts_down_cleanly() {
 #[test]
 fn sigterm_lets_a_request_in_flight_finish() {
     use std::io::{Read, Write};
-    let n = Newsletter::new("");
+    let n = Newsletter::custom("");
     let mut server = n.serve();
     let token = n.token("inflight@example.org", "e1", false);
     let body = b"List-Unsubscribe=One-Click";
@@ -451,24 +452,24 @@ fn sigterm_lets_a_request_in_flight_finish() {
 
 #[test]
 fn suppression_commands() {
-    let n = Newsletter::new("");
-    let bad = n.brief(&["unsubscribe", "ok@example.org", "not an address"]);
+    let n = Newsletter::custom("");
+    let bad = n.run(&["unsubscribe", "ok@example.org", "not an address"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not an address"));
     assert!(
         n.suppressions().is_empty(),
         "nothing changes when one address is invalid"
     );
-    assert_eq!(n.brief(&["unsubscribe"]).status.code(), Some(2));
+    assert_eq!(n.run(&["unsubscribe"]).status.code(), Some(2));
 
-    let ok = n.brief(&["unsubscribe", "Ann@Example.org", "bob@example.org"]);
+    let ok = n.run(&["unsubscribe", "Ann@Example.org", "bob@example.org"]);
     assert!(ok.status.success());
     let list = n.suppressions();
     assert_eq!(list.len(), 2);
     assert!(list
         .iter()
         .all(|s| s["source"] == "manual" && s["edition"].is_null()));
-    let csv = n.brief(&["suppressions", "--csv"]);
+    let csv = n.run(&["suppressions", "--csv"]);
     let csv = String::from_utf8_lossy(&csv.stdout);
     assert!(
         csv.starts_with("address,suppressed_at,source,edition\n"),
@@ -478,14 +479,14 @@ fn suppression_commands() {
         csv.contains("Ann@Example.org,2030-01-02T03:04:05+00:00,manual,"),
         "{csv}"
     );
-    let res = n.brief(&["resubscribe", "ann@example.org"]);
+    let res = n.run(&["resubscribe", "ann@example.org"]);
     assert!(String::from_utf8_lossy(&res.stdout).contains("resubscribed ann@example.org"));
     assert_eq!(n.suppressions().len(), 1);
 }
 
 #[test]
 fn mailto_requests_from_maildir_and_mbox() {
-    let n = Newsletter::new("");
+    let n = Newsletter::custom("");
     let plain = n.token("plain@example.org", "e1", false);
     let encoded = n.token("encoded@example.org", "e2", false);
     let in_body = n.token("body@example.org", "e3", false);
@@ -512,7 +513,11 @@ fn mailto_requests_from_maildir_and_mbox() {
         "mail/new/6",
         "\u{0}\u{1}garbage without headers =?utf-8?B?@@@?=",
     );
-    let out = n.brief(&["unsubscribe", "--from-maildir", &n.path("mail")]);
+    let out = n.run(&[
+        "unsubscribe",
+        "--from-maildir",
+        n.path("mail").to_str().unwrap(),
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -547,7 +552,11 @@ fn mailto_requests_from_maildir_and_mbox() {
 
     let other = n.token("mbox@example.org", "e4", false);
     n.write("mail.mbox", &format!("From MAILER-DAEMON Thu Jan  1 00:00:00 2030\nSubject: unsubscribe-{plain}\n\n>From the body\n\nFrom x@y Thu Jan  1 00:00:00 2030\nSubject: Re: unsubscribe-{other}\n\nthanks\n"));
-    let out = n.brief(&["unsubscribe", "--from-mbox", &n.path("mail.mbox")]);
+    let out = n.run(&[
+        "unsubscribe",
+        "--from-mbox",
+        n.path("mail.mbox").to_str().unwrap(),
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains(
@@ -560,8 +569,8 @@ fn mailto_requests_from_maildir_and_mbox() {
 
 #[test]
 fn retired_secret_works_until_it_expires() {
-    let n = Newsletter::new("previous_secret_env = \"BRIEF_OLD_SECRET\"\nprevious_secret_expires = 2030-06-30T00:00:00Z\n");
-    let old = brief::token::Keyring::new(OLD_SECRET.as_bytes(), LIST_ID);
+    let n = Newsletter::custom("previous_secret_env = \"BRIEF_OLD_SECRET\"\nprevious_secret_expires = 2030-06-30T00:00:00Z\n");
+    let old = brief::token::Keyring::new(OLD_SECRET.as_bytes(), CUSTOM_LIST_ID);
     n.write(
         "before.mbox",
         &format!(
@@ -576,14 +585,22 @@ fn retired_secret_works_until_it_expires() {
             old.issue("late@example.org", "e1", false)
         ),
     );
-    let before = n.brief_at(
+    let before = n.run_at(
         "2030-06-29T23:59:00Z",
-        &["unsubscribe", "--from-mbox", &n.path("before.mbox")],
+        &[
+            "unsubscribe",
+            "--from-mbox",
+            n.path("before.mbox").to_str().unwrap(),
+        ],
     );
     assert!(String::from_utf8_lossy(&before.stdout).contains("1 unsubscribed"));
-    let after = n.brief_at(
+    let after = n.run_at(
         "2030-06-30T00:00:01Z",
-        &["unsubscribe", "--from-mbox", &n.path("after.mbox")],
+        &[
+            "unsubscribe",
+            "--from-mbox",
+            n.path("after.mbox").to_str().unwrap(),
+        ],
     );
     assert!(String::from_utf8_lossy(&after.stdout).contains("1 without a valid token"));
     assert_eq!(n.suppressions().len(), 1);
@@ -598,17 +615,13 @@ fn confirmation_button_works_in_chromium() {
         std::path::Path::new("/usr/bin/chromium").exists(),
         "this test needs headless Chromium at /usr/bin/chromium (Debian package `chromium`)"
     );
-    let n = Newsletter::new("");
+    let n = Newsletter::custom("");
     let server = n.serve();
     let token = n.token("browser@example.org", "2024-10-25", false);
-    let shots = n.path("shots");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cdp-unsubscribe.py");
+    let shots = n.path("shots").display().to_string();
     let mut child = std::process::Command::new("python3")
-        .args([
-            script,
-            &format!("http://{}/brief/u/{token}", server.addr),
-            &shots,
-        ])
+        .arg(support("cdp_unsubscribe.py"))
+        .args([&format!("http://{}/brief/u/{token}", server.addr), &shots])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -1,9 +1,7 @@
 //! `brief dispatch`, the editors' reports and `brief status` per edition, end to end: the
 //! real binary with the clock set (`BRIEF_NOW`) against real SMTP servers.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 use serde_json::json;
 use std::fs::File;
 
@@ -39,7 +37,7 @@ fn hold_lock(nl: &Newsletter, name: &str) -> File {
 
 /// A newsletter with the editors' reports on (the harness turns them off by default).
 fn reporting(readers: usize, smtp_port: Option<u16>) -> Newsletter {
-    Newsletter::with_config(readers, smtp_port, "report = true")
+    Newsletter::generated_with(readers, smtp_port, "report = true")
 }
 
 /// Messages received: (to readers, to editors).
@@ -59,7 +57,7 @@ fn assert_silent(o: &std::process::Output) {
 }
 
 fn status_of(nl: &Newsletter, slug: &str, now: &str) -> serde_json::Value {
-    let out = nl.run_at(&["status", "--edition", slug, "--json"], now);
+    let out = nl.run_at(now, &["status", "--edition", slug, "--json"]);
     assert_eq!(code(&out), Some(0));
     serde_json::from_slice(&out.stdout).expect("status json")
 }
@@ -164,7 +162,7 @@ fn an_idle_dispatch_prints_nothing() {
     );
 
     // A second later it is due.
-    let out = nl.run_at(&["dispatch"], "2026-11-20T09:00:01Z");
+    let out = nl.run_at("2026-11-20T09:00:01Z", &["dispatch"]);
     assert_eq!(code(&out), Some(0));
     assert_eq!(received(&sink).0.len(), 3);
 }
@@ -200,11 +198,11 @@ fn a_late_edition_is_refused_reported_once_then_sent_with_allow_late() {
     assert_eq!(status_of(&nl, "tuesday", NOW)["state"], "late");
 
     // Still refused five minutes later, but the editors are not told again.
-    let out = nl.run_at(&["dispatch"], "2026-11-20T09:05:00Z");
+    let out = nl.run_at("2026-11-20T09:05:00Z", &["dispatch"]);
     assert_eq!(code(&out), Some(1));
     assert_eq!(sink.messages().len(), 2);
 
-    let out = nl.run_at(&["dispatch", "--allow-late"], "2026-11-20T09:10:00Z");
+    let out = nl.run_at("2026-11-20T09:10:00Z", &["dispatch", "--allow-late"]);
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     let (readers, editors) = received(&sink);
     assert_eq!(readers.len(), 4);
@@ -258,12 +256,12 @@ fn deferred_recipients_are_retried_only_when_due() {
     assert_eq!(status_of(&nl, "due", NOW)["state"], "incomplete");
 
     // Not due yet: nothing sent, nothing printed, no report; still incomplete (3).
-    let early = nl.run_at(&["dispatch"], "2026-11-20T09:04:00Z");
+    let early = nl.run_at("2026-11-20T09:04:00Z", &["dispatch"]);
     assert_eq!(code(&early), Some(3));
     assert_silent(&early);
     assert_eq!(server.messages().len(), 6);
 
-    let later = nl.run_at(&["dispatch"], "2026-11-20T09:06:00Z");
+    let later = nl.run_at("2026-11-20T09:06:00Z", &["dispatch"]);
     assert_eq!(code(&later), Some(0), "{}", stderr(&later));
     let (readers, editors) = received(&server);
     assert_eq!(readers.len(), 5);
@@ -347,7 +345,7 @@ fn a_broken_edition_is_not_sent_and_the_editors_hear_once() {
     assert_eq!(n(&status_of(&nl, "broken", NOW), "sent"), 0);
 
     let before = sink.messages().len();
-    let again = nl.run_at(&["dispatch"], "2026-11-20T09:05:00Z");
+    let again = nl.run_at("2026-11-20T09:05:00Z", &["dispatch"]);
     assert_eq!(code(&again), Some(1));
     assert_eq!(
         sink.messages().len(),
@@ -359,7 +357,7 @@ fn a_broken_edition_is_not_sent_and_the_editors_hear_once() {
 #[test]
 fn report_false_sends_no_report() {
     let sink = Server::smtp_sink(&[]);
-    let nl = Newsletter::with_config(3, Some(sink.port), "report = false");
+    let nl = Newsletter::generated_with(3, Some(sink.port), "report = false");
     edition(&nl, "due", "Due", Some("2026-11-20T08:00:00Z"), "");
     let out = nl.run(&["dispatch"]);
     assert_eq!(code(&out), Some(0));
@@ -455,7 +453,7 @@ fn in_doubt_addresses_are_reported_once_the_relay_takes_the_report() {
     assert_eq!(nl.recipients_of("due", "in_doubt").len(), 3);
 
     let sink = Server::smtp_sink_on(port, &[]);
-    let out = nl.run_at(&["dispatch"], "2026-11-20T09:05:00Z");
+    let out = nl.run_at("2026-11-20T09:05:00Z", &["dispatch"]);
     assert_eq!(code(&out), Some(3), "in doubt is held for a human");
     let (readers, editors) = received(&sink);
     assert!(readers.is_empty(), "in-doubt recipients are not resent");
@@ -474,7 +472,7 @@ fn in_doubt_addresses_are_reported_once_the_relay_takes_the_report() {
         assert!(report.contains(r.as_str()), "{r} listed in\n{report}");
     }
 
-    let again = nl.run_at(&["dispatch"], "2026-11-20T09:10:00Z");
+    let again = nl.run_at("2026-11-20T09:10:00Z", &["dispatch"]);
     assert_eq!(code(&again), Some(3));
     assert_silent(&again);
     assert_eq!(sink.messages().len(), 2, "reported once");

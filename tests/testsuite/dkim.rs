@@ -1,9 +1,7 @@
 //! DKIM signing end to end: the real binary signs its outbox and SMTP messages, and
 //! dkimpy (not brief's code) verifies them against a key made by openssl.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -72,7 +70,7 @@ fn make_key(root: &Path, form: &str) -> Key {
 /// A newsletter (outbox, or SMTP on `port`) with `[dkim]` and a few readers, one with
 /// a long non-ASCII name (an RFC 2047, folded To header).
 fn newsletter(port: Option<u16>) -> Newsletter {
-    let nl = Newsletter::new(3, port);
+    let nl = Newsletter::generated(3, port);
     let config = nl.root().join("brief.toml");
     let mut toml = std::fs::read_to_string(&config).unwrap();
     toml.push_str(
@@ -99,7 +97,7 @@ fn verify(key: &Key, messages: &[PathBuf]) -> Vec<bool> {
         check.map(|o| o.status.success()).unwrap_or(false),
         "python3 with dkimpy is missing: `python3 -m pip install 'dkimpy[ed25519]'` (scripts/test.sh does)"
     );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/dkim_verify.py");
+    let script = support("dkim_verify.py");
     let out = Command::new("python3")
         .arg(script)
         .args([QNAME, key.kind, key.public_der.to_str().unwrap()])
@@ -263,7 +261,7 @@ fn smtp_messages_are_signed() {
     let key = make_key(nl.root(), "ed25519");
     let out = nl.run(&["send", "--edition", "e1"]);
     assert_eq!(code(&out), Some(0));
-    let mut files: Vec<PathBuf> = std::fs::read_dir(server.dir.path())
+    let mut files: Vec<PathBuf> = std::fs::read_dir(server.dir())
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "eml"))
@@ -281,7 +279,7 @@ fn smtp_messages_are_signed() {
 
 #[test]
 fn report_mails_to_the_editors_are_signed() {
-    let nl = Newsletter::with_config(2, None, "report = true\n");
+    let nl = Newsletter::generated_with(2, None, "report = true\n");
     let config = nl.root().join("brief.toml");
     let mut toml = std::fs::read_to_string(&config).unwrap();
     toml.push_str(

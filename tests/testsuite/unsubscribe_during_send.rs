@@ -2,11 +2,7 @@
 //! would still have received: `brief serve` and `brief send` share the state store, and
 //! the sender checks the suppression list right before each message.
 
-mod common;
-
-use common::*;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use crate::harness::*;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,16 +13,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// One HTTP/1.1 request over a fresh connection; returns the status code.
-fn http(port: u16, request: &str) -> Option<u16> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    s.write_all(request.as_bytes()).ok()?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).ok()?;
-    answer.split(' ').nth(1)?.parse().ok()
 }
 
 fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
@@ -42,24 +28,10 @@ fn a_one_click_unsubscribe_during_a_running_send_stops_later_mail() {
     // One connection, and a one-second pause before every DATA reply: six readers take
     // six seconds or more, time enough to unsubscribe the last one in the middle.
     let sink = Server::smtp_sink(&["-w", "1"]);
-    let nl = Newsletter::with_config(6, Some(sink.port), "concurrency = 1");
+    let nl = Newsletter::generated_with(6, Some(sink.port), "concurrency = 1");
     let last = nl.readers.last().unwrap().clone();
 
-    let serve_port = free_port();
-    let listen = format!("127.0.0.1:{serve_port}");
-    let _serve = Killed(
-        nl.command(&["serve", "--listen", &listen])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start brief serve"),
-    );
-    wait_until("brief serve", Duration::from_secs(20), || {
-        http(
-            serve_port,
-            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        ) == Some(200)
-    });
+    let serve = nl.serve();
 
     let mut send = Killed(
         nl.command(&["send", "--edition", "e1"])
@@ -73,14 +45,14 @@ fn a_one_click_unsubscribe_during_a_running_send_stops_later_mail() {
     });
 
     // The link the last reader's message carries (same secret, same newsletter).
-    let keys = brief::token::Keyring::new(SECRET.as_bytes(), "test-brief.news.example.org");
-    let token = keys.issue(&last, "e1", false);
-    let body = "List-Unsubscribe=One-Click";
-    let post = format!(
-        "POST /brief/u/{token} HTTP/1.1\r\nHost: news.example.org\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    let token = nl.token(&last, "e1", false);
+    let answer = serve.request(
+        "POST",
+        &format!("/brief/u/{token}"),
+        &[("Content-Type", FORM)],
+        b"List-Unsubscribe=One-Click",
     );
-    assert_eq!(http(serve_port, &post), Some(200));
+    assert_eq!(answer.status, 200);
     assert!(
         !sink.counts().contains_key(&last),
         "the last reader was mailed before the test could unsubscribe them: the sink is too fast"

@@ -4,7 +4,7 @@ brief's unsubscribe pages at 375 px: screenshots the confirmation page, clicks i
 button with a real mouse event, checks and screenshots the "unsubscribed" page, then
 does the same with the resubscribe button.
 
-usage: cdp-unsubscribe.py CONFIRM_URL OUT_DIR [CHROMIUM]
+usage: cdp_unsubscribe.py CONFIRM_URL OUT_DIR [CHROMIUM]
 Exits 0 when every step worked; prints what failed otherwise. Every wait is bounded.
 """
 import base64, contextlib, json, os, shutil, socket, subprocess, sys, tempfile, time, urllib.request

@@ -2,9 +2,7 @@
 //! at test time, aiosmtpd speaking TLS (`tests/support/smtp_server.py`), the real
 //! `brief` binary verifying the relay against `smtp.ca_file` or the system's roots.
 
-mod common;
-
-use common::{code, n, Newsletter, Server};
+use crate::harness::{self, code, n, Newsletter, Server};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -168,7 +166,7 @@ fn starttls_with_auth_delivers_each_reader_once_over_tls() {
         false,
         json!({"auth": {"sender": "s3cret"}}),
     );
-    let nl = Newsletter::new(6, Some(server.port));
+    let nl = Newsletter::generated(6, Some(server.port));
     nl.set_smtp(&[
         ("host", "\"localhost\""),
         ("tls", "\"starttls\""),
@@ -179,9 +177,9 @@ fn starttls_with_auth_delivers_each_reader_once_over_tls() {
 
     let check = nl.run(&["check"]);
     assert!(
-        !common::stdout(&check).contains("ca_file"),
+        !harness::stdout(&check).contains("ca_file"),
         "{}",
-        common::stdout(&check)
+        harness::stdout(&check)
     );
 
     let out = nl
@@ -197,7 +195,7 @@ fn starttls_with_auth_delivers_each_reader_once_over_tls() {
         assert_eq!(counts.get(reader), Some(&1), "{reader}: {counts:?}");
     }
     for (rcpt, text) in &messages {
-        let tls = common::header(text, "X-TLS").unwrap_or_default();
+        let tls = harness::header(text, "X-TLS").unwrap_or_default();
         assert!(
             tls.starts_with("TLSv1."),
             "{rcpt} was not sent over TLS: {tls:?}"
@@ -210,7 +208,7 @@ fn starttls_with_auth_delivers_each_reader_once_over_tls() {
 fn implicit_tls_delivers_the_edition_and_the_report() {
     let ca = Ca::new("Relay Test CA");
     let server = tls_server(&ca.issue("relay", LOCAL_NAMES), true, json!({}));
-    let nl = Newsletter::with_config(4, Some(server.port), "report = true");
+    let nl = Newsletter::generated_with(4, Some(server.port), "report = true");
     nl.set_smtp(&[("tls", "\"tls\"")]);
     trust(&nl, &ca);
 
@@ -225,7 +223,7 @@ fn implicit_tls_delivers_the_edition_and_the_report() {
         assert_eq!(counts.get(editor), Some(&1), "{editor}: {counts:?}");
     }
     for (rcpt, text) in server.messages() {
-        let tls = common::header(&text, "X-TLS").unwrap_or_default();
+        let tls = harness::header(&text, "X-TLS").unwrap_or_default();
         assert!(
             tls.starts_with("TLSv1."),
             "{rcpt} was not sent over TLS: {tls:?}"
@@ -239,7 +237,7 @@ fn a_certificate_not_signed_by_ca_file_is_a_session_failure() {
     let other = Ca::new("Some Other CA");
     for implicit in [false, true] {
         let server = tls_server(&other.issue("relay", LOCAL_NAMES), implicit, json!({}));
-        let nl = Newsletter::new(3, Some(server.port));
+        let nl = Newsletter::generated(3, Some(server.port));
         nl.set_smtp(&[("tls", if implicit { "\"tls\"" } else { "\"starttls\"" })]);
         trust(&nl, &trusted);
         let out = nl.run(&["send", "--edition", "e1"]);
@@ -256,7 +254,7 @@ fn a_certificate_not_signed_by_ca_file_is_a_session_failure() {
 fn without_ca_file_a_private_ca_is_not_trusted() {
     let ca = Ca::new("Relay Test CA");
     let server = tls_server(&ca.issue("relay", LOCAL_NAMES), false, json!({}));
-    let nl = Newsletter::new(3, Some(server.port));
+    let nl = Newsletter::generated(3, Some(server.port));
     nl.set_smtp(&[("tls", "\"starttls\"")]);
     let out = nl.run(&["send", "--edition", "e1"]);
     let err = assert_session_failure(&nl, &server, &out);
@@ -274,7 +272,7 @@ fn a_certificate_for_another_name_is_a_session_failure() {
         false,
         json!({}),
     );
-    let nl = Newsletter::new(3, Some(server.port));
+    let nl = Newsletter::generated(3, Some(server.port));
     nl.set_smtp(&[("tls", "\"starttls\"")]);
     trust(&nl, &ca);
     let out = nl.run(&["send", "--edition", "e1"]);
@@ -288,7 +286,7 @@ fn a_certificate_for_another_name_is_a_session_failure() {
 #[test]
 fn a_relay_without_starttls_is_a_session_failure_never_plain_text() {
     let server = Server::aiosmtpd(json!({}));
-    let nl = Newsletter::new(3, Some(server.port));
+    let nl = Newsletter::generated(3, Some(server.port));
     nl.set_smtp(&[("tls", "\"starttls\"")]);
     let out = nl.run(&["send", "--edition", "e1"]);
     let err = assert_session_failure(&nl, &server, &out);
@@ -299,7 +297,7 @@ fn a_relay_without_starttls_is_a_session_failure_never_plain_text() {
 fn a_bad_ca_file_is_an_error_before_any_connection_and_in_check() {
     let ca = Ca::new("Relay Test CA");
     // Nothing listens on this port: had brief tried to connect, it would say so.
-    let nl = Newsletter::new(3, Some(common::free_port()));
+    let nl = Newsletter::generated(3, Some(harness::free_port()));
     nl.set_smtp(&[("tls", "\"starttls\"")]);
     trust(&nl, &ca);
     let ca_file = nl.root().join("certs/relay-ca.pem");
@@ -315,7 +313,7 @@ fn a_bad_ca_file_is_an_error_before_any_connection_and_in_check() {
         }
         let check = nl.run(&["check"]);
         assert_eq!(code(&check), Some(1));
-        let report = common::stdout(&check);
+        let report = harness::stdout(&check);
         let line = report
             .lines()
             .find(|l| l.contains(problem))
@@ -340,11 +338,11 @@ fn a_bad_ca_file_is_an_error_before_any_connection_and_in_check() {
 #[test]
 fn check_warns_that_ca_file_is_unused_without_tls() {
     let ca = Ca::new("Relay Test CA");
-    let nl = Newsletter::new(3, Some(common::free_port()));
+    let nl = Newsletter::generated(3, Some(harness::free_port()));
     trust(&nl, &ca);
     let check = nl.run(&["check"]);
     assert_eq!(code(&check), Some(0));
-    let report = common::stdout(&check);
+    let report = harness::stdout(&check);
     assert!(
         report
             .lines()
