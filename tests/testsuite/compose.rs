@@ -2,6 +2,7 @@
 //! error message; the personalization seam; hostile text; no panic on any edition;
 //! and `brief init`, `brief check`, `brief build` run as the real binary.
 
+use crate::harness::stdout;
 use brief::compile::{self, compile_edition, compile_mjml};
 use brief::compose::{templates, Composer, Personal};
 use brief::config::Config;
@@ -57,6 +58,8 @@ fn newsletter() -> tempfile::TempDir {
     dir
 }
 
+/// brief as a user runs it in `dir`: no secret and no clock override (unlike the
+/// harness's command builder), so the snapshotted output carries no test setting.
 fn brief(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_brief"))
         .args(args)
@@ -64,10 +67,6 @@ fn brief(dir: &Path, args: &[&str]) -> Output {
         .env_remove("BRIEF_SECRET")
         .output()
         .expect("run brief")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn stderr(o: &Output) -> String {
