@@ -51,6 +51,7 @@ impl Newsletter {
             dir,
             readers: Vec::new(),
             now: SAMPLE_NOW,
+            // As in the repository's brief.toml.
             list_id: "harbour-brief.news.example.org",
         }
     }
