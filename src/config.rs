@@ -9,10 +9,6 @@ use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A development key for the `outbox` transport when no secret is set, so a fresh
-/// clone runs. Never used for SMTP delivery or `brief serve`.
-const DEV_SECRET: &str = "brief-development-secret-not-for-real-mail";
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -418,13 +414,19 @@ impl Config {
     pub fn secret(&self, allow_dev: bool) -> Result<Vec<u8>> {
         let name = &self.unsubscribe.secret_env;
         match std::env::var(name) {
-            Ok(v) if v.len() >= 16 => Ok(v.into_bytes()),
-            Ok(_) => bail!("the secret in ${name} is too short: use at least 16 characters (e.g. `openssl rand -hex 32`)"),
+            Ok(v) => match crate::token::weakness(v.as_bytes()) {
+                Some(why) if allow_dev => {
+                    tracing::warn!("the secret in ${name} {why}: fine for the outbox transport, not for real mail");
+                    Ok(v.into_bytes())
+                }
+                Some(why) => bail!("the secret in ${name} {why}: {}", crate::token::HOW_TO_MAKE_A_SECRET),
+                None => Ok(v.into_bytes()),
+            },
             Err(_) if allow_dev => {
                 tracing::warn!("${name} is not set: using an insecure development key (fine for the outbox transport, not for real mail)");
-                Ok(DEV_SECRET.as_bytes().to_vec())
+                Ok(crate::token::DEVELOPMENT_SECRET.to_vec())
             }
-            Err(_) => bail!("set ${name} to a long random secret (e.g. `export {name}=$(openssl rand -hex 32)`); it signs unsubscribe links and Message-IDs"),
+            Err(_) => bail!("set ${name} to a long random secret (e.g. `export {name}=$(openssl rand -base64 32)`); it signs unsubscribe links and Message-IDs"),
         }
     }
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-pub const SECRET: &str = "test-secret-0123456789abcdef-archive";
+pub const SECRET: &str = "N3pkyC/G1F1dci2+IoXPspYLc9UlAzrTDyVWjofTMpc=";
 
 pub struct Newsletter {
     pub dir: tempfile::TempDir,

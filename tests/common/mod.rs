@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub const SECRET: &str = "test-secret-0123456789abcdef-0123456789";
+pub const SECRET: &str = "eb3vvfcRzTwsSQX0lDBD/2ttqac/WLCJvO4OCrFXDyQ=";
 pub const NOW: &str = "2026-11-20T09:00:00Z";
 
 /// A newsletter folder with `readers` subscribers (plus one bad row and one

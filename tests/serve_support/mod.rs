@@ -7,8 +7,8 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub const SECRET: &str = "test-secret-0123456789abcdef-serve";
-pub const OLD_SECRET: &str = "retired-secret-0123456789abcdef";
+pub const SECRET: &str = "oc0vB3CBSn0Rkdede0mKlfgJ00Z8UTDKMDh7XEMTQ/s=";
+pub const OLD_SECRET: &str = "WYf6mS1hN5Cobvpea+gxjrM16tJ9sM3KZAKADriht3I=";
 pub const LIST_ID: &str = "the-brief.news.example.org";
 pub const FORM: &str = "application/x-www-form-urlencoded";
 /// Every command runs at this instant (BRIEF_NOW) unless told otherwise.
