@@ -138,6 +138,10 @@ pub struct Unsubscribe {
     /// `brief serve`: how many requests a client may make at once before the rate applies.
     #[serde(default = "default_client_burst")]
     pub client_burst: u32,
+    /// `brief serve`: connections served at once (more wait in the kernel's backlog);
+    /// one client address may hold a 32nd of them.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -262,6 +266,9 @@ fn default_client_rate() -> f64 {
 }
 fn default_client_burst() -> u32 {
     60
+}
+fn default_max_connections() -> usize {
+    4096
 }
 fn default_state_path() -> PathBuf {
     "state/brief.db".into()

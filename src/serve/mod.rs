@@ -37,14 +37,18 @@ use writer::{Applied, Change, Writer, WriterHandle};
 const MAX_BODY: usize = 16 * 1024;
 /// Time a request has to be answered in full once its head is read.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
-const LIMITS: http::Limits = http::Limits {
-    max_connections: 4096,
-    // A slow client holds its connections until the head timeout: a 32nd of the slots.
-    per_client: 128,
-    head_timeout: Duration::from_secs(10),
-    max_head: 16 * 1024,
-    drain_timeout: Duration::from_secs(10),
-};
+
+fn limits(config: &Config) -> http::Limits {
+    let max_connections = config.unsubscribe.max_connections.max(1);
+    http::Limits {
+        max_connections,
+        // A slow client holds its connections until the head timeout: a 32nd of the slots.
+        per_client: (max_connections / 32).max(1),
+        head_timeout: Duration::from_secs(10),
+        max_head: 16 * 1024,
+        drain_timeout: Duration::from_secs(10),
+    }
+}
 
 /// Everything a request handler needs; shared by all connections.
 struct App {
@@ -55,6 +59,7 @@ struct App {
     archive_root: PathBuf,
     writer: WriterHandle,
     limiter: Option<RateLimiter>,
+    limits: http::Limits,
 }
 
 /// Runs the server on `listen` until SIGTERM or SIGINT, then drains requests in flight.
@@ -78,6 +83,7 @@ pub fn run(config: &Config, listen: &str) -> Result<()> {
             config.unsubscribe.client_rate,
             config.unsubscribe.client_burst,
         ),
+        limits: limits(config),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -106,6 +112,7 @@ async fn serve(
         "brief serve: listening on http://{local}{}/ (unsubscribe links under {}/u/)",
         app.base_path, app.base_path
     );
+    let limits = app.limits;
     let handler = move |peer, req| {
         let app = app.clone();
         async move { handle(&app, peer, req).await }
@@ -114,7 +121,7 @@ async fn serve(
         shutdown.await;
         eprintln!("brief serve: stopping");
     };
-    http::run(listener, stopping, LIMITS, handler).await?;
+    http::run(listener, stopping, limits, handler).await?;
     eprintln!("brief serve: stopped");
     Ok(())
 }

@@ -86,9 +86,15 @@ impl Newsletter {
 
     /// Starts `brief serve` on a free port and waits until /healthz answers.
     pub fn serve(&self) -> Server {
+        self.serve_on("127.0.0.1:0")
+    }
+
+    /// Starts `brief serve --listen listen` (port 0: a free one) and waits until
+    /// /healthz answers over IPv4 loopback.
+    pub fn serve_on(&self, listen: &str) -> Server {
         let mut child = self
             .command(NOW)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -107,7 +113,11 @@ impl Newsletter {
             }
         });
         let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(addr) => addr,
+            // Listening on every address: reach it over IPv4 loopback.
+            Ok(addr) => match addr.rsplit_once(':') {
+                Some(("0.0.0.0" | "[::]", port)) => format!("127.0.0.1:{port}"),
+                _ => addr,
+            },
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
