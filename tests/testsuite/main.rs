@@ -9,6 +9,8 @@ mod deliver;
 mod dispatch;
 mod dkim;
 mod preview;
+mod secrets_and_modes;
 mod serve;
+mod serve_hardening;
 mod tls;
 mod unsubscribe_during_send;
