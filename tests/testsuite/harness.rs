@@ -12,9 +12,10 @@ use std::process::{Child, ChildStderr, Command, ExitStatus, Output, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub const SECRET: &str = "test-secret-0123456789abcdef-0123456789";
+/// Random, as `openssl rand -base64 32` makes them: brief refuses secrets easy to guess.
+pub const SECRET: &str = "eb3vvfcRzTwsSQX0lDBD/2ttqac/WLCJvO4OCrFXDyQ=";
 /// The retired secret a config may still accept (`previous_secret_env`).
-pub const OLD_SECRET: &str = "retired-secret-0123456789abcdef";
+pub const OLD_SECRET: &str = "WYf6mS1hN5Cobvpea+gxjrM16tJ9sM3KZAKADriht3I=";
 /// The clock of a generated newsletter: the day of its edition `e1`.
 pub const NOW: &str = "2026-11-20T09:00:00Z";
 /// The clock of the sample copy: after its 2026-11-20 edition.
@@ -290,8 +291,14 @@ mailto = "unsubscribe@news.example.org"
 
     /// Starts `brief serve` on a free port and waits until /healthz answers.
     pub fn serve(&self) -> Server {
+        self.serve_on("127.0.0.1:0")
+    }
+
+    /// Starts `brief serve --listen listen` (port 0: a free one) and waits until
+    /// /healthz answers; a server on every address is reached over IPv4 loopback.
+    pub fn serve_on(&self, listen: &str) -> Server {
         let mut child = self
-            .command(&["serve", "--listen", "127.0.0.1:0"])
+            .command(&["serve", "--listen", listen])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -299,7 +306,11 @@ mailto = "unsubscribe@news.example.org"
         let (log, lines) = capture(child.stderr.take().expect("stderr"));
         let addr = lines.iter().find_map(|line| {
             let rest = line.split("listening on http://").nth(1)?;
-            Some(rest.split('/').next().unwrap_or("").to_string())
+            let addr = rest.split('/').next().unwrap_or("");
+            Some(match addr.rsplit_once(':') {
+                Some(("0.0.0.0" | "[::]", port)) => format!("127.0.0.1:{port}"),
+                _ => addr.to_string(),
+            })
         });
         let Some(addr) = addr else {
             let _ = child.kill();

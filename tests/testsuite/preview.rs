@@ -226,3 +226,50 @@ fn chromium_shows_both_widths_and_reloads_on_change() {
     assert!(shell.contains("Night trains, revised"));
     assert!(preview.terminate().success());
 }
+
+/// The status `brief preview` gives a GET / with this Host header (none if `None`).
+fn status_for_host(addr: &str, host: Option<&str>) -> u16 {
+    let mut stream = TcpStream::connect(addr).expect("connect to the preview");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let (version, host) = match host {
+        Some(h) => ("HTTP/1.1", format!("Host: {h}\r\n")),
+        None => ("HTTP/1.0", String::new()),
+    };
+    write!(stream, "GET / {version}\r\n{host}Connection: close\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    String::from_utf8_lossy(&raw)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn only_its_own_host_names_are_answered_dns_rebinding() {
+    let n = Newsletter::sample();
+    let preview = Preview::start(&n, "2026-11-20");
+    let addr = preview.addr.clone();
+    let port = addr.rsplit(':').next().unwrap();
+
+    for good in [
+        addr.clone(),
+        format!("localhost:{port}"),
+        format!("LOCALHOST:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        assert_eq!(status_for_host(&addr, Some(&good)), 200, "Host: {good}");
+    }
+    for bad in [
+        format!("rebind.attacker.example:{port}"),
+        "rebind.attacker.example".to_string(),
+        format!("localhost:{}", port.parse::<u16>().unwrap() ^ 1),
+        format!("127.0.0.1.nip.io:{port}"),
+        "localhost".to_string(),
+    ] {
+        assert_eq!(status_for_host(&addr, Some(&bad)), 421, "Host: {bad}");
+    }
+    assert_eq!(status_for_host(&addr, None), 421, "no Host header");
+}
