@@ -1,13 +1,16 @@
-use brief::cli::Cli;
+mod cli;
+mod cmd;
+
 use brief::diag::{Diagnostic, Diagnostics};
 use brief::exit::{UsageError, ERROR, USAGE};
 use clap::Parser;
+use cli::Cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.quiet, cli.verbose);
-    match brief::cmd::run(cli) {
+    match cmd::run(cli) {
         Ok(outcome) => outcome.into(),
         Err(err) => {
             // The error chain, once: "error: outer: cause: root cause". A located

@@ -1,5 +1,8 @@
 //! `brief archive`, run as the real binary on a copy of the sample newsletter.
 
+// Helpers shared between the modules of one test binary are `pub` by design.
+#![allow(unreachable_pub)]
+
 mod archive_support;
 
 use archive_support::{files, Newsletter, SECRET};

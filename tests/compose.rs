@@ -2,6 +2,9 @@
 //! error message; the personalization seam; hostile text; no panic on any edition;
 //! and `brief init`, `brief check`, `brief build` run as the real binary.
 
+// Helpers shared between the modules of one test binary are `pub` by design.
+#![allow(unreachable_pub)]
+
 use brief::compile::{self, compile_edition, compile_mjml};
 use brief::compose::{templates, Composer, Personal};
 use brief::config::Config;

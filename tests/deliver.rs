@@ -1,6 +1,9 @@
 //! `brief send` and `brief status` end to end: the real binary against real SMTP servers
 //! (Postfix's smtp-sink, a scripted aiosmtpd) and the outbox transport.
 
+// Helpers shared between the modules of one test binary are `pub` by design.
+#![allow(unreachable_pub)]
+
 mod common;
 
 use common::*;

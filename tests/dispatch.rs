@@ -1,6 +1,9 @@
 //! `brief dispatch`, the editors' reports and `brief status` per edition, end to end: the
 //! real binary with the clock set (`BRIEF_NOW`) against real SMTP servers.
 
+// Helpers shared between the modules of one test binary are `pub` by design.
+#![allow(unreachable_pub)]
+
 mod common;
 
 use common::*;

@@ -1,6 +1,9 @@
 //! DKIM signing end to end: the real binary signs its outbox and SMTP messages, and
 //! dkimpy (not brief's code) verifies them against a key made by openssl.
 
+// Helpers shared between the modules of one test binary are `pub` by design.
+#![allow(unreachable_pub)]
+
 mod common;
 
 use common::*;

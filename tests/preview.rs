@@ -2,6 +2,9 @@
 //! answers over a real socket, shows build errors without dying, rebuilds on change,
 //! stops on SIGTERM; and headless Chromium sees it at both widths and reloading.
 
+// Helpers shared between the modules of one test binary are `pub` by design.
+#![allow(unreachable_pub)]
+
 mod archive_support;
 
 use archive_support::Newsletter;

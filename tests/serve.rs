@@ -1,6 +1,9 @@
 //! `brief serve`, the suppression commands and mailto unsubscribes, against the real
 //! binary over real sockets.
 
+// Helpers shared between the modules of one test binary are `pub` by design.
+#![allow(unreachable_pub)]
+
 mod serve_support;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -2,6 +2,9 @@
 //! at test time, aiosmtpd speaking TLS (`tests/support/smtp_server.py`), the real
 //! `brief` binary verifying the relay against `smtp.ca_file` or the system's roots.
 
+// Helpers shared between the modules of one test binary are `pub` by design.
+#![allow(unreachable_pub)]
+
 mod common;
 
 use common::{code, n, Newsletter, Server};

@@ -2,6 +2,9 @@
 //! would still have received: `brief serve` and `brief send` share the state store, and
 //! the sender checks the suppression list right before each message.
 
+// Helpers shared between the modules of one test binary are `pub` by design.
+#![allow(unreachable_pub)]
+
 mod common;
 
 use common::*;

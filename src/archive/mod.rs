@@ -202,7 +202,7 @@ pub fn build(config: &Config, out: &Path, all: bool) -> Result<Report> {
         .into_iter()
         .partition(|e| all || is_published(e, now, &sent));
     let composer = Composer::new(config)?;
-    let columns = crate::cmd::build::SampleReader::load(config).columns();
+    let columns = crate::sample::SampleReader::load(config).columns();
     let (entries, mut rendered) = render_entries(config, &composer, editions, &columns)?;
     warnings.splice(0..0, composer.warnings.iter().cloned());
     warnings.append(&mut rendered);

@@ -1,12 +1,12 @@
 //! `brief archive [--out DIR] [--all]`: write the static web archive.
 
-use crate::archive;
 use crate::cli::ArchiveArgs;
-use crate::config::Config;
-use crate::exit::Outcome;
 use anyhow::Result;
+use brief::archive;
+use brief::config::Config;
+use brief::exit::Outcome;
 
-pub fn run(config: &Config, args: &ArchiveArgs) -> Result<Outcome> {
+pub(super) fn run(config: &Config, args: &ArchiveArgs) -> Result<Outcome> {
     let out = args
         .out
         .clone()

@@ -9,21 +9,22 @@
 //! left for a later run; else 0.
 
 use crate::cli::{DispatchArgs, SendArgs};
-use crate::clock;
-use crate::cmd::{check, send};
-use crate::config::Config;
-use crate::deliver::lock;
-use crate::dispatch::{self, Progress};
-use crate::exit::Outcome;
-use crate::report::{self, Kind};
-use crate::store::{Journal, SqliteStore, REAL};
+use crate::cmd::send;
 use anyhow::{bail, Context, Result};
+use brief::check;
+use brief::clock;
+use brief::config::Config;
+use brief::deliver::lock;
+use brief::dispatch::{self, Progress};
+use brief::exit::Outcome;
+use brief::report::{self, Kind};
+use brief::store::{Journal, SqliteStore, REAL};
 use std::fs::File;
 
 /// Name of the dispatch lock in the locks folder (a slug never starts with a dot).
 const DISPATCH_LOCK: &str = ".dispatch";
 
-pub fn run(config: Config, args: DispatchArgs) -> Result<Outcome> {
+pub(super) fn run(config: Config, args: DispatchArgs) -> Result<Outcome> {
     let _lock = if args.dry_run {
         None
     } else {

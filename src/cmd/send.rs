@@ -3,23 +3,23 @@
 //! deferred or in-doubt recipients remain, 75 when another send holds the lock, 1 when
 //! the relay refuses the session.
 
-use crate::audience;
 use crate::cli::SendArgs;
-use crate::clock;
-use crate::config::{Config, Transport as ConfigTransport};
-use crate::deliver::{
+use anyhow::{bail, Context, Result};
+use brief::audience;
+use brief::clock;
+use brief::config::{Config, Transport as ConfigTransport};
+use brief::deliver::{
     self, lock, smtp, EditionParts, Envelope, Job, Prepared, Report, Retry, Transport,
 };
-use crate::exit::{Outcome, UsageError};
-use crate::store::{Journal, SqliteStore, REAL, TEST};
-use crate::token::Keyring;
-use anyhow::{bail, Context, Result};
+use brief::exit::{Outcome, UsageError};
+use brief::store::{Journal, SqliteStore, REAL, TEST};
+use brief::token::Keyring;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-pub fn run(config: Config, args: SendArgs) -> Result<Outcome> {
+pub(crate) fn run(config: Config, args: SendArgs) -> Result<Outcome> {
     let namespace = if args.test { TEST } else { REAL };
     // A bad DKIM key stops the send before anything is compiled, frozen or sent.
     let dkim = config
@@ -27,8 +27,8 @@ pub fn run(config: Config, args: SendArgs) -> Result<Outcome> {
         .as_ref()
         .map(|d| deliver::dkim::Signer::load(d, &config.resolve(&d.key_file)))
         .transpose()?;
-    let edition_path = crate::edition::resolve(&config, &args.edition);
-    let edition = crate::edition::load(&edition_path).map_err(anyhow::Error::new)?;
+    let edition_path = brief::edition::resolve(&config, &args.edition);
+    let edition = brief::edition::load(&edition_path).map_err(anyhow::Error::new)?;
 
     // Who: the edition's lists (or the config's), or for a test the editors list or
     // the --to addresses. A test never falls back to the real lists.
@@ -54,7 +54,7 @@ pub fn run(config: Config, args: SendArgs) -> Result<Outcome> {
     };
     let columns = audience::columns(&lists)?;
 
-    let compiled = crate::compile::build(&config, &args.edition, &columns)?;
+    let compiled = brief::compile::build(&config, &args.edition, &columns)?;
     for w in &compiled.warnings {
         eprintln!("{w}");
     }
@@ -111,7 +111,7 @@ pub fn run(config: Config, args: SendArgs) -> Result<Outcome> {
     let frozen = store.send_info(&slug, namespace)?.is_some_and(|i| i.frozen);
     let mut freezer = None;
     if !frozen {
-        let report = |d: &crate::diag::Diagnostic| eprintln!("{d} (skipped)");
+        let report = |d: &brief::diag::Diagnostic| eprintln!("{d} (skipped)");
         if args.test && !to.is_empty() {
             deliver::freeze_addresses(&store, &slug, namespace, &to)?;
         } else if args.test || args.dry_run {
@@ -204,7 +204,7 @@ pub fn run(config: Config, args: SendArgs) -> Result<Outcome> {
         report.duplicates = info.duplicates;
     }
     print_report(&report, args.json, args.resend_in_doubt)?;
-    crate::report::after_send(&config, &store, &report);
+    brief::report::after_send(&config, &store, &report);
     if let Some(why) = &report.session_failure {
         bail!("the relay refused the session: {why}");
     }

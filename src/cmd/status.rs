@@ -6,20 +6,20 @@
 //! sending, incomplete or complete (see `dispatch::Standing`).
 
 use crate::cli::StatusArgs;
-use crate::clock;
-use crate::config::Config;
-use crate::deliver::lock;
-use crate::dispatch;
-use crate::exit::{Outcome, UsageError};
-use crate::store::{Counts, Journal, SqliteStore, State, REAL, TEST};
 use anyhow::Result;
+use brief::clock;
+use brief::config::Config;
+use brief::deliver::lock;
+use brief::dispatch;
+use brief::exit::{Outcome, UsageError};
+use brief::store::{Counts, Journal, SqliteStore, State, REAL, TEST};
 use chrono::{DateTime, FixedOffset, Utc};
 use serde::Serialize;
 use std::path::Path;
 
 /// One edition's standing (the object `brief status --edition E --json` prints).
 #[derive(Debug, Clone, Serialize)]
-pub struct EditionStatus {
+pub(crate) struct EditionStatus {
     pub edition: String,
     pub test: bool,
     /// When dispatch sends it (none: never by dispatch).
@@ -35,7 +35,7 @@ pub struct EditionStatus {
 }
 
 /// The status of one edition (real or test send), from an open store or none.
-pub fn edition_status(
+pub(crate) fn edition_status(
     store: Option<&SqliteStore>,
     config: &Config,
     slug: &str,
@@ -86,7 +86,7 @@ pub fn edition_status(
 }
 
 /// Opens the state store if it exists (never creates it).
-pub fn open_existing(config: &Config) -> Result<Option<SqliteStore>> {
+pub(crate) fn open_existing(config: &Config) -> Result<Option<SqliteStore>> {
     let path = config.state_path();
     if path.exists() {
         Ok(Some(SqliteStore::open(&path)?))
@@ -96,7 +96,7 @@ pub fn open_existing(config: &Config) -> Result<Option<SqliteStore>> {
 }
 
 /// The slug an `--edition` argument names: a slug as is, a path by its file stem.
-pub fn slug_of(arg: &str) -> String {
+pub(crate) fn slug_of(arg: &str) -> String {
     let p = Path::new(arg);
     if arg.contains('/') || arg.ends_with(".md") {
         p.file_stem()
@@ -106,7 +106,7 @@ pub fn slug_of(arg: &str) -> String {
     }
 }
 
-pub fn run(config: Config, args: StatusArgs) -> Result<Outcome> {
+pub(crate) fn run(config: Config, args: StatusArgs) -> Result<Outcome> {
     let store = open_existing(&config)?;
     let namespace = if args.test { TEST } else { REAL };
     if let Some(arg) = &args.edition {
@@ -135,8 +135,8 @@ pub fn run(config: Config, args: StatusArgs) -> Result<Outcome> {
             }
             return Ok(Outcome::Done);
         }
-        let path = crate::edition::resolve(&config, arg);
-        let send_at = crate::edition::load(&path).ok().and_then(|e| e.send_at);
+        let path = brief::edition::resolve(&config, arg);
+        let send_at = brief::edition::load(&path).ok().and_then(|e| e.send_at);
         let status = edition_status(store.as_ref(), &config, &slug, send_at, args.test)?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&status)?);

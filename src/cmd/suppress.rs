@@ -2,15 +2,15 @@
 //! list by hand, from mail sent to the `mailto` address, and as an export.
 
 use crate::cli::{ResubscribeArgs, SuppressionsArgs, UnsubscribeArgs};
-use crate::clock;
-use crate::config::Config;
-use crate::exit::{Outcome, UsageError};
-use crate::mailto;
-use crate::store::{SqliteStore, Suppression, SuppressionList, SuppressionSource};
-use crate::token::Keyring;
 use anyhow::{bail, Context, Result};
+use brief::clock;
+use brief::config::Config;
+use brief::exit::{Outcome, UsageError};
+use brief::mailto;
+use brief::store::{SqliteStore, Suppression, SuppressionList, SuppressionSource};
+use brief::token::Keyring;
 
-pub fn unsubscribe(config: &Config, args: &UnsubscribeArgs) -> Result<Outcome> {
+pub(super) fn unsubscribe(config: &Config, args: &UnsubscribeArgs) -> Result<Outcome> {
     if args.addresses.is_empty() && args.from_maildir.is_none() && args.from_mbox.is_none() {
         return Err(UsageError(
             "give the addresses to unsubscribe, or --from-maildir DIR, or --from-mbox FILE".into(),
@@ -127,7 +127,7 @@ fn apply_mail(store: &SqliteStore, keyring: &Keyring, messages: &[mailto::Messag
     Ok(())
 }
 
-pub fn resubscribe(config: &Config, args: &ResubscribeArgs) -> Result<Outcome> {
+pub(super) fn resubscribe(config: &Config, args: &ResubscribeArgs) -> Result<Outcome> {
     let store = SqliteStore::open(&config.state_path())?;
     in_transaction(&store, |store| {
         for address in &args.addresses {
@@ -142,7 +142,7 @@ pub fn resubscribe(config: &Config, args: &ResubscribeArgs) -> Result<Outcome> {
     Ok(Outcome::Done)
 }
 
-pub fn suppressions(config: &Config, args: &SuppressionsArgs) -> Result<Outcome> {
+pub(super) fn suppressions(config: &Config, args: &SuppressionsArgs) -> Result<Outcome> {
     let store = SqliteStore::open(&config.state_path())?;
     let list = store.suppressions()?;
     if args.json {

@@ -25,18 +25,22 @@ enum Request {
 
 /// A handle to the writer thread; clone it freely.
 #[derive(Clone)]
-pub struct Writer {
+pub(super) struct Writer {
     tx: mpsc::Sender<Request>,
 }
 
 /// Joins the writer and gives the store back.
-pub struct WriterThread(std::thread::JoinHandle<Result<SqliteStore>>);
+pub(super) struct WriterThread(std::thread::JoinHandle<Result<SqliteStore>>);
 
 /// Most changes applied in one transaction.
 const MAX_BATCH: usize = 8192;
 
 impl Writer {
-    pub fn spawn(store: SqliteStore, edition: &str, namespace: &str) -> (Writer, WriterThread) {
+    pub(super) fn spawn(
+        store: SqliteStore,
+        edition: &str,
+        namespace: &str,
+    ) -> (Writer, WriterThread) {
         let (tx, rx) = mpsc::channel();
         let (edition, namespace) = (edition.to_string(), namespace.to_string());
         let handle = std::thread::Builder::new()
@@ -47,7 +51,7 @@ impl Writer {
     }
 
     /// Queues a change; returns when it is queued, not when it is durable.
-    pub fn record(&self, update: Update) -> Result<()> {
+    pub(super) fn record(&self, update: Update) -> Result<()> {
         self.tx
             .send(Request::Update(update, None))
             .map_err(|_| anyhow!("the journal writer stopped"))
@@ -56,7 +60,7 @@ impl Writer {
     /// Queues a change now; the returned future resolves once it is committed, to
     /// false if it was an `unless_suppressed` claim refused because the address is
     /// suppressed.
-    pub fn durable(
+    pub(super) fn durable(
         &self,
         update: Update,
     ) -> Result<impl std::future::Future<Output = Result<bool>>> {
@@ -71,7 +75,7 @@ impl Writer {
     }
 
     /// The next page of due recipients, after every change queued before.
-    pub async fn due(
+    pub(super) async fn due(
         &self,
         after: i64,
         now: DateTime<Utc>,
@@ -96,7 +100,7 @@ impl Writer {
 impl WriterThread {
     /// Waits for every queued change to be committed (all `Writer` handles must be
     /// dropped first) and returns the store.
-    pub fn join(self) -> Result<SqliteStore> {
+    pub(super) fn join(self) -> Result<SqliteStore> {
         self.0
             .join()
             .map_err(|_| anyhow!("the journal writer panicked"))?

@@ -9,13 +9,12 @@
 
 mod page;
 
-use crate::cmd::build::SampleReader;
-use crate::cmd::check;
+use crate::check;
 use crate::compile::{self, GMAIL_CLIP_BYTES};
 use crate::config::Config;
 use crate::edition;
-use crate::personalize::{Escape, Template};
-use crate::token;
+use crate::personalize::Escape;
+use crate::sample::SampleReader;
 use anyhow::{Context, Result};
 use axum::extract::{Query, State};
 use axum::http::header;
@@ -90,17 +89,8 @@ pub fn build(config: &Config, edition_arg: &str) -> Result<Preview, Vec<String>>
             checked.clone()
         }
     })?;
-    let unsubscribe =
-        token::unsubscribe_url(&config.newsletter.base_url, "preview-not-a-real-link");
-    let fill = |doc: &str, escape: Escape| {
-        let template = Template::parse(doc);
-        let values: Vec<&str> = template
-            .fields()
-            .iter()
-            .map(|f| sample.value(f, &unsubscribe))
-            .collect();
-        template.render(&values, escape)
-    };
+    let fill =
+        |doc: &str, escape: Escape| sample.fill(config, doc, escape, "preview-not-a-real-link");
     Ok(Preview {
         slug: compiled.slug.clone(),
         title: compiled.edition.title.clone(),

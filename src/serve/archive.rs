@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// A file found for a request path.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Lookup {
+pub(super) enum Lookup {
     File {
         path: PathBuf,
         content_type: &'static str,
@@ -21,7 +21,7 @@ pub enum Lookup {
 
 /// Resolves `rel` (the request path with the base path removed, starting with `/`)
 /// to a file under `root`.
-pub fn lookup(root: &Path, rel: &str) -> Lookup {
+pub(super) fn lookup(root: &Path, rel: &str) -> Lookup {
     let Ok(decoded) = percent_decode_str(rel).decode_utf8() else {
         return Lookup::NotFound;
     };

@@ -16,7 +16,7 @@ const MAX_GROUP: usize = 1024;
 
 /// A change to the suppression list asked for over HTTP.
 #[derive(Debug, Clone)]
-pub enum Change {
+pub(super) enum Change {
     Suppress {
         email: String,
         edition: String,
@@ -28,7 +28,7 @@ pub enum Change {
 
 /// What a committed change did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
+pub(super) enum Applied {
     /// Suppressed now, or already suppressed before (idempotent either way).
     Suppressed,
     /// No longer suppressed (or was not).
@@ -44,13 +44,13 @@ struct Job {
 
 /// The handle requests use to send changes to the writer thread.
 #[derive(Clone)]
-pub struct WriterHandle {
+pub(super) struct WriterHandle {
     tx: mpsc::Sender<Job>,
 }
 
 impl WriterHandle {
     /// Applies a change and returns once it is committed to disk.
-    pub async fn apply(&self, change: Change) -> Result<Applied> {
+    pub(super) async fn apply(&self, change: Change) -> Result<Applied> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Job { change, reply })
@@ -64,12 +64,12 @@ impl WriterHandle {
 }
 
 /// The writer thread; it stops once every [`WriterHandle`] is dropped.
-pub struct Writer {
+pub(super) struct Writer {
     thread: JoinHandle<()>,
 }
 
 impl Writer {
-    pub fn start(store: SqliteStore) -> Result<(Writer, WriterHandle)> {
+    pub(super) fn start(store: SqliteStore) -> Result<(Writer, WriterHandle)> {
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("brief-store-writer".into())
@@ -79,7 +79,7 @@ impl Writer {
     }
 
     /// Waits (bounded) for the thread to finish its last group after the handles are gone.
-    pub fn finish(self, within: std::time::Duration) {
+    pub(super) fn finish(self, within: std::time::Duration) {
         let deadline = std::time::Instant::now() + within;
         while !self.thread.is_finished() && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(10));
