@@ -119,7 +119,7 @@ fn bench(c: &mut Criterion) {
         ),
         ("personalize + dkim rsa-2048", &["genrsa", "2048"][..]),
     ] {
-        job.dkim = Some(signer(args));
+        job.dkim = Some(signer(args).into());
         g.bench_function(name, |b| {
             b.iter(|| {
                 i = (i + 1) % entries.len();

@@ -24,6 +24,7 @@ pub mod personalize;
 pub mod preview;
 pub mod report;
 pub mod sample;
+pub mod send;
 pub mod serve;
 pub mod store;
 pub mod token;

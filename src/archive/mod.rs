@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::diag::{Diagnostic, Diagnostics, Severity};
 use crate::edition::{self, Edition};
 use crate::personalize::{self, Escape, Template};
-use crate::store::{Journal, SqliteStore, REAL};
+use crate::store::{Store, REAL};
 use anyhow::{Context, Result};
 use chrono::{DateTime, NaiveTime, Utc};
 use std::path::{Path, PathBuf};
@@ -77,7 +77,7 @@ pub fn sent_editions(config: &Config) -> Result<Vec<String>> {
     if !path.exists() {
         return Ok(Vec::new());
     }
-    let store = SqliteStore::open(&path)?;
+    let store = Store::open(&path)?;
     let mut sent = Vec::new();
     for send in store.sends()? {
         if send.namespace == REAL && store.counts(&send.edition, REAL)?.sent > 0 {

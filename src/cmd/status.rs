@@ -12,7 +12,7 @@ use brief::config::Config;
 use brief::deliver::lock;
 use brief::dispatch;
 use brief::exit::{Outcome, UsageError};
-use brief::store::{Counts, Journal, SqliteStore, State, REAL, TEST};
+use brief::store::{Counts, State, Store, REAL, TEST};
 use chrono::{DateTime, FixedOffset, Utc};
 use serde::Serialize;
 use std::path::Path;
@@ -36,7 +36,7 @@ pub(crate) struct EditionStatus {
 
 /// The status of one edition (real or test send), from an open store or none.
 pub(crate) fn edition_status(
-    store: Option<&SqliteStore>,
+    store: Option<&Store>,
     config: &Config,
     slug: &str,
     send_at: Option<DateTime<FixedOffset>>,
@@ -85,16 +85,6 @@ pub(crate) fn edition_status(
     })
 }
 
-/// Opens the state store if it exists (never creates it).
-pub(crate) fn open_existing(config: &Config) -> Result<Option<SqliteStore>> {
-    let path = config.state_path();
-    if path.exists() {
-        Ok(Some(SqliteStore::open(&path)?))
-    } else {
-        Ok(None)
-    }
-}
-
 /// The slug an `--edition` argument names: a slug as is, a path by its file stem.
 pub(crate) fn slug_of(arg: &str) -> String {
     let p = Path::new(arg);
@@ -107,7 +97,7 @@ pub(crate) fn slug_of(arg: &str) -> String {
 }
 
 pub(crate) fn run(config: Config, args: StatusArgs) -> Result<Outcome> {
-    let store = open_existing(&config)?;
+    let store = Store::open_existing(&config.state_path())?;
     let namespace = if args.test { TEST } else { REAL };
     if let Some(arg) = &args.edition {
         let slug = slug_of(arg);

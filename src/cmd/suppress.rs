@@ -2,12 +2,12 @@
 //! list by hand, from mail sent to the `mailto` address, and as an export.
 
 use crate::cli::{ResubscribeArgs, SuppressionsArgs, UnsubscribeArgs};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use brief::clock;
 use brief::config::Config;
 use brief::exit::{Outcome, UsageError};
 use brief::mailto;
-use brief::store::{SqliteStore, Suppression, SuppressionList, SuppressionSource};
+use brief::store::{Store, Suppression, SuppressionSource};
 use brief::token::Keyring;
 
 pub(super) fn unsubscribe(config: &Config, args: &UnsubscribeArgs) -> Result<Outcome> {
@@ -30,9 +30,9 @@ pub(super) fn unsubscribe(config: &Config, args: &UnsubscribeArgs) -> Result<Out
             invalid.join(", ")
         );
     }
-    let store = SqliteStore::open(&config.state_path())?;
+    let store = Store::open(&config.state_path())?;
     if !args.addresses.is_empty() {
-        in_transaction(&store, |store| {
+        store.transaction(|store| {
             for address in &args.addresses {
                 let new = store.suppress(&Suppression {
                     address: address.trim().to_string(),
@@ -72,9 +72,9 @@ struct MailTally {
     unmatched: usize,
 }
 
-fn apply_mail(store: &SqliteStore, keyring: &Keyring, messages: &[mailto::Message]) -> Result<()> {
+fn apply_mail(store: &Store, keyring: &Keyring, messages: &[mailto::Message]) -> Result<()> {
     let mut tally = MailTally::default();
-    in_transaction(store, |store| {
+    store.transaction(|store| {
         for msg in messages {
             let claims: Vec<_> = mailto::candidate_tokens(&msg.raw)
                 .iter()
@@ -128,8 +128,8 @@ fn apply_mail(store: &SqliteStore, keyring: &Keyring, messages: &[mailto::Messag
 }
 
 pub(super) fn resubscribe(config: &Config, args: &ResubscribeArgs) -> Result<Outcome> {
-    let store = SqliteStore::open(&config.state_path())?;
-    in_transaction(&store, |store| {
+    let store = Store::open(&config.state_path())?;
+    store.transaction(|store| {
         for address in &args.addresses {
             if store.resubscribe(address)? {
                 println!("resubscribed {}", address.trim());
@@ -143,7 +143,7 @@ pub(super) fn resubscribe(config: &Config, args: &ResubscribeArgs) -> Result<Out
 }
 
 pub(super) fn suppressions(config: &Config, args: &SuppressionsArgs) -> Result<Outcome> {
-    let store = SqliteStore::open(&config.state_path())?;
+    let store = Store::open(&config.state_path())?;
     let list = store.suppressions()?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&list)?);
@@ -179,20 +179,4 @@ pub(super) fn suppressions(config: &Config, args: &SuppressionsArgs) -> Result<O
         println!("{} suppressed address(es)", list.len());
     }
     Ok(Outcome::Done)
-}
-
-/// Runs `f` in one transaction: all of its changes, or none.
-fn in_transaction(store: &SqliteStore, f: impl FnOnce(&SqliteStore) -> Result<()>) -> Result<()> {
-    let conn = store.connection();
-    conn.execute_batch("BEGIN IMMEDIATE")
-        .context("cannot start a transaction on the state store")?;
-    match f(store) {
-        Ok(()) => conn
-            .execute_batch("COMMIT")
-            .context("cannot commit to the state store"),
-        Err(err) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(err)
-        }
-    }
 }

@@ -13,7 +13,7 @@ pub mod pages;
 mod writer;
 
 use crate::config::Config;
-use crate::store::{SqliteStore, SuppressionSource};
+use crate::store::{Store, SuppressionSource};
 use crate::token::{Claims, Keyring};
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -64,7 +64,7 @@ struct App {
 /// Runs the server until SIGTERM or SIGINT, then drains requests in flight.
 pub fn run(config: &Config, listen: &str) -> Result<()> {
     let keyring = Keyring::for_verifying(config)?;
-    let store = SqliteStore::open(&config.state_path())?;
+    let store = Store::open(&config.state_path())?;
     let (writer, handle) = Writer::start(store)?;
     let app = Arc::new(App {
         keyring,
