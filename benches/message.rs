@@ -31,7 +31,7 @@ fn job() -> Job {
             reply_to: config.newsletter.reply_to.clone(),
             list_name: config.newsletter.name.clone(),
             list_id: config.newsletter.list_id.clone(),
-            date: chrono::Utc::now(),
+            date: brief::clock::now(),
             columns: columns.clone(),
         },
         &EditionParts {

@@ -12,6 +12,8 @@ fn main() -> ExitCode {
     init_logging(cli.quiet, cli.verbose);
     match cmd::run(cli) {
         Ok(outcome) => outcome.into(),
+        // A reader that stopped reading (`brief suppressions | head -1`) is not an error.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             // The error chain, once: "error: outer: cause: root cause". A located
             // diagnostic already reads "file:line:col: error: …".
@@ -31,6 +33,17 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Whether the error is a write to a closed pipe (directly, or inside the CSV writer).
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    let broken = |e: &std::io::Error| e.kind() == std::io::ErrorKind::BrokenPipe;
+    err.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(broken)
+            || cause
+                .downcast_ref::<csv::Error>()
+                .is_some_and(|e| matches!(e.kind(), csv::ErrorKind::Io(io) if broken(io)))
+    })
 }
 
 /// Drops a cause whose text the previous message already contains (libraries often

@@ -15,14 +15,14 @@ pub(super) fn run(config: &Config, args: &ArchiveArgs) -> Result<Outcome> {
     for w in &report.warnings {
         eprintln!("{w}");
     }
-    println!(
+    outln!(
         "archived {} edition{} into {} (index.html, feed.xml)",
         report.published.len(),
         if report.published.len() == 1 { "" } else { "s" },
         report.out.display()
     );
     if !report.not_due.is_empty() {
-        println!(
+        outln!(
             "  left out (not sent, and send_at not passed or not set; --all includes them): {}",
             report.not_due.join(", ")
         );

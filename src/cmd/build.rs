@@ -37,9 +37,9 @@ pub(crate) fn run(config: &Config, args: BuildArgs) -> Result<Outcome> {
             .map_or(dist.clone(), Path::to_path_buf)
     });
     let files = write(&out, &compiled, &sample, config)?;
-    println!("built {} into {}", compiled.slug, out.display());
+    outln!("built {} into {}", compiled.slug, out.display());
     for (name, bytes) in files {
-        println!("  {name:<11} {:>8}", human_size(bytes));
+        outln!("  {name:<11} {:>8}", human_size(bytes));
     }
     Ok(Outcome::Done)
 }

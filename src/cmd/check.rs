@@ -12,16 +12,16 @@ use std::io::Write;
 pub(crate) fn run(config: &Config, args: CheckArgs) -> Result<Outcome> {
     let report = check(config, args.edition.as_deref());
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report.problems)?);
+        outln!("{}", serde_json::to_string_pretty(&report.problems)?);
     } else {
         for p in &report.problems {
-            println!("{p}");
+            outln!("{p}");
         }
     }
     let errors = report.problems.iter().filter(|p| p.is_error()).count();
     let warnings = report.problems.len() - errors;
     if !args.json {
-        println!(
+        outln!(
             "checked {} and {} templates: {} and {}",
             plural(report.editions, "edition"),
             report.templates,

@@ -64,13 +64,13 @@ pub(crate) fn run(args: InitArgs) -> Result<Outcome> {
         }
         std::fs::write(&path, content)
             .with_context(|| format!("cannot write {}", path.display()))?;
-        println!("created {}", path.display());
+        outln!("created {}", path.display());
     }
     let cd = if dir == Path::new(".") {
         String::new()
     } else {
         format!("cd {} && ", dir.display())
     };
-    println!("next: {cd}brief check && brief build --edition 2026-11-20");
+    outln!("next: {cd}brief check && brief build --edition 2026-11-20");
     Ok(Outcome::Done)
 }

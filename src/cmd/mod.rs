@@ -1,6 +1,15 @@
 //! One module per command. Each takes its parsed arguments and returns an [`Outcome`];
 //! errors go up to `main`, which prints the chain once and exits 1.
 
+/// `println!` that returns a failed write (a closed pipe) as an error instead of
+/// panicking, so `main` can end quietly.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 mod archive;
 pub(crate) mod build;
 pub(crate) mod check;

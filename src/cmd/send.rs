@@ -63,7 +63,7 @@ pub(crate) fn outcome(report: &Report) -> Result<Outcome> {
 
 pub(crate) fn print_report(r: &Report, json: bool, resend_in_doubt: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(r)?);
+        outln!("{}", serde_json::to_string_pretty(r)?);
         return Ok(());
     }
     let c = &r.counts;
@@ -75,12 +75,12 @@ pub(crate) fn print_report(r: &Report, json: bool, resend_in_doubt: bool) -> Res
     };
     if r.nothing_due {
         if c.complete() {
-            println!("{}{what}: complete, nothing to send.", r.edition);
+            outln!("{}{what}: complete, nothing to send.", r.edition);
         } else {
-            println!("{}{what}: nothing due now.", r.edition);
+            outln!("{}{what}: nothing due now.", r.edition);
         }
     } else if r.dry_run {
-        println!("{}{what}: {} messages rendered.", r.edition, r.attempted);
+        outln!("{}{what}: {} messages rendered.", r.edition, r.attempted);
     }
     let mut line = format!(
         "{}{what}: {} sent, {} deferred",
@@ -96,9 +96,9 @@ pub(crate) fn print_report(r: &Report, json: bool, resend_in_doubt: bool) -> Res
         ", {} bounced, {} in doubt, {} suppressed, {} invalid, {} expired, {} pending",
         c.bounced, c.in_doubt, c.suppressed, c.invalid, c.expired, c.pending
     ));
-    println!("{line}");
+    outln!("{line}");
     if r.duplicates > 0 {
-        println!(
+        outln!(
             "{} duplicate addresses in the lists were counted once.",
             r.duplicates
         );
@@ -110,7 +110,7 @@ pub(crate) fn print_report(r: &Report, json: bool, resend_in_doubt: bool) -> Res
         } else {
             "; held, resend with --resend-in-doubt"
         };
-        println!(
+        outln!(
             "in doubt (the relay may have delivered these{hint}): {}{}",
             r.in_doubt_addresses.join(", "),
             if more > 0 {
@@ -121,7 +121,7 @@ pub(crate) fn print_report(r: &Report, json: bool, resend_in_doubt: bool) -> Res
         );
     }
     if let Some(s) = &r.stopped {
-        println!("stopped: {s}");
+        outln!("stopped: {s}");
     }
     Ok(())
 }

@@ -117,10 +117,10 @@ pub(crate) fn run(config: Config, args: StatusArgs) -> Result<Outcome> {
                     .iter()
                     .map(|(a, r)| serde_json::json!({"address": a, "reply": r}))
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 for (address, reply) in list {
-                    println!("{address}\t{}", reply.unwrap_or_default());
+                    outln!("{address}\t{}", reply.unwrap_or_default());
                 }
             }
             return Ok(Outcome::Done);
@@ -129,9 +129,9 @@ pub(crate) fn run(config: Config, args: StatusArgs) -> Result<Outcome> {
         let send_at = brief::edition::load(&path).ok().and_then(|e| e.send_at);
         let status = edition_status(store.as_ref(), &config, &slug, send_at, args.test)?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&status)?);
+            outln!("{}", serde_json::to_string_pretty(&status)?);
         } else {
-            print_table(&[status]);
+            print_table(&[status])?;
         }
         return Ok(Outcome::Done);
     }
@@ -162,9 +162,9 @@ pub(crate) fn run(config: Config, args: StatusArgs) -> Result<Outcome> {
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        outln!("{}", serde_json::to_string_pretty(&all)?);
     } else if all.is_empty() {
-        println!(
+        outln!(
             "no {}",
             if args.test {
                 "test sends yet"
@@ -173,12 +173,12 @@ pub(crate) fn run(config: Config, args: StatusArgs) -> Result<Outcome> {
             }
         );
     } else {
-        print_table(&all);
+        print_table(&all)?;
     }
     Ok(Outcome::Done)
 }
 
-fn print_table(rows: &[EditionStatus]) {
+fn print_table(rows: &[EditionStatus]) -> Result<()> {
     let header = [
         "EDITION",
         "SEND_AT",
@@ -229,6 +229,7 @@ fn print_table(rows: &[EditionStatus]) {
             .zip(&widths)
             .map(|(cell, w)| format!("{cell:<w$}"))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        outln!("{}", line.join("  ").trim_end());
     }
+    Ok(())
 }

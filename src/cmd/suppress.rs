@@ -41,9 +41,9 @@ pub(super) fn unsubscribe(config: &Config, args: &UnsubscribeArgs) -> Result<Out
                     edition: None,
                 })?;
                 if new {
-                    println!("unsubscribed {}", address.trim());
+                    outln!("unsubscribed {}", address.trim());
                 } else {
-                    println!("{} was already unsubscribed", address.trim());
+                    outln!("{} was already unsubscribed", address.trim());
                 }
             }
             Ok(())
@@ -84,7 +84,7 @@ fn apply_mail(store: &Store, keyring: &Keyring, messages: &[mailto::Message]) ->
                 tally.unmatched += 1;
                 let subject = mailto::subject(&msg.raw).unwrap_or_default();
                 let subject: String = subject.chars().take(80).collect();
-                println!(
+                outln!(
                     "{}: no valid unsubscribe token, not applied (subject: {subject:?})",
                     msg.origin
                 );
@@ -93,7 +93,7 @@ fn apply_mail(store: &Store, keyring: &Keyring, messages: &[mailto::Message]) ->
             for c in claims {
                 if c.test {
                     tally.test += 1;
-                    println!("{}: a link from a test send: nothing changed", msg.origin);
+                    outln!("{}: a link from a test send: nothing changed", msg.origin);
                     continue;
                 }
                 let new = store.suppress(&Suppression {
@@ -104,19 +104,21 @@ fn apply_mail(store: &Store, keyring: &Keyring, messages: &[mailto::Message]) ->
                 })?;
                 if new {
                     tally.unsubscribed += 1;
-                    println!(
+                    outln!(
                         "{}: unsubscribed {} (edition {})",
-                        msg.origin, c.email, c.edition
+                        msg.origin,
+                        c.email,
+                        c.edition
                     );
                 } else {
                     tally.already += 1;
-                    println!("{}: {} was already unsubscribed", msg.origin, c.email);
+                    outln!("{}: {} was already unsubscribed", msg.origin, c.email);
                 }
             }
         }
         Ok(())
     })?;
-    println!(
+    outln!(
         "{} message(s): {} unsubscribed, {} already unsubscribed, {} test, {} without a valid token",
         messages.len(),
         tally.unsubscribed,
@@ -132,9 +134,9 @@ pub(super) fn resubscribe(config: &Config, args: &ResubscribeArgs) -> Result<Out
     store.transaction(|store| {
         for address in &args.addresses {
             if store.resubscribe(address)? {
-                println!("resubscribed {}", address.trim());
+                outln!("resubscribed {}", address.trim());
             } else {
-                println!("{} was not on the suppression list", address.trim());
+                outln!("{} was not on the suppression list", address.trim());
             }
         }
         Ok(())
@@ -146,21 +148,24 @@ pub(super) fn suppressions(config: &Config, args: &SuppressionsArgs) -> Result<O
     let store = Store::open(&config.state_path())?;
     let list = store.suppressions()?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        outln!("{}", serde_json::to_string_pretty(&list)?);
     } else if args.csv {
         let mut out = csv::Writer::from_writer(std::io::stdout().lock());
         out.write_record(["address", "suppressed_at", "source", "edition"])?;
         for s in &list {
-            out.write_record([
-                s.address.as_str(),
-                &s.suppressed_at.to_rfc3339(),
-                s.source.as_str(),
-                s.edition.as_deref().unwrap_or(""),
-            ])?;
+            out.write_record(
+                [
+                    s.address.as_str(),
+                    &s.suppressed_at.to_rfc3339(),
+                    s.source.as_str(),
+                    s.edition.as_deref().unwrap_or(""),
+                ]
+                .map(|cell| spreadsheet_safe(cell).into_owned()),
+            )?;
         }
         out.flush()?;
     } else if list.is_empty() {
-        println!("the suppression list is empty");
+        outln!("the suppression list is empty");
     } else {
         let width = list
             .iter()
@@ -168,7 +173,7 @@ pub(super) fn suppressions(config: &Config, args: &SuppressionsArgs) -> Result<O
             .max()
             .unwrap_or(0);
         for s in &list {
-            println!(
+            outln!(
                 "{:width$}  {}  {:9}  {}",
                 s.address,
                 s.suppressed_at.format("%Y-%m-%d %H:%M:%S UTC"),
@@ -176,7 +181,44 @@ pub(super) fn suppressions(config: &Config, args: &SuppressionsArgs) -> Result<O
                 s.edition.as_deref().unwrap_or("-"),
             );
         }
-        println!("{} suppressed address(es)", list.len());
+        outln!("{} suppressed address(es)", list.len());
     }
     Ok(Outcome::Done)
+}
+
+/// A cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab or CR first)
+/// gets a leading single quote, as OWASP recommends against CSV injection.
+fn spreadsheet_safe(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{value}").into()
+    } else {
+        value.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spreadsheet_safe;
+
+    #[test]
+    fn formula_cells_are_quoted_and_others_kept() {
+        for risky in [
+            "=HYPERLINK(\"x\")@a.org",
+            "+1@a.org",
+            "-2@a.org",
+            "@SUM(A1)@a.org",
+            "\tx@a.org",
+            "\rx@a.org",
+        ] {
+            assert_eq!(spreadsheet_safe(risky), format!("'{risky}"));
+        }
+        for plain in [
+            "reader@example.org",
+            "2026-12-01T09:00:00+00:00",
+            "one-click",
+            "",
+        ] {
+            assert_eq!(spreadsheet_safe(plain), plain);
+        }
+    }
 }

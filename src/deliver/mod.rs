@@ -903,7 +903,7 @@ mod tests {
             max: Duration::from_secs(3600),
             give_up_after: Duration::from_secs(86_400),
         };
-        let now = Utc::now();
+        let now = crate::clock::now();
         let mut e = Entry {
             id: 1,
             address: "a@b.org".into(),

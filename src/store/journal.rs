@@ -479,7 +479,7 @@ mod tests {
     #[test]
     fn freeze_dedupes_and_due_follows_states() {
         let s = Store::in_memory().unwrap();
-        let t0 = Utc::now();
+        let t0 = crate::clock::now();
         let info = s
             .freeze(
                 "e1",
@@ -525,19 +525,19 @@ mod tests {
         s.freeze(
             "e",
             REAL,
-            Utc::now(),
+            crate::clock::now(),
             &mut ["a@x.org"].into_iter().map(rcpt),
             &mut || 0,
         )
         .unwrap();
         s.suppress(&Suppression {
             address: "A@x.org".into(),
-            suppressed_at: Utc::now(),
+            suppressed_at: crate::clock::now(),
             source: SuppressionSource::Manual,
             edition: None,
         })
         .unwrap();
-        assert!(s.due("e", REAL, 0, Utc::now(), false, 5).unwrap()[0].suppressed);
+        assert!(s.due("e", REAL, 0, crate::clock::now(), false, 5).unwrap()[0].suppressed);
     }
 
     #[test]
@@ -546,16 +546,16 @@ mod tests {
         s.freeze(
             "e",
             REAL,
-            Utc::now(),
+            crate::clock::now(),
             &mut ["a@x.org", "b@x.org"].into_iter().map(rcpt),
             &mut || 0,
         )
         .unwrap();
-        let due = s.due("e", REAL, 0, Utc::now(), false, 5).unwrap();
+        let due = s.due("e", REAL, 0, crate::clock::now(), false, 5).unwrap();
         // Unsubscribed after the page was read, before the claim commits.
         s.suppress(&Suppression {
             address: "A@X.org".into(),
-            suppressed_at: Utc::now(),
+            suppressed_at: crate::clock::now(),
             source: SuppressionSource::OneClick,
             edition: Some("e".into()),
         })
@@ -563,7 +563,7 @@ mod tests {
         let claims: Vec<Update> = due
             .iter()
             .map(|e| {
-                let mut u = Update::new(e.id, State::InDoubt, Utc::now());
+                let mut u = Update::new(e.id, State::InDoubt, crate::clock::now());
                 u.unless_suppressed = true;
                 u
             })

@@ -153,7 +153,7 @@ mod tests {
         let store = Store::in_memory().unwrap();
         let s = Suppression {
             address: "Ann@Example.org".into(),
-            suppressed_at: Utc::now(),
+            suppressed_at: crate::clock::now(),
             source: SuppressionSource::OneClick,
             edition: Some("e1".into()),
         };
