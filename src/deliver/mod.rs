@@ -68,7 +68,7 @@ impl Transport {
                     dir.push("test-sends");
                 }
                 dir.push(slug);
-                std::fs::create_dir_all(&dir)
+                crate::fsutil::create_private_dir_all(&dir)
                     .with_context(|| format!("cannot create {}", dir.display()))?;
                 Ok(Transport::Outbox(dir))
             }
@@ -883,7 +883,8 @@ fn write_eml(
     let path = dir.join(format!("{local}.eml"));
     let tmp = dir.join(format!(".{local}.eml.tmp"));
     let write = || -> std::io::Result<()> {
-        let mut f = std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(&tmp)?);
+        let mut f =
+            std::io::BufWriter::with_capacity(1 << 16, crate::fsutil::create_private_file(&tmp)?);
         content(&mut f)?;
         f.flush()?;
         std::fs::rename(&tmp, &path)

@@ -89,7 +89,7 @@ impl<'a> Notifier<'a> {
         match transport {
             Transport::Outbox(_) => {
                 let dir = config.outbox_dir().join("reports");
-                std::fs::create_dir_all(&dir)
+                crate::fsutil::create_private_dir_all(&dir)
                     .with_context(|| format!("cannot create {}", dir.display()))?;
                 for (_, message_id, bytes) in &messages {
                     write_eml(&dir, message_id, |f| f.write_all(bytes))?;
