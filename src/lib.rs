@@ -8,6 +8,7 @@
 
 pub mod archive;
 pub mod audience;
+pub mod bounce;
 pub mod cli;
 pub mod clock;
 pub mod cmd;
