@@ -737,6 +737,7 @@ async fn smtp_one(
     rendered: &Rendered,
 ) -> bool {
     let mut retried = false;
+    let envid = smtp::envid(ctx.job.namespace, &ctx.job.slug);
     loop {
         if conn.is_none() {
             match smtp::Connection::open(settings).await {
@@ -763,7 +764,10 @@ async fn smtp_one(
         let mut suppressed = false;
         let outcome = c
             .send(
-                &ctx.job.envelope_from,
+                &smtp::MailFrom {
+                    address: &ctx.job.envelope_from,
+                    envid: envid.as_deref(),
+                },
                 &entry.address,
                 ctx.job.prepared.slices(rendered),
                 async {
@@ -845,7 +849,8 @@ fn write_eml(dir: &Path, message_id: &str, prepared: &Prepared, r: &Rendered) ->
     let path = dir.join(format!("{local}.eml"));
     let tmp = dir.join(format!(".{local}.eml.tmp"));
     let write = || -> std::io::Result<()> {
-        let mut f = std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(&tmp)?);
+        let mut f =
+            std::io::BufWriter::with_capacity(1 << 16, crate::fsutil::create_private_file(&tmp)?);
         prepared.write_to(r, &mut f)?;
         f.flush()?;
         std::fs::rename(&tmp, &path)
