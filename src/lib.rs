@@ -9,6 +9,7 @@
 
 pub mod archive;
 pub mod audience;
+pub mod bounce;
 pub mod check;
 pub mod clock;
 pub mod compile;

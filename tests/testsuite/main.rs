@@ -7,6 +7,9 @@
 mod harness;
 
 mod archive;
+mod bounce_corpus;
+mod bounce_engine;
+mod bounce_mailto;
 mod broken_pipe;
 mod compose;
 mod deliver;
