@@ -98,6 +98,7 @@ pub fn check(config: &Config, only: Option<&str>) -> Report {
         }
     }
     problems.extend(dkim_problem(config));
+    problems.extend(crate::doctor::rules::bulk_sender_problems(config));
     lists.sort();
     lists.dedup();
     for name in &lists {

@@ -5,6 +5,7 @@ mod archive;
 pub mod build;
 pub mod check;
 mod dispatch;
+mod doctor;
 pub mod init;
 mod preview;
 pub mod send;
@@ -37,6 +38,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         }
         Command::Archive(args) => with_config(&cli.config, |c| archive::run(&c, &args)),
         Command::Preview(args) => with_config(&cli.config, |c| preview::run(&c, &args)),
+        Command::Doctor(args) => with_config(&cli.config, |c| doctor::run(&c, &args)),
     }
 }
 
