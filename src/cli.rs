@@ -199,3 +199,16 @@ pub struct DoctorArgs {
     #[arg(long)]
     pub json: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks (conflicting names, bad defaults, missing value
+    /// names) run only when a command is built; this builds every subcommand once.
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}
