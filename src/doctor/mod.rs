@@ -257,12 +257,15 @@ async fn spf_finding(config: &Config, dns: &Dns) -> Finding {
         }
     }
     if relay.is_empty() {
+        let relay = match config.delivery.transport {
+            Transport::Smtp => format!("the relay {} has no public address", config.smtp.host),
+            Transport::Outbox => "the outbox transport names no relay".to_string(),
+        };
         Finding::new(
             Check::Spf,
             Status::Ok,
             format!(
-                "{domain}: \"{text}\" (the relay {} has no public address brief can check: make sure the record covers the address your mail leaves from)",
-                config.smtp.host
+                "{domain}: \"{text}\" ({relay} brief can check: make sure the record covers the address your mail leaves from)"
             ),
         )
     } else {

@@ -427,3 +427,78 @@ fn online_checks_the_one_click_post_without_unsubscribing_anyone() {
         "{one_click:?}"
     );
 }
+
+/// A child process killed on drop.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `support/tls_proxy.py` on `port`, terminating TLS for `brief serve` on `upstream`.
+fn tls_proxy(port: u16, upstream: u16, cert: &Path, key: &Path) -> Killed {
+    let mut child = Command::new("python3")
+        .arg(support("tls_proxy.py"))
+        .arg(port.to_string())
+        .arg(upstream.to_string())
+        .arg(cert)
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start python3 support/tls_proxy.py");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "READY", "the TLS proxy did not start");
+    Killed(child)
+}
+
+#[test]
+fn online_over_https_passes_through_a_tls_proxy_it_trusts() {
+    let nl = newsletter("news.good.test", Some("news.good.test"));
+    let (proxy_port, serve_port) = (free_port(), free_port());
+    let path = nl.root().join("brief.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "https://news.example.org/brief",
+        &format!("https://127.0.0.1:{proxy_port}/brief"),
+    );
+    std::fs::write(&path, text).unwrap();
+    let _server = nl.serve_on(&format!("127.0.0.1:{serve_port}"));
+    let ca = crate::tls::Ca::new("brief doctor test CA");
+    let (cert, key) = ca.issue("proxy", "IP:127.0.0.1");
+    let _proxy = tls_proxy(proxy_port, serve_port, &cert, &key);
+    let ns = format!("127.0.0.1:{}", dns().port);
+    let args = ["doctor", "--json", "--online", "--nameserver", &ns];
+
+    let o = nl
+        .command(&args)
+        .env("SSL_CERT_FILE", ca.cert())
+        .output()
+        .unwrap();
+    let f: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(o.status.code(), Some(0), "{f:?}");
+    let one_click = of(&f, "one-click");
+    assert_eq!(one_click.len(), 1, "{one_click:?}");
+    assert_eq!(one_click[0].0, "ok", "{one_click:?}");
+    assert_eq!(nl.suppressions().len(), 0);
+
+    // A certificate the client does not trust is an error, not a silent pass.
+    let o = nl
+        .command(&args)
+        .env("SSL_CERT_FILE", nl.path("brief.toml"))
+        .output()
+        .unwrap();
+    let f: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let one_click = of(&f, "one-click");
+    assert!(
+        one_click[0].1.contains("TLS with 127.0.0.1:"),
+        "{one_click:?}"
+    );
+}
