@@ -420,30 +420,33 @@ async fn dmarc_findings(config: &Config, dns: &Dns) -> Vec<Finding> {
             .map(|(_, v)| v.to_ascii_lowercase())
     };
     // A subdomain's mail follows `sp=` of the organizational domain's record.
-    let policy = match (at != from, tag("sp")) {
-        (true, Some(sp)) => Some(sp),
-        _ => tag("p"),
+    let policy_tag = if at != from && tag("sp").is_some() {
+        "sp"
+    } else {
+        "p"
     };
+    let policy = tag(policy_tag);
     let name = format!("_dmarc.{at}");
     let mut findings = Vec::new();
     match policy.as_deref() {
         Some("reject" | "quarantine") => {}
         Some("none") => {
-            let stricter = text.replacen(
-                &format!("p={}", tag("p").unwrap_or_default()),
-                "p=quarantine",
-                1,
-            );
-            let mut f = Finding::new(
+            // The same record with the policy that applies raised to quarantine.
+            let stricter: Vec<String> = tags
+                .iter()
+                .map(|(k, v)| match k.as_str() {
+                    k if k == policy_tag => format!("{k}=quarantine"),
+                    _ => format!("{k}={v}"),
+                })
+                .collect();
+            let f = Finding::new(
                 Check::Dmarc,
                 Status::Warning,
                 format!(
                     "{name}: \"{text}\": policy `none` meets the bulk-sender rule but protects no one from forged mail as {from}: once the reports look clean, move to quarantine"
                 ),
-            );
-            if !stricter.contains("sp=none") {
-                f = f.publish(txt_record(&name, &stricter));
-            }
+            )
+            .publish(txt_record(&name, &stricter.join("; ")));
             findings.push(f);
         }
         _ => {
