@@ -92,18 +92,41 @@ pub struct Options {
     pub online: bool,
 }
 
-/// The domain of the SMTP envelope sender (where bounces go, what SPF checks).
+/// The domain of the SMTP envelope sender (where bounces go, what SPF checks):
+/// `[delivery] return_path`, or the From address.
 pub fn return_path_domain(config: &Config) -> String {
-    config.from_domain()
+    match &config.delivery.return_path {
+        Some(address) => address
+            .rsplit_once('@')
+            .map_or(address.as_str(), |(_, domain)| domain)
+            .trim_end_matches('>')
+            .to_ascii_lowercase(),
+        None => config.from_domain(),
+    }
+}
+
+/// Every signing key of `[dkim]`: (domain, selector, key_file as written).
+fn dkim_keys(dkim: &crate::config::Dkim) -> Vec<(String, String, std::path::PathBuf)> {
+    let mut keys = vec![(
+        dkim.domain.clone(),
+        dkim.selector.clone(),
+        dkim.key_file.clone(),
+    )];
+    keys.extend(dkim.keys.iter().map(|k| {
+        (
+            k.domain.clone().unwrap_or_else(|| dkim.domain.clone()),
+            k.selector.clone(),
+            k.key_file.clone(),
+        )
+    }));
+    keys
 }
 
 /// Runs every check; never stops at the first problem.
 pub async fn examine(config: &Config, options: &Options) -> Result<Vec<Finding>> {
     let dns = Dns::new(options.nameserver)?;
-    let mut findings = vec![
-        spf_finding(config, &dns).await,
-        dkim_finding(config, &dns).await,
-    ];
+    let mut findings = vec![spf_finding(config, &dns).await];
+    findings.extend(dkim_findings(config, &dns).await);
     findings.extend(dmarc_findings(config, &dns).await);
     findings.push(mx_finding(config, &dns).await);
     if options.online {
@@ -281,18 +304,33 @@ async fn spf_finding(config: &Config, dns: &Dns) -> Finding {
     }
 }
 
-async fn dkim_finding(config: &Config, dns: &Dns) -> Finding {
+async fn dkim_findings(config: &Config, dns: &Dns) -> Vec<Finding> {
     let Some(dkim) = &config.dkim else {
-        return Finding::new(
+        return vec![Finding::new(
             Check::Dkim,
             Status::Warning,
             format!(
                 "no [dkim] in brief.toml: brief does not sign; unless your relay signs with a key of {} (check a received message's DKIM-Signature d=), Gmail and Yahoo reject or junk bulk mail",
                 config.from_domain()
             ),
-        );
+        )];
     };
-    let path = config.resolve(&dkim.key_file);
+    let mut findings = Vec::new();
+    for (domain, selector, key_file) in dkim_keys(dkim) {
+        findings.push(dkim_key_finding(config, dns, &domain, &selector, &key_file).await);
+    }
+    findings
+}
+
+/// One key: is its public half published at `<selector>._domainkey.<domain>`?
+async fn dkim_key_finding(
+    config: &Config,
+    dns: &Dns,
+    domain: &str,
+    selector: &str,
+    key_file: &std::path::Path,
+) -> Finding {
+    let path = config.resolve(key_file);
     let key = match std::fs::read_to_string(&path)
         .map_err(anyhow::Error::from)
         .and_then(|pem| PublicKey::from_private_pem(&pem))
@@ -306,7 +344,7 @@ async fn dkim_finding(config: &Config, dns: &Dns) -> Finding {
             )
         }
     };
-    let name = format!("{}._domainkey.{}", dkim.selector, dkim.domain);
+    let name = format!("{selector}._domainkey.{domain}");
     let wanted = txt_record(&name, &key.record_text());
     let txt = match dns.txt(&name).await {
         Ok(t) => t,
@@ -468,16 +506,29 @@ async fn dmarc_findings(config: &Config, dns: &Dns) -> Vec<Finding> {
     };
     let rp = return_path_domain(config);
     let spf_aligned = aligned(strict("aspf"), &rp);
-    let dkim_aligned = config
-        .dkim
-        .as_ref()
-        .map(|d| (d.domain.clone(), aligned(strict("adkim"), &d.domain)));
+    // One aligned signature is enough for DMARC.
+    let dkim_aligned = config.dkim.as_ref().map(|d| {
+        let domains: Vec<String> = dkim_keys(d)
+            .into_iter()
+            .map(|(domain, ..)| domain)
+            .collect();
+        let any = domains
+            .iter()
+            .any(|domain| aligned(strict("adkim"), domain));
+        (domains.join(", "), any)
+    });
     let mode = |t: &str| if strict(t) { "strict" } else { "relaxed" };
     match (&dkim_aligned, spf_aligned) {
         (Some((_, true)), true) => findings.push(Finding::new(
             Check::Dmarc,
             Status::Ok,
             format!("{name}: \"{text}\": DKIM ({}) and SPF ({}) are aligned with From {from}", mode("adkim"), mode("aspf")),
+        )),
+        // Common with a provider's bounce domain; DKIM survives forwarding.
+        (Some((_, true)), false) => findings.push(Finding::new(
+            Check::Dmarc,
+            Status::Ok,
+            format!("{name}: \"{text}\": DKIM ({}) is aligned with From {from}; SPF is not (return path {rp}), so DMARC passes on DKIM", mode("adkim")),
         )),
         (Some((d, false)), _) => {
             let status = if spf_aligned { Status::Warning } else { Status::Error };
@@ -512,7 +563,7 @@ async fn dmarc_findings(config: &Config, dns: &Dns) -> Vec<Finding> {
             Status::Warning,
             format!("{name}: \"{text}\": only SPF ({}) aligns with From {from}, and no [dkim]: DMARC rests on SPF alone, which forwarding breaks", mode("aspf")),
         )),
-        (_, false) => findings.push(err(format!(
+        (None, false) => findings.push(err(format!(
             "{name}: the return-path domain {rp} is not aligned with From {from} ({} alignment) and no DKIM signature aligns: DMARC fails for every message",
             mode("aspf")
         ))),

@@ -163,7 +163,12 @@ pub fn bulk_sender_problems(config: &Config) -> Vec<Diagnostic> {
                 Severity::Warning,
                 "no `[dkim]`: brief does not sign its messages; unless your relay signs them with a key of the From domain, Gmail and Yahoo will reject or junk bulk mail (see `brief doctor`)".to_string(),
             )),
-            Some(dkim) if !relaxed_aligned(&dkim.domain, &from) => problems.push(at(
+            Some(dkim)
+                if !std::iter::once(&dkim.domain)
+                    .chain(dkim.keys.iter().filter_map(|k| k.domain.as_ref()))
+                    .any(|d| relaxed_aligned(d, &from)) =>
+            {
+                problems.push(at(
                 "dkim",
                 "domain",
                 Severity::Warning,
@@ -171,7 +176,8 @@ pub fn bulk_sender_problems(config: &Config) -> Vec<Diagnostic> {
                     "`[dkim] domain` {} is not aligned with the From domain {from} (not the same organizational domain): the signature does not count for DMARC",
                     dkim.domain
                 ),
-            )),
+            ))
+            }
             Some(_) => {}
         }
     }

@@ -502,3 +502,57 @@ fn online_over_https_passes_through_a_tls_proxy_it_trusts() {
         "{one_click:?}"
     );
 }
+
+#[test]
+fn spf_and_mx_are_those_of_the_return_path_domain() {
+    // From news.good.test, bounces to nomx.test: its SPF passes, it has no MX, and
+    // DMARC passes on the aligned DKIM signature alone.
+    let nl = newsletter("news.good.test", Some("news.good.test"));
+    let path = nl.root().join("brief.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "report = false\n",
+        "report = false\nreturn_path = \"bounces@nomx.test\"\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let (o, f) = doctor(&nl, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let (status, message, _) = one(&f, "spf");
+    assert_eq!(status, "ok", "{message}");
+    assert!(message.starts_with("nomx.test: "), "{message}");
+    let (status, message, _) = one(&f, "mx");
+    assert_eq!(status, "error");
+    assert!(
+        message.starts_with("nomx.test (the return-path domain) has no MX"),
+        "{message}"
+    );
+    let (status, message, _) = one(&f, "dmarc");
+    assert_eq!(status, "ok", "{message}");
+    assert!(
+        message.contains("SPF is not (return path nomx.test), so DMARC passes on DKIM"),
+        "{message}"
+    );
+}
+
+#[test]
+fn every_dkim_key_is_checked() {
+    // A second key (Ed25519, selector ed) whose record is missing.
+    let nl = newsletter("news.good.test", Some("news.good.test"));
+    std::fs::write(nl.root().join("ed.pem"), ED25519_PEM).unwrap();
+    let path = nl.root().join("brief.toml");
+    let text = std::fs::read_to_string(&path).unwrap()
+        + "\n[[dkim.keys]]\nselector = \"ed\"\nkey_file = \"ed.pem\"\n";
+    std::fs::write(&path, text).unwrap();
+    let (o, f) = doctor(&nl, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let dkim = of(&f, "dkim");
+    assert_eq!(dkim.len(), 2, "{dkim:?}");
+    assert_eq!(dkim[0].0, "ok", "{dkim:?}");
+    assert_eq!(dkim[1].0, "error");
+    assert!(dkim[1]
+        .1
+        .starts_with("ed._domainkey.news.good.test has no DKIM key record"));
+    assert_eq!(
+        dkim[1].2.as_deref(),
+        Some(format!("ed._domainkey.news.good.test. 3600 IN TXT \"v=DKIM1; k=ed25519; p={ED25519_PUBLIC}\"").as_str())
+    );
+}
