@@ -1,14 +1,14 @@
-//! `brief doctor [--online] [--nameserver ADDR:PORT] [--json]`: see [`crate::doctor`].
+//! `brief doctor [--online] [--nameserver ADDR:PORT] [--json]`: see [`brief::doctor`].
 //! Prints every finding; exit 1 if any is an error.
 
 use crate::cli::DoctorArgs;
-use crate::config::Config;
-use crate::doctor::{self, Options, Status};
-use crate::exit::Outcome;
 use anyhow::{bail, Context, Result};
+use brief::config::Config;
+use brief::doctor::{self, Options, Status};
+use brief::exit::Outcome;
 use std::io::Write;
 
-pub fn run(config: &Config, args: &DoctorArgs) -> Result<Outcome> {
+pub(super) fn run(config: &Config, args: &DoctorArgs) -> Result<Outcome> {
     let options = Options {
         nameserver: args.nameserver,
         online: args.online,
@@ -19,16 +19,16 @@ pub fn run(config: &Config, args: &DoctorArgs) -> Result<Outcome> {
         .context("cannot start the async runtime")?
         .block_on(doctor::examine(config, &options))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&findings)?);
+        outln!("{}", serde_json::to_string_pretty(&findings)?);
     } else {
         for f in &findings {
-            println!("{f}");
+            outln!("{f}");
         }
     }
     let count = |s: Status| findings.iter().filter(|f| f.status == s).count();
     let (errors, warnings) = (count(Status::Error), count(Status::Warning));
     if !args.json {
-        println!("doctor: {errors} error(s), {warnings} warning(s)");
+        outln!("doctor: {errors} error(s), {warnings} warning(s)");
     }
     std::io::stdout().flush()?;
     if errors > 0 {

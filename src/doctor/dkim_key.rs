@@ -10,7 +10,7 @@ use ring::signature::{Ed25519KeyPair, KeyPair, RsaKeyPair};
 use rustls::pki_types::{pem::PemObject, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PublicKey {
+pub(super) enum PublicKey {
     /// A DER `RSAPublicKey` (PKCS#1).
     Rsa(Vec<u8>),
     Ed25519(Vec<u8>),
@@ -18,7 +18,7 @@ pub enum PublicKey {
 
 impl PublicKey {
     /// The public key of a PEM private key (RSA PKCS#1 or PKCS#8, Ed25519 PKCS#8).
-    pub fn from_private_pem(pem: &str) -> Result<PublicKey> {
+    pub(super) fn from_private_pem(pem: &str) -> Result<PublicKey> {
         if pem.contains("-----BEGIN RSA PRIVATE KEY-----") {
             let der = PrivatePkcs1KeyDer::from_pem_slice(pem.as_bytes())
                 .map_err(|e| anyhow!("not a valid PKCS#1 RSA private key: {e}"))?;
@@ -39,7 +39,7 @@ impl PublicKey {
     }
 
     /// `rsa` or `ed25519` (the record's `k=`).
-    pub fn kind(&self) -> &'static str {
+    pub(super) fn kind(&self) -> &'static str {
         match self {
             PublicKey::Rsa(_) => "rsa",
             PublicKey::Ed25519(_) => "ed25519",
@@ -55,7 +55,7 @@ impl PublicKey {
     }
 
     /// The TXT record text to publish.
-    pub fn record_text(&self) -> String {
+    pub(super) fn record_text(&self) -> String {
         format!(
             "v=DKIM1; k={}; p={}",
             self.kind(),
@@ -65,7 +65,7 @@ impl PublicKey {
 
     /// Whether a published `p=` (base64, whitespace allowed) is this key. An RSA key
     /// published in the older bare PKCS#1 form matches too.
-    pub fn matches(&self, kind: &str, p: &str) -> bool {
+    pub(super) fn matches(&self, kind: &str, p: &str) -> bool {
         let p: String = p.chars().filter(|c| !c.is_whitespace()).collect();
         let Ok(der) = STANDARD.decode(p) else {
             return false;
@@ -110,7 +110,7 @@ fn der_element(tag: u8, contents: &[u8]) -> Vec<u8> {
 }
 
 /// The tags of a DKIM key record (`v=DKIM1; k=rsa; p=…`), names lower-cased.
-pub fn tags(record: &str) -> Vec<(String, String)> {
+pub(super) fn tags(record: &str) -> Vec<(String, String)> {
     record
         .split(';')
         .filter_map(|t| t.split_once('='))

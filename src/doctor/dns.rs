@@ -10,12 +10,12 @@ use hickory_resolver::TokioResolver;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-pub struct Dns {
+pub(super) struct Dns {
     resolver: TokioResolver,
 }
 
 impl Dns {
-    pub fn new(nameserver: Option<SocketAddr>) -> Result<Dns> {
+    pub(super) fn new(nameserver: Option<SocketAddr>) -> Result<Dns> {
         let mut builder = match nameserver {
             Some(addr) => {
                 let mut udp = ConnectionConfig::udp();
@@ -41,7 +41,7 @@ impl Dns {
 
     /// The TXT records at `name`, each one's strings joined (RFC 7208 §3.3); empty when
     /// the name has none or does not exist.
-    pub async fn txt(&self, name: &str) -> Result<Vec<String>> {
+    pub(super) async fn txt(&self, name: &str) -> Result<Vec<String>> {
         let lookup = self.resolver.txt_lookup(fqdn(name)).await;
         Ok(records(lookup, name, "TXT")?
             .iter()
@@ -59,7 +59,7 @@ impl Dns {
 
     /// The MX records at `name` (preference, exchange without the final dot), lowest
     /// preference first.
-    pub async fn mx(&self, name: &str) -> Result<Vec<(u16, String)>> {
+    pub(super) async fn mx(&self, name: &str) -> Result<Vec<(u16, String)>> {
         let lookup = self.resolver.mx_lookup(fqdn(name)).await;
         let mut out: Vec<(u16, String)> = records(lookup, name, "MX")?
             .iter()
@@ -76,7 +76,7 @@ impl Dns {
     }
 
     /// The IPv4 and IPv6 addresses of `name`.
-    pub async fn addresses(&self, name: &str) -> Result<Vec<IpAddr>> {
+    pub(super) async fn addresses(&self, name: &str) -> Result<Vec<IpAddr>> {
         let v4 = records(self.resolver.ipv4_lookup(fqdn(name)).await, name, "A")?;
         let v6 = records(self.resolver.ipv6_lookup(fqdn(name)).await, name, "AAAA")?;
         Ok(v4

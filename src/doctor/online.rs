@@ -20,7 +20,7 @@ const PROBE_ADDRESS: &str = "brief-doctor@example.invalid";
 const PROBE_EDITION: &str = "brief-doctor";
 const TIMEOUT: Duration = Duration::from_secs(15);
 
-pub async fn one_click(config: &Config) -> Vec<Finding> {
+pub(super) async fn one_click(config: &Config) -> Vec<Finding> {
     let mut findings = Vec::new();
     let base = &config.newsletter.base_url;
     if !base.starts_with("https://") {

@@ -9,10 +9,10 @@ use std::net::IpAddr;
 use std::pin::Pin;
 
 /// RFC 7208 §4.6.4: more DNS-querying terms than this is a permanent error.
-pub const MAX_LOOKUPS: usize = 10;
+pub(super) const MAX_LOOKUPS: usize = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Qualifier {
+pub(super) enum Qualifier {
     Pass,
     Fail,
     SoftFail,
@@ -20,7 +20,7 @@ pub enum Qualifier {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mechanism {
+pub(super) enum Mechanism {
     All,
     Include(String),
     A(Option<String>, u8, u8),
@@ -31,14 +31,14 @@ pub enum Mechanism {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
+pub(super) struct Record {
     pub directives: Vec<(Qualifier, Mechanism)>,
     pub redirect: Option<String>,
 }
 
 /// The outcome of `check_host()` for one address.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(super) enum Verdict {
     Pass,
     Fail,
     SoftFail,
@@ -51,7 +51,7 @@ pub enum Verdict {
 
 /// The one `v=spf1` record among a name's TXT records: `Ok(None)` when there is none,
 /// an error text when there are several.
-pub fn select(txt: &[String]) -> Result<Option<&str>, String> {
+pub(super) fn select(txt: &[String]) -> Result<Option<&str>, String> {
     let spf: Vec<&String> = txt.iter().filter(|t| is_spf(t)).collect();
     match spf.as_slice() {
         [] => Ok(None),
@@ -70,7 +70,7 @@ fn is_spf(txt: &str) -> bool {
         && t[6..].chars().next().is_none_or(|c| c == ' ')
 }
 
-pub fn parse(text: &str) -> Result<Record, String> {
+pub(super) fn parse(text: &str) -> Result<Record, String> {
     let mut terms = text.split_ascii_whitespace();
     if !terms
         .next()
@@ -178,14 +178,14 @@ fn dual_cidr(s: &str) -> Option<(u8, u8)> {
 
 impl Record {
     /// `+all` (or a bare `all`): anyone may send as the domain.
-    pub fn allows_everyone(&self) -> bool {
+    pub(super) fn allows_everyone(&self) -> bool {
         self.directives
             .iter()
             .any(|(q, m)| *m == Mechanism::All && *q == Qualifier::Pass)
     }
 
     /// No mechanism but `all`, and no redirect: the record authorizes nobody.
-    pub fn authorizes_nobody(&self) -> bool {
+    pub(super) fn authorizes_nobody(&self) -> bool {
         self.redirect.is_none()
             && self
                 .directives
@@ -194,7 +194,7 @@ impl Record {
     }
 
     /// The record's text with `term` added before `all` (or at the end).
-    pub fn with_term(text: &str, term: &str) -> String {
+    pub(super) fn with_term(text: &str, term: &str) -> String {
         let mut terms: Vec<&str> = text.split_ascii_whitespace().collect();
         let at = terms
             .iter()
@@ -210,7 +210,7 @@ impl Record {
 
 /// Counts the DNS-querying terms of `domain`'s record and of every record it includes
 /// or redirects to, as receivers do. `Err` when a record in the chain is broken.
-pub async fn count_lookups(dns: &Dns, record: &Record) -> Result<usize, String> {
+pub(super) async fn count_lookups(dns: &Dns, record: &Record) -> Result<usize, String> {
     let mut count = 0;
     count_in(dns, record, &mut count, 0).await?;
     Ok(count)
@@ -260,7 +260,7 @@ fn count_in<'a>(
 }
 
 /// `check_host()` of RFC 7208 for `ip` sending as `domain`, whose record is `record`.
-pub async fn check_host(dns: &Dns, ip: IpAddr, domain: &str, record: &Record) -> Verdict {
+pub(super) async fn check_host(dns: &Dns, ip: IpAddr, domain: &str, record: &Record) -> Verdict {
     let mut lookups = 0;
     evaluate(dns, ip, domain, record, &mut lookups).await
 }
