@@ -18,6 +18,7 @@ pub mod config;
 pub mod deliver;
 pub mod diag;
 pub mod dispatch;
+pub mod doctor;
 pub mod edition;
 pub mod exit;
 pub mod fsutil;

@@ -15,6 +15,8 @@ mod compose;
 mod deliver;
 mod dispatch;
 mod dkim;
+mod doctor;
+mod doctor_check;
 mod headers;
 mod preview;
 mod secrets_and_modes;
