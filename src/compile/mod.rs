@@ -2,6 +2,7 @@
 //! HTML by mrml once per edition. The HTML and text still carry personalization
 //! markers; delivery fills them in per recipient.
 
+pub mod guarantee;
 pub mod lint;
 
 use crate::compose::{Composer, Personal, TRACE_CLOSE, TRACE_OPEN};
@@ -61,6 +62,10 @@ pub fn compile_edition(
             &findings,
         ))
     })?;
+    let missing = guarantee::check(config, composer.sources(), &output.html, &composed.text);
+    if !missing.is_empty() {
+        return Err(Diagnostics(missing));
+    }
     let mut warnings = Vec::new();
     if !output.findings.is_empty() {
         warnings = locate(
