@@ -100,25 +100,15 @@ pub fn compile_edition(
     })
 }
 
-/// A problem in the MJML, at a byte offset of it.
+/// A problem in the MJML (found by the lint or by mrml), at a byte offset of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     pub offset: usize,
     pub message: String,
     pub error: bool,
-    /// Text to look for in the template to point at the right line.
+    /// The text brief looked at when it found the problem (`<mj-foo`, `colour=`), to
+    /// find it again in a template.
     pub snippet: String,
-}
-
-impl From<lint::Finding> for Finding {
-    fn from(f: lint::Finding) -> Self {
-        Finding {
-            offset: f.offset,
-            message: f.message,
-            error: f.error,
-            snippet: f.snippet,
-        }
-    }
 }
 
 /// HTML from MJML, with the non-fatal findings (lint warnings, mrml warnings).
@@ -137,15 +127,22 @@ pub fn compile_mjml(mjml: &str) -> Result<Output, Vec<Finding>> {
     } else {
         mjml
     };
-    let mut findings: Vec<Finding> = lint::lint(mjml).into_iter().map(Finding::from).collect();
+    let (mut findings, edits) = lint::lint_and_normalize(mjml);
     if findings.iter().any(|f| f.error) {
         return Err(findings);
     }
+    let normalized_mjml;
+    let mjml = if edits.is_empty() {
+        mjml
+    } else {
+        normalized_mjml = lint::apply(mjml, &edits);
+        normalized_mjml.as_str()
+    };
     let parsed = match mrml::parse(mjml) {
         Ok(p) => p,
         Err(e) => {
             findings.push(Finding {
-                offset: parse_error_offset(&e),
+                offset: lint::original_offset(&edits, parse_error_offset(&e)),
                 message: format!("mrml cannot parse the MJML: {e}"),
                 error: true,
                 snippet: String::new(),
@@ -155,7 +152,7 @@ pub fn compile_mjml(mjml: &str) -> Result<Output, Vec<Finding>> {
     };
     for w in &parsed.warnings {
         findings.push(Finding {
-            offset: w.span.start,
+            offset: lint::original_offset(&edits, w.span.start),
             message: format!("mrml: {}", w.kind),
             error: false,
             snippet: mjml
@@ -265,12 +262,12 @@ fn locate(
 ) -> Vec<Diagnostic> {
     let traced = composer.compose_traced(config, edition, personal);
     let traced_findings: Option<Vec<Finding>> = traced.as_deref().map(|t| {
-        let mut f: Vec<Finding> = lint::lint(t).into_iter().map(Finding::from).collect();
+        let (mut f, edits) = lint::lint_and_normalize(t);
         if !f.iter().any(|x| x.error) {
             // Mirrors compile_mjml: mrml warnings come after the lint's.
-            if let Ok(p) = mrml::parse(t) {
+            if let Ok(p) = mrml::parse(lint::apply(t, &edits)) {
                 f.extend(p.warnings.iter().map(|w| Finding {
-                    offset: w.span.start,
+                    offset: lint::original_offset(&edits, w.span.start),
                     message: String::new(),
                     error: false,
                     snippet: String::new(),
@@ -284,9 +281,15 @@ fn locate(
         .enumerate()
         .map(|(i, f)| {
             let (mline, mcol) = line_col(mjml, f.offset);
-            let template = match (&traced, &traced_findings) {
-                (Some(t), Some(tf)) if tf.len() == findings.len() => template_at(t, tf[i].offset),
-                _ => "layout",
+            // Which template, and which occurrence of the snippet in its own output:
+            // the finding points at that occurrence in the template (or at the last
+            // one there is, for output repeated by `{{#each}}`).
+            let (template, nth) = match (&traced, &traced_findings) {
+                (Some(t), Some(tf)) if tf.len() == findings.len() => {
+                    let (name, start) = template_at(t, tf[i].offset);
+                    (name, occurrences_before(t, start, tf[i].offset, &f.snippet))
+                }
+                _ => ("layout", 0),
             };
             let source = composer
                 .sources()
@@ -295,11 +298,12 @@ fn locate(
                 .or_else(|| composer.sources().first());
             let (file, line, column) = match source {
                 Some(s) => {
-                    let (line, column) =
-                        match s.text.find(&f.snippet).filter(|_| !f.snippet.is_empty()) {
-                            Some(off) => line_col(&s.text, off),
-                            None => (1, 1),
-                        };
+                    let found = s.text.match_indices(f.snippet.as_str());
+                    let at = found.clone().nth(nth).or_else(|| found.last());
+                    let (line, column) = match at.filter(|_| !f.snippet.is_empty()) {
+                        Some((off, _)) => line_col(&s.text, off),
+                        None => (1, 1),
+                    };
                     (s.display(), line, column)
                 }
                 None => (edition.path.display().to_string(), 1, 1),
@@ -321,11 +325,12 @@ fn locate(
         .collect()
 }
 
-/// The innermost partial whose output contains `offset` of the traced MJML.
-fn template_at(traced: &str, offset: usize) -> &str {
+/// The innermost partial whose output contains `offset` of the traced MJML, and the
+/// offset where that output starts (`layout` and 0 outside every partial).
+fn template_at(traced: &str, offset: usize) -> (&str, usize) {
     let open = format!("<!--{TRACE_OPEN}");
     let close = format!("<!--{TRACE_CLOSE}-->");
-    let mut stack: Vec<&str> = Vec::new();
+    let mut stack: Vec<(&str, usize)> = Vec::new();
     let mut pos = 0;
     let head = &traced[..offset.min(traced.len())];
     while let Some(i) = head[pos..].find("<!--") {
@@ -333,12 +338,42 @@ fn template_at(traced: &str, offset: usize) -> &str {
         let rest = &head[at..];
         if let Some(name_rest) = rest.strip_prefix(open.as_str()) {
             if let Some(end) = name_rest.find("-->") {
-                stack.push(&name_rest[..end]);
+                stack.push((&name_rest[..end], at + open.len() + end + 3));
             }
         } else if rest.starts_with(close.as_str()) {
             stack.pop();
         }
         pos = at + 4;
     }
-    stack.last().copied().unwrap_or("layout")
+    stack.last().copied().unwrap_or(("layout", 0))
+}
+
+/// How often `snippet` occurs in the traced MJML from `start` to `offset`, leaving out
+/// the output of the partials called in between (it is not this template's).
+fn occurrences_before(traced: &str, start: usize, offset: usize, snippet: &str) -> usize {
+    if snippet.is_empty() {
+        return 0;
+    }
+    let open = format!("<!--{TRACE_OPEN}");
+    let close = format!("<!--{TRACE_CLOSE}-->");
+    let region = &traced[start.min(offset)..offset.min(traced.len())];
+    let (mut depth, mut count, mut pos) = (0usize, 0, 0);
+    loop {
+        let next = region[pos..].find("<!--").map(|i| pos + i);
+        let segment = &region[pos..next.unwrap_or(region.len())];
+        if depth == 0 {
+            count += segment.matches(snippet).count();
+        }
+        let Some(at) = next else { break };
+        let rest = &region[at..];
+        if rest.starts_with(open.as_str()) {
+            depth += 1;
+        } else if rest.starts_with(close.as_str()) {
+            depth = depth.saturating_sub(1);
+        } else if depth == 0 {
+            count += usize::from(rest.starts_with(snippet));
+        }
+        pos = at + 4;
+    }
+    count
 }
