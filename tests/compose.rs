@@ -870,6 +870,30 @@ fn build_writes_files_filled_for_a_sample_reader() {
 }
 
 #[test]
+fn a_failed_build_still_writes_the_composed_mjml() {
+    let dir = newsletter();
+    std::fs::create_dir_all(dir.path().join("templates")).unwrap();
+    std::fs::write(
+        dir.path().join("templates/credit.mjml.hbs"),
+        "<mj-section><mj-column><mj-carousel></mj-carousel></mj-column></mj-section>\n",
+    )
+    .unwrap();
+    let o = brief(dir.path(), &["build", "--edition", "2026-11-20"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    let line: usize = err
+        .split("composed MJML of 2026-11-20, line ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no composed position in {err}"));
+    let mjml = std::fs::read_to_string(dir.path().join("dist/2026-11-20/email.mjml"))
+        .expect("email.mjml is written");
+    assert!(mjml.lines().nth(line - 1).unwrap().contains("<mj-carousel"));
+    assert!(!dir.path().join("dist/2026-11-20/email.html").exists());
+}
+
+#[test]
 fn build_of_a_missing_edition_fails_cleanly() {
     let dir = newsletter();
     let o = brief(dir.path(), &["build", "--edition", "2030-01-01"]);

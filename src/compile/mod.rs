@@ -43,6 +43,21 @@ pub fn build(config: &Config, edition_arg: &str, columns: &[String]) -> Result<C
     Ok(compiled)
 }
 
+/// The composed MJML of an edition (with markers), without compiling it: what `build` still writes when compiling fails, so the positions in
+/// the error messages can be looked up. Returns the slug and the MJML.
+pub fn composed_mjml(
+    config: &Config,
+    edition_arg: &str,
+    columns: &[String],
+) -> Option<(String, String)> {
+    let edition = edition::load(&edition::resolve(config, edition_arg)).ok()?;
+    let composer = Composer::new(config).ok()?;
+    let composed = composer
+        .compose(config, &edition, &Personal::markers(columns))
+        .ok()?;
+    Some((edition.slug, composed.mjml))
+}
+
 /// Composes and compiles a loaded edition with an already loaded template set.
 pub fn compile_edition(
     config: &Config,
