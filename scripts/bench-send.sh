@@ -65,7 +65,7 @@ with open(path, "w") as f:
 PY
 }
 
-export BRIEF_SECRET=bench-secret-0123456789abcdef
+export BRIEF_SECRET='TQDqrsVCLZbeRz/+hjdqjABOO9XyJos0dsJd1vCusuc='
 
 # The size of one brief message (outbox, one reader).
 make_newsletter "$work/size" 1 outbox 1

@@ -43,7 +43,7 @@ postal_address = "1 Example Street"
 [unsubscribe]
 client_rate = 0
 TOML
-export BRIEF_SECRET="bench-secret-0123456789abcdef-0123456789"
+export BRIEF_SECRET="RcMKzVLyhnbql3yFuQbDMJIUgrv1qAx6qM4Vvx8pR3U="
 
 echo "generating $count tokens…"
 target/release/examples/tokens the-brief.news.example.org "$count" > "$work/tokens.txt"

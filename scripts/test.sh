@@ -10,7 +10,7 @@ command -v smtp-sink >/dev/null 2>&1 || [ -x /usr/sbin/smtp-sink ] || need+=(pos
 python3 -c 'import aiosmtpd' >/dev/null 2>&1 || need+=(python3-aiosmtpd)
 command -v chromium >/dev/null 2>&1 || need+=(chromium fonts-liberation)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
-# SpamAssassin and rspamd judge outbox messages in tests/inbox.rs (rspamd runs as a
+# SpamAssassin and rspamd judge outbox messages in tests/testsuite/inbox.rs (rspamd runs as a
 # private instance started by the test).
 command -v spamassassin >/dev/null 2>&1 || need+=(spamassassin)
 command -v rspamd >/dev/null 2>&1 || need+=(rspamd)
@@ -22,7 +22,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # Debian's aiosmtpd is for the system python; make sure the python3 on PATH has it too.
 python3 -c 'import aiosmtpd' >/dev/null 2>&1 || python3 -m pip install -q aiosmtpd
-# dkimpy (with PyNaCl for Ed25519) verifies brief's DKIM signatures in tests/dkim.rs.
+# dkimpy (with PyNaCl for Ed25519) verifies brief's DKIM signatures in tests/testsuite/dkim.rs.
 python3 -c 'import dkim, nacl' >/dev/null 2>&1 || python3 -m pip install -q 'dkimpy[ed25519]'
 
 cargo fmt --check

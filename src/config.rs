@@ -9,10 +9,6 @@ use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A development key for the `outbox` transport when no secret is set, so a fresh
-/// clone runs. Never used for SMTP delivery or `brief serve`.
-const DEV_SECRET: &str = "brief-development-secret-not-for-real-mail";
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -142,6 +138,10 @@ pub struct Unsubscribe {
     /// `brief serve`: how many requests a client may make at once before the rate applies.
     #[serde(default = "default_client_burst")]
     pub client_burst: u32,
+    /// `brief serve`: connections served at once (more wait in the kernel's backlog);
+    /// one client address may hold a 32nd of them.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -266,6 +266,9 @@ fn default_client_rate() -> f64 {
 }
 fn default_client_burst() -> u32 {
     60
+}
+fn default_max_connections() -> usize {
+    4096
 }
 fn default_state_path() -> PathBuf {
     "state/brief.db".into()
@@ -418,13 +421,19 @@ impl Config {
     pub fn secret(&self, allow_dev: bool) -> Result<Vec<u8>> {
         let name = &self.unsubscribe.secret_env;
         match std::env::var(name) {
-            Ok(v) if v.len() >= 16 => Ok(v.into_bytes()),
-            Ok(_) => bail!("the secret in ${name} is too short: use at least 16 characters (e.g. `openssl rand -hex 32`)"),
+            Ok(v) => match crate::token::weakness(v.as_bytes()) {
+                Some(why) if allow_dev => {
+                    tracing::warn!("the secret in ${name} {why}: fine for the outbox transport, not for real mail");
+                    Ok(v.into_bytes())
+                }
+                Some(why) => bail!("the secret in ${name} {why}: {}", crate::token::HOW_TO_MAKE_A_SECRET),
+                None => Ok(v.into_bytes()),
+            },
             Err(_) if allow_dev => {
                 tracing::warn!("${name} is not set: using an insecure development key (fine for the outbox transport, not for real mail)");
-                Ok(DEV_SECRET.as_bytes().to_vec())
+                Ok(crate::token::DEVELOPMENT_SECRET.to_vec())
             }
-            Err(_) => bail!("set ${name} to a long random secret (e.g. `export {name}=$(openssl rand -hex 32)`); it signs unsubscribe links and Message-IDs"),
+            Err(_) => bail!("set ${name} to a long random secret (e.g. `export {name}=$(openssl rand -base64 32)`); it signs unsubscribe links and Message-IDs"),
         }
     }
 

@@ -19,6 +19,7 @@ pub mod diag;
 pub mod dispatch;
 pub mod edition;
 pub mod exit;
+pub mod fsutil;
 pub mod mailto;
 pub mod personalize;
 pub mod preview;

@@ -21,6 +21,60 @@ use chrono::{DateTime, Utc};
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// The key the `outbox` transport falls back to when no secret is set, so a fresh clone
+/// runs. Anyone can read it in the binary: it never signs links that reach readers.
+pub const DEVELOPMENT_SECRET: &[u8] = b"brief-development-secret-not-for-real-mail";
+
+/// How to make a secret that passes [`weakness`].
+pub const HOW_TO_MAKE_A_SECRET: &str = "make one with `openssl rand -base64 32`";
+
+/// The estimated entropy a secret needs. The estimate reads a random string low (16
+/// random bytes in hex show 100–130 bits, 32 in base64 about 200), and patterns much
+/// lower, so the bar sits under what real random keys show.
+const MIN_SECRET_BITS: f64 = 90.0;
+
+/// Why `secret` must not sign real links (it is the development key, or too easy to
+/// guess), or `None` when it may.
+pub fn weakness(secret: &[u8]) -> Option<String> {
+    if secret == DEVELOPMENT_SECRET {
+        return Some("is the development key built into brief, which anyone can read".into());
+    }
+    let bits = estimated_bits(secret);
+    (bits < MIN_SECRET_BITS).then(|| {
+        format!(
+            "is too easy to guess (an estimated {bits:.0} bits of entropy; at least {MIN_SECRET_BITS:.0} needed)"
+        )
+    })
+}
+
+/// A cautious entropy estimate: the information in the bytes, and in the steps from
+/// one byte to the next (so `aaaa…`, `abab…` and `0123…` all count as little), whichever
+/// is smaller.
+fn estimated_bits(secret: &[u8]) -> f64 {
+    let steps: Vec<u8> = secret
+        .windows(2)
+        .map(|pair| pair[1].wrapping_sub(pair[0]))
+        .collect();
+    shannon_bits(secret).min(shannon_bits(&steps))
+}
+
+/// Length times the Shannon entropy of the byte frequencies.
+fn shannon_bits(bytes: &[u8]) -> f64 {
+    let mut counts = [0usize; 256];
+    for &b in bytes {
+        counts[usize::from(b)] += 1;
+    }
+    let total = bytes.len() as f64;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let c = c as f64;
+            -c * (c / total).log2()
+        })
+        .sum()
+}
+
 const VERSION: u8 = 1;
 const FLAG_TEST: u8 = 1;
 
@@ -105,7 +159,17 @@ impl Keyring {
         let list_id = &config.newsletter.list_id;
         let ring = Keyring::new(&config.secret(false)?, list_id);
         Ok(match config.previous_secret() {
-            Some(old) => ring.with_previous_until(&old, list_id, config.previous_secret_expiry()?),
+            Some(old) => {
+                if let Some(why) = weakness(&old) {
+                    let name = config
+                        .unsubscribe
+                        .previous_secret_env
+                        .as_deref()
+                        .unwrap_or("");
+                    anyhow::bail!("the retired secret in ${name} {why}: links signed with it could be forged; unset ${name} or drop `previous_secret_env`");
+                }
+                ring.with_previous_until(&old, list_id, config.previous_secret_expiry()?)
+            }
             None => {
                 if let Some(name) = &config.unsubscribe.previous_secret_env {
                     tracing::warn!(
@@ -303,6 +367,35 @@ mod tests {
             k.message_id("test", "e1", "ann@example.org", "news.example.org")
         );
         assert!(a.starts_with('<') && a.ends_with("@news.example.org>"));
+    }
+
+    #[test]
+    fn weak_secrets_are_named() {
+        let weak: [&[u8]; 6] = [
+            b"aaaaaaaaaaaaaaaa",
+            b"                ",
+            DEVELOPMENT_SECRET,
+            b"0123456789abcdef0123456789abcdef",
+            b"abababababababababababababababababababab",
+            b"short",
+        ];
+        for secret in weak {
+            assert!(
+                weakness(secret).is_some(),
+                "{:?}",
+                String::from_utf8_lossy(secret)
+            );
+        }
+        assert!(weakness(DEVELOPMENT_SECRET)
+            .unwrap()
+            .contains("development key"));
+        // What `openssl rand -base64 32` and `-hex 32` print.
+        for strong in [
+            "hY3k9Qz0b1mRr5sVt8WcXp2LdN7fG4jKaE6uBwIoCyM=",
+            "5f1c9a7e3b2d8046f9e1a3c5b7d90e2f4a6c8b0d1e3f5a7c9b2d4e6f8a0c1b3d",
+        ] {
+            assert_eq!(weakness(strong.as_bytes()), None, "{strong}");
+        }
     }
 
     proptest! {

@@ -113,6 +113,7 @@ pub fn check(config: &Config, only: Option<&str>) -> Report {
         }
     }
     problems.extend(ca_file_problem(config));
+    problems.extend(secret_problem(config));
     Report {
         editions: paths.len(),
         templates: crate::compose::templates::DEFAULTS.len(),
@@ -189,6 +190,22 @@ fn ca_file_problem(config: &Config) -> Option<Diagnostic> {
         return Some(d);
     }
     None
+}
+
+/// A secret that is set but weak: an error for SMTP delivery (send refuses it), a
+/// warning for the outbox transport.
+fn secret_problem(config: &Config) -> Option<Diagnostic> {
+    let name = &config.unsubscribe.secret_env;
+    let why = crate::token::weakness(std::env::var(name).ok()?.as_bytes())?;
+    let message = format!(
+        "the secret in ${name} {why}: {}",
+        crate::token::HOW_TO_MAKE_A_SECRET
+    );
+    let mut d = at_config_key(config, "unsubscribe.secret_env", message);
+    if config.delivery.transport != crate::config::Transport::Smtp {
+        d.severity = crate::diag::Severity::Warning;
+    }
+    Some(d)
 }
 
 /// A problem about a key of brief.toml (located at the key when it can be found).

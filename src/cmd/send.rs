@@ -158,7 +158,7 @@ pub fn run(config: Config, args: SendArgs) -> Result<Outcome> {
             dir.push("test-sends");
         }
         dir.push(&slug);
-        std::fs::create_dir_all(&dir)
+        crate::fsutil::create_private_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         Transport::Outbox(dir)
     };

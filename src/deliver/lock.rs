@@ -38,7 +38,8 @@ pub fn try_lock(state_path: &Path, slug: &str) -> Result<Option<EditionLock>> {
 pub fn acquire(state_path: &Path, name: &str, wait: bool) -> Result<Option<File>> {
     let path = lock_path(state_path, name);
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        crate::fsutil::create_private_dir_all(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let file = OpenOptions::new()
         .create(true)

@@ -845,7 +845,8 @@ fn write_eml(dir: &Path, message_id: &str, prepared: &Prepared, r: &Rendered) ->
     let path = dir.join(format!("{local}.eml"));
     let tmp = dir.join(format!(".{local}.eml.tmp"));
     let write = || -> std::io::Result<()> {
-        let mut f = std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(&tmp)?);
+        let mut f =
+            std::io::BufWriter::with_capacity(1 << 16, crate::fsutil::create_private_file(&tmp)?);
         prepared.write_to(r, &mut f)?;
         f.flush()?;
         std::fs::rename(&tmp, &path)

@@ -15,14 +15,13 @@ use crate::compile::{self, GMAIL_CLIP_BYTES};
 use crate::config::Config;
 use crate::edition;
 use crate::personalize::{Escape, Template};
+use crate::serve::http::{self, Body};
 use crate::token;
 use anyhow::{Context, Result};
-use axum::extract::{Query, State};
-use axum::http::header;
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
-use serde::Deserialize;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -32,6 +31,15 @@ use tokio::sync::watch;
 const POLL: Duration = Duration::from_millis(300);
 /// How long `/changes` holds a request before answering "nothing new".
 const LONG_POLL: Duration = Duration::from_secs(25);
+
+/// A preview shows one person at a time.
+const LIMITS: http::Limits = http::Limits {
+    max_connections: 256,
+    per_client: 256,
+    head_timeout: Duration::from_secs(10),
+    max_head: 16 * 1024,
+    drain_timeout: Duration::from_secs(5),
+};
 
 /// The widths the frame offers: a phone and a desktop mail client.
 pub const WIDTHS: [u32; 2] = [375, 640];
@@ -139,6 +147,8 @@ fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
 struct Shared {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     stop: watch::Receiver<bool>,
+    /// Where it listens: the only `Host` it answers (see [`host_allowed`]).
+    addr: SocketAddr,
 }
 
 /// Runs the preview server until Ctrl-C or SIGTERM.
@@ -148,13 +158,26 @@ pub fn run(config: &Config, edition_arg: &str, listen: &str) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config.clone(), edition_arg.to_string(), listen))
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        serve(
+            config.clone(),
+            edition_arg.to_string(),
+            listener,
+            http::shutdown_signal(),
+        )
+        .await
+    })
 }
 
-async fn serve(config: Config, edition_arg: String, listen: &str) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+async fn serve(
+    config: Config,
+    edition_arg: String,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
     let addr = listener.local_addr()?;
     if !addr.ip().is_loopback() {
         eprintln!(
@@ -187,23 +210,104 @@ async fn serve(config: Config, edition_arg: String, listen: &str) -> Result<()> 
     let shared = Arc::new(Shared {
         snapshots: rx,
         stop: stop_rx,
+        addr,
     });
-    let app = Router::new()
-        .route("/", get(shell))
-        .route("/email.html", get(email_html))
-        .route("/email.txt", get(email_txt))
-        .route("/changes", get(changes))
-        .with_state(shared);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            // Ends the watcher and the waiting long-polls, so shutdown is prompt.
-            let _ = stop_tx.send(true);
-        })
+    let handler = move |_peer, req| {
+        let shared = shared.clone();
+        async move { route(&shared, &req).await }
+    };
+    let stopping = async {
+        shutdown.await;
+        // Ends the watcher and the waiting long-polls, so shutdown is prompt.
+        let _ = stop_tx.send(true);
+    };
+    http::run(listener, stopping, LIMITS, handler)
         .await
         .context("the preview server failed")?;
     println!("preview stopped");
     Ok(())
+}
+
+/// Whether a `Host` header names this server listening on `addr`: its address, or
+/// `localhost`, `127.0.0.1` and `[::1]` when it listens on loopback; any IP address
+/// when it listens on all of them (an address, unlike a name, cannot be rebound to
+/// 127.0.0.1 by a DNS-rebinding page). Always with its port.
+fn host_allowed(addr: SocketAddr, host: &str) -> bool {
+    let host = host.trim().to_ascii_lowercase();
+    let Some((name, port)) = host.rsplit_once(':') else {
+        return false;
+    };
+    if port.parse::<u16>().ok() != Some(addr.port()) {
+        return false;
+    }
+    let ip = name
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>();
+    let listen = addr.ip();
+    match ip {
+        Ok(_) if listen.is_unspecified() => true,
+        Ok(ip) => ip == listen || (listen.is_loopback() && ip.is_loopback()),
+        Err(_) => name == "localhost" && (listen.is_loopback() || listen.is_unspecified()),
+    }
+}
+
+async fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !host_allowed(shared.addr, host) {
+        return http::response(
+            StatusCode::MISDIRECTED_REQUEST,
+            "text/plain; charset=utf-8",
+            "this preview answers only at the address it listens on\n",
+        );
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut res = http::response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "only GET and HEAD\n",
+        );
+        res.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return res;
+    }
+    let query = |name: &str| -> Option<u64> {
+        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.parse().ok())
+    };
+    let snapshot = shared.snapshots.borrow().clone();
+    match req.uri().path() {
+        "/" => {
+            let width = query("width")
+                .and_then(|w| u32::try_from(w).ok())
+                .filter(|w| WIDTHS.contains(w))
+                .unwrap_or(WIDTHS[1]);
+            html(page::shell(&snapshot, width))
+        }
+        "/email.html" => html(match &snapshot.result {
+            Ok(p) => p.html.clone(),
+            Err(errors) => page::error_document(errors),
+        }),
+        "/email.txt" => text(match &snapshot.result {
+            Ok(p) => p.text.clone(),
+            Err(errors) => errors.join("\n"),
+        }),
+        "/changes" => text(
+            changes(shared, query("since").unwrap_or(0))
+                .await
+                .to_string(),
+        ),
+        _ => http::response(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found\n",
+        ),
+    }
 }
 
 async fn watch_files(
@@ -237,46 +341,19 @@ async fn watch_files(
     }
 }
 
-#[derive(Deserialize)]
-struct ShellQuery {
-    width: Option<u32>,
+fn html(body: String) -> Response<Body> {
+    http::response(StatusCode::OK, "text/html; charset=utf-8", body)
 }
 
-async fn shell(State(s): State<Arc<Shared>>, Query(q): Query<ShellQuery>) -> Response {
-    let width = q.width.filter(|w| WIDTHS.contains(w)).unwrap_or(WIDTHS[1]);
-    let snapshot = s.snapshots.borrow().clone();
-    no_store(Html(page::shell(&snapshot, width)).into_response())
+fn text(body: String) -> Response<Body> {
+    http::response(StatusCode::OK, "text/plain; charset=utf-8", body)
 }
 
-async fn email_html(State(s): State<Arc<Shared>>) -> Response {
-    let snapshot = s.snapshots.borrow().clone();
-    let body = match &snapshot.result {
-        Ok(p) => p.html.clone(),
-        Err(errors) => page::error_document(errors),
-    };
-    no_store(Html(body).into_response())
-}
-
-async fn email_txt(State(s): State<Arc<Shared>>) -> Response {
-    let snapshot = s.snapshots.borrow().clone();
-    let body = match &snapshot.result {
-        Ok(p) => p.text.clone(),
-        Err(errors) => errors.join("\n"),
-    };
-    no_store(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
-}
-
-#[derive(Deserialize)]
-struct ChangesQuery {
-    since: Option<u64>,
-}
-
-/// Long poll: answers with the current generation as soon as it differs from
-/// `since`, or after [`LONG_POLL`] (the page then asks again).
-async fn changes(State(s): State<Arc<Shared>>, Query(q): Query<ChangesQuery>) -> Response {
-    let mut rx = s.snapshots.clone();
-    let mut stop = s.stop.clone();
-    let since = q.since.unwrap_or(0);
+/// Long poll: the current generation as soon as it differs from `since`, or after
+/// [`LONG_POLL`] (the page then asks again).
+async fn changes(shared: &Shared, since: u64) -> u64 {
+    let mut rx = shared.snapshots.clone();
+    let mut stop = shared.stop.clone();
     let wait = async {
         loop {
             if rx.borrow_and_update().generation != since {
@@ -293,34 +370,40 @@ async fn changes(State(s): State<Arc<Shared>>, Query(q): Query<ChangesQuery>) ->
         _ = stop.wait_for(|stopping| *stopping) => {}
     }
     let generation = rx.borrow().generation;
-    no_store(
-        (
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            generation.to_string(),
-        )
-            .into_response(),
-    )
+    generation
 }
 
-fn no_store(mut response: Response) -> Response {
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
-    response
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
+    #[test]
+    fn only_its_own_hosts() {
+        let loopback: SocketAddr = "127.0.0.1:8026".parse().unwrap();
+        for good in [
+            "127.0.0.1:8026",
+            "localhost:8026",
+            "LocalHost:8026",
+            "[::1]:8026",
+        ] {
+            assert!(host_allowed(loopback, good), "{good}");
         }
+        for bad in [
+            "evil.example:8026",
+            "localhost",
+            "localhost:8027",
+            "127.0.0.1.nip.io:8026",
+            "192.0.2.1:8026",
+            "",
+        ] {
+            assert!(!host_allowed(loopback, bad), "{bad}");
+        }
+        let everywhere: SocketAddr = "0.0.0.0:8026".parse().unwrap();
+        assert!(host_allowed(everywhere, "192.0.2.1:8026"));
+        assert!(host_allowed(everywhere, "localhost:8026"));
+        assert!(!host_allowed(everywhere, "evil.example:8026"));
+        let lan: SocketAddr = "192.0.2.1:8026".parse().unwrap();
+        assert!(host_allowed(lan, "192.0.2.1:8026"));
+        assert!(!host_allowed(lan, "localhost:8026"));
     }
-    let _ = tokio::signal::ctrl_c().await;
 }

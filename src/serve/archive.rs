@@ -2,8 +2,61 @@
 //! static files: no path may leave the folder, and a folder that does not exist yet
 //! is simply "not found".
 
+use crate::config::Config;
+use anyhow::{bail, Result};
 use percent_encoding::percent_decode_str;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+
+/// Refuses to serve an archive folder that holds (or is) the config, the subscriber
+/// lists, the state database or the outbox: everything in it is public.
+pub fn refuse_private_files(config: &Config, root: &Path) -> Result<()> {
+    let served = real_path(root);
+    let private = [
+        ("the config", config.path.clone()),
+        ("the subscriber lists", config.subscribers_dir()),
+        ("the state database", config.state_path()),
+        ("the outbox", config.outbox_dir()),
+    ];
+    for (what, path) in private {
+        let path = real_path(&path);
+        if path.starts_with(&served) {
+            bail!(
+                "[archive] out = {:?} ({}) contains {what} ({}): brief serve publishes \
+                 every file in it. Point `out` at a folder of its own, e.g. out = \"site\"",
+                config.archive.out.display().to_string(),
+                served.display(),
+                path.display(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `path` made absolute, with `.` and `..` resolved and the symbolic links of the part
+/// that exists followed (the rest may not exist yet).
+fn real_path(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut clean = PathBuf::new();
+    for part in absolute.components() {
+        match part {
+            Component::ParentDir => {
+                clean.pop();
+            }
+            Component::CurDir => {}
+            other => clean.push(other),
+        }
+    }
+    let mut existing = clean.as_path();
+    let mut rest = Vec::new();
+    while let Some(parent) = existing.parent() {
+        if let Ok(real) = existing.canonicalize() {
+            return rest.iter().rev().fold(real, |p, name| p.join(name));
+        }
+        rest.push(existing.file_name().unwrap_or_default().to_owned());
+        existing = parent;
+    }
+    clean
+}
 
 /// A file found for a request path.
 #[derive(Debug, PartialEq, Eq)]

@@ -1,9 +1,10 @@
 //! Per-client limits: who the client is (behind a proxy on loopback, the last hop of
 //! `X-Forwarded-For`), and a token bucket per client.
 
+use super::http::client_group;
 use hyper::HeaderMap;
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -14,8 +15,10 @@ const MAX_TRACKED: usize = 65_536;
 /// client is the last address it appended to `X-Forwarded-For` (earlier entries are
 /// whatever the client chose to send). Anyone else is taken at their word: their own
 /// address.
+/// An IPv4 proxy reaching a `[::]` listener shows up as `::ffff:127.0.0.1`: the same
+/// loopback.
 pub fn client_ip(peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-    let ip = peer.ip();
+    let ip = peer.ip().to_canonical();
     if !ip.is_loopback() {
         return ip;
     }
@@ -26,7 +29,7 @@ pub fn client_ip(peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.rsplit(',').next())
         .and_then(|hop| hop.trim().parse::<IpAddr>().ok())
-        .unwrap_or(ip)
+        .map_or(ip, |hop| hop.to_canonical())
 }
 
 /// A token bucket per client: `burst` requests at once, then `rate` per second.
@@ -59,7 +62,7 @@ impl RateLimiter {
     }
 
     fn allow_at(&self, ip: IpAddr, now: Instant) -> bool {
-        let key = group(ip);
+        let key = client_group(ip);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&key) {
             let (rate, burst) = (self.rate, self.burst);
@@ -83,19 +86,6 @@ impl RateLimiter {
 fn refilled(b: &Bucket, now: Instant, rate: f64, burst: f64) -> f64 {
     let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
     (b.tokens + elapsed * rate).min(burst)
-}
-
-fn group(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-        v4 => v4,
-    }
 }
 
 #[cfg(test)]
@@ -137,6 +127,11 @@ mod tests {
             "203.0.113.7".parse::<IpAddr>().unwrap()
         );
         assert_eq!(client_ip(direct, &headers), direct.ip());
+        let mapped_proxy: SocketAddr = "[::ffff:127.0.0.1]:5000".parse().unwrap();
+        assert_eq!(
+            client_ip(mapped_proxy, &headers),
+            "203.0.113.7".parse::<IpAddr>().unwrap()
+        );
         headers.insert("x-forwarded-for", "garbage".parse().unwrap());
         assert_eq!(client_ip(proxy, &headers), proxy.ip());
     }

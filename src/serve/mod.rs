@@ -8,6 +8,7 @@
 
 mod archive;
 mod form;
+pub mod http;
 mod limits;
 pub mod pages;
 mod writer;
@@ -17,38 +18,37 @@ use crate::store::{SqliteStore, SuppressionSource};
 use crate::token::{Claims, Keyring};
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http::Body;
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use limits::RateLimiter;
 use pages::Site;
-use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
 use writer::{Applied, Change, Writer, WriterHandle};
 
 /// Largest request body read (a one-click body is 26 bytes).
 const MAX_BODY: usize = 16 * 1024;
-/// Largest request head (request line and headers) hyper buffers.
-const MAX_HEAD: usize = 16 * 1024;
-/// Time a client has to send its request head, and to be answered in full.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a request has to be answered in full once its head is read.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
-/// Connections served at once; more wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 4096;
-/// How long a shutdown waits for requests in flight.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Body = Full<Bytes>;
+fn limits(config: &Config) -> http::Limits {
+    let max_connections = config.unsubscribe.max_connections.max(1);
+    http::Limits {
+        max_connections,
+        // A slow client holds its connections until the head timeout: a 32nd of the slots.
+        per_client: (max_connections / 32).max(1),
+        head_timeout: Duration::from_secs(10),
+        max_head: 16 * 1024,
+        drain_timeout: Duration::from_secs(10),
+    }
+}
 
 /// Everything a request handler needs; shared by all connections.
 struct App {
@@ -59,11 +59,14 @@ struct App {
     archive_root: PathBuf,
     writer: WriterHandle,
     limiter: Option<RateLimiter>,
+    limits: http::Limits,
 }
 
-/// Runs the server until SIGTERM or SIGINT, then drains requests in flight.
+/// Runs the server on `listen` until SIGTERM or SIGINT, then drains requests in flight.
 pub fn run(config: &Config, listen: &str) -> Result<()> {
     let keyring = Keyring::for_verifying(config)?;
+    let archive_root = config.resolve(&config.archive.out);
+    archive::refuse_private_files(config, &archive_root)?;
     let store = SqliteStore::open(&config.state_path())?;
     let (writer, handle) = Writer::start(store)?;
     let app = Arc::new(App {
@@ -74,116 +77,53 @@ pub fn run(config: &Config, listen: &str) -> Result<()> {
             language: config.newsletter.language.clone(),
         },
         base_path: base_path(&config.newsletter.base_url),
-        archive_root: config.resolve(&config.archive.out),
+        archive_root,
         writer: handle,
         limiter: RateLimiter::new(
             config.unsubscribe.client_rate,
             config.unsubscribe.client_burst,
         ),
+        limits: limits(config),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let served = runtime.block_on(serve(app, listen));
+    let served = runtime.block_on(async {
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        serve(app, listener, http::shutdown_signal()).await
+    });
     // Every handle is gone with the app: the writer finishes its last group and stops.
     runtime.shutdown_timeout(Duration::from_secs(1));
     writer.finish(Duration::from_secs(10));
     served
 }
 
-async fn serve(app: Arc<App>, listen: &str) -> Result<()> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+/// Serves `app` on `listener` until `shutdown` completes.
+async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     let local = listener.local_addr()?;
     eprintln!(
         "brief serve: listening on http://{local}{}/ (unsubscribe links under {}/u/)",
         app.base_path, app.base_path
     );
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT)
-        .max_buf_size(MAX_HEAD)
-        .keep_alive(true);
-    let builder = Arc::new(builder);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut connections = JoinSet::new();
-    let mut stop = std::pin::pin!(shutdown_signal());
-    loop {
-        let accepted = tokio::select! {
-            () = &mut stop => break,
-            accepted = listener.accept() => accepted,
-        };
-        while connections.try_join_next().is_some() {}
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(err) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!("accept failed: {err}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            continue; // dropping the stream closes it
-        };
-        let _ = stream.set_nodelay(true);
+    let limits = app.limits;
+    let handler = move |peer, req| {
         let app = app.clone();
-        let builder = builder.clone();
-        let mut stop_rx = stop_rx.clone();
-        connections.spawn(async move {
-            let _slot = slot;
-            let service = service_fn(move |req| {
-                let app = app.clone();
-                async move { Ok::<_, Infallible>(handle(&app, peer, req).await) }
-            });
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = async { let _ = stop_rx.wait_for(|stop| *stop).await; } => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
-    }
-    drop(listener);
-    while connections.try_join_next().is_some() {}
-    eprintln!(
-        "brief serve: stopping; finishing {} open connection(s)",
-        connections.len()
-    );
-    let _ = stop_tx.send(true);
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!("some requests did not finish within {DRAIN_TIMEOUT:?}; closing them");
-        connections.shutdown().await;
-    }
-    drop(app);
+        async move { handle(&app, peer, req).await }
+    };
+    let stopping = async {
+        shutdown.await;
+        eprintln!("brief serve: stopping");
+    };
+    http::run(listener, stopping, limits, handler).await?;
     eprintln!("brief serve: stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 async fn handle(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
@@ -432,27 +372,22 @@ async fn archive_route(app: &App, rel: &str, req: &Request<Incoming>) -> Respons
             },
             Some((bytes, modified, unchanged)),
         )) => {
-            let mut res = Response::new(Full::new(Bytes::from(bytes)));
-            if unchanged {
-                *res.status_mut() = StatusCode::NOT_MODIFIED;
-            }
+            let status = if unchanged {
+                StatusCode::NOT_MODIFIED
+            } else {
+                StatusCode::OK
+            };
+            let mut res = http::response(status, content_type, bytes);
             let h = res.headers_mut();
             if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(modified)) {
                 h.insert(header::LAST_MODIFIED, v);
             }
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
             h.insert(
                 header::CACHE_CONTROL,
                 HeaderValue::from_static(cache_control),
             );
-            h.insert(
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            );
-            h.insert(
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("no-referrer"),
-            );
+            // Same origin as the unsubscribe pages: no script, no framing.
+            protect(h, pages::archive_content_security_policy());
             res
         }
         Ok((archive::Lookup::AddSlash(location), _)) => {
@@ -480,14 +415,13 @@ fn whole_seconds(t: std::time::SystemTime) -> u64 {
 /// An HTML page with the headers every page carries: never cached (it may be about
 /// one reader), no referrer, a strict CSP.
 fn page_response(status: StatusCode, html: String) -> Response<Body> {
-    let mut res = Response::new(Full::new(Bytes::from(html)));
-    *res.status_mut() = status;
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let mut res = http::response(status, "text/html; charset=utf-8", html);
+    protect(res.headers_mut(), pages::content_security_policy());
+    res
+}
+
+/// The headers that keep a page from being framed, sniffed or leaking its address.
+fn protect(h: &mut header::HeaderMap, content_security_policy: &'static str) {
     h.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
@@ -499,21 +433,12 @@ fn page_response(status: StatusCode, html: String) -> Response<Body> {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(pages::content_security_policy()),
+        HeaderValue::from_static(content_security_policy),
     );
-    res
 }
 
 fn text_response(status: StatusCode, text: &'static str) -> Response<Body> {
-    let mut res = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
+    http::response(status, "text/plain; charset=utf-8", text)
 }
 
 fn header_str(req: &Request<Incoming>, name: header::HeaderName) -> Option<String> {

@@ -35,6 +35,14 @@ pub fn content_security_policy() -> &'static str {
     })
 }
 
+/// The Content-Security-Policy of the archive's files: the web versions of editions
+/// keep their inline styles and remote images, but run no script, post no form and are
+/// never framed (they share the unsubscribe pages' origin).
+pub fn archive_content_security_policy() -> &'static str {
+    "default-src 'none'; img-src https: data:; style-src 'unsafe-inline' https:; \
+     font-src https: data:; form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
+}
+
 /// What every page needs to know about the newsletter.
 pub struct Site {
     pub name: String,

@@ -24,10 +24,8 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the store at `path`, and brings its schema up to date.
     pub fn open(path: &Path) -> Result<SqliteStore> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
+        crate::fsutil::prepare_private_file(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open state store {}", path.display()))?;
         Self::init(conn)
