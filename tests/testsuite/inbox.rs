@@ -245,23 +245,35 @@ fn rspamd_scores_nothing_that_is_briefs_fault() {
 fn chromium_renders_headings_and_a_readable_dark_mode() {
     need("chromium");
     let (dir, _) = outbox();
-    let o = brief(dir.path(), &["build", "--edition", "2026-11-20"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = Command::new("python3")
-        .arg(crate::harness::support("cdp_dark_mode.py"))
-        .arg(dir.path().join("dist/2026-11-20/email.html"))
-        .args([
-            "The slow comeback of the night train",
-            "The Roundup",
-            "Look out for",
-            "Read more",
-        ])
-        .output()
-        .expect("run python3");
-    assert!(
-        o.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    // The first edition has a sponsor image and button, the second a text-only sponsor.
+    for (edition, headings) in [
+        (
+            "2026-11-20",
+            &[
+                "The slow comeback of the night train",
+                "The Roundup",
+                "Look out for",
+                "Read more",
+            ][..],
+        ),
+        (
+            "2026-12-04",
+            &["Who pays for the grid?", "In brief", "Look out for"],
+        ),
+    ] {
+        let o = brief(dir.path(), &["build", "--edition", edition]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let o = Command::new("python3")
+            .arg(crate::harness::support("cdp_dark_mode.py"))
+            .arg(dir.path().join(format!("dist/{edition}/email.html")))
+            .args(headings)
+            .output()
+            .expect("run python3");
+        assert!(
+            o.status.success(),
+            "{edition}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
 }

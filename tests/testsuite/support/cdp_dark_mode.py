@@ -2,7 +2,8 @@
 """Loads a built email.html in headless Chromium over the DevTools protocol, in the
 light and in the emulated dark colour scheme (prefers-color-scheme: dark), and checks
 what the default templates promise: one <h1> (the edition's title), an <h2> for each
-section title given, the dark block applied (a dark page), and every visible text at a
+section title given, no vague link text ("click here", "read more", ...), the dark
+block applied (a dark page), and every visible text at a
 contrast of 4.5:1 or more against the background it is drawn on (WCAG 2 formula).
 Uses the WebSocket and Page helpers of cdp_unsubscribe.py beside it.
 
@@ -13,6 +14,8 @@ import json, os, shutil, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cdp_unsubscribe as cdp  # noqa: E402 (the helper sits beside this file)
+
+VAGUE = {"click here", "here", "read more", "learn more", "more", "link", "this link", "click"}
 
 # Runs in the page: headings, the page colour and the texts under 4.5:1.
 PROBE = r"""JSON.stringify((function () {
@@ -50,6 +53,7 @@ PROBE = r"""JSON.stringify((function () {
   return {
     h1: Array.prototype.map.call(document.querySelectorAll('h1'), function (h) { return h.textContent.trim(); }),
     h2: Array.prototype.map.call(document.querySelectorAll('h2'), function (h) { return h.textContent.trim(); }),
+    links: Array.prototype.map.call(document.querySelectorAll('a'), function (a) { return a.textContent.trim(); }),
     page: lum(background(document.querySelector('h1'))),
     low: low, checked: checked
   };
@@ -84,6 +88,9 @@ def main():
             missing = [s for s in sections if s not in state["h2"]]
             if missing:
                 sys.exit(f"{scheme}: no <h2> for {missing} (h2: {state['h2']})")
+            vague = [t for t in state["links"] if t.lower().rstrip(".!…") in VAGUE]
+            if vague:
+                sys.exit(f"vague link texts: {vague}")
             if state["low"]:
                 sys.exit(f"{scheme}: text under 4.5:1 contrast: {state['low']}")
             if state["checked"] < 20:
