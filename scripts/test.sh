@@ -10,8 +10,8 @@ command -v smtp-sink >/dev/null 2>&1 || [ -x /usr/sbin/smtp-sink ] || need+=(pos
 python3 -c 'import aiosmtpd' >/dev/null 2>&1 || need+=(python3-aiosmtpd)
 command -v chromium >/dev/null 2>&1 || need+=(chromium fonts-liberation)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
-# SpamAssassin and rspamd judge outbox messages in tests/testsuite/inbox.rs (rspamd runs as a
-# private instance started by the test).
+# SpamAssassin and rspamd judge outbox messages in tests/testsuite/inbox.rs (rspamd
+# runs as a private instance started by the test).
 command -v spamassassin >/dev/null 2>&1 || need+=(spamassassin)
 command -v rspamd >/dev/null 2>&1 || need+=(rspamd)
 if [ ${#need[@]} -gt 0 ]; then

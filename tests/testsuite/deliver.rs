@@ -415,7 +415,7 @@ fn auth_uses_the_password_from_the_environment_and_a_refusal_marks_nobody() {
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
-        text.replace("hello_name = \"brief.test\"\n", "hello_name = \"brief.test\"\nusername = \"sender\"\npassword_env = \"TEST_SMTP_PASSWORD\"\n"),
+        text.replace("hello_name = \"brief.test\"\n", "hello_name = \"brief.test\"\nusername = \"sender\"\npassword_env = \"TEST_SMTP_PASSWORD\"\nallow_plaintext_auth = true\n"),
     )
     .unwrap();
 

@@ -72,7 +72,11 @@ fn make_key(root: &Path, form: &str) -> Key {
 fn newsletter(port: Option<u16>) -> Newsletter {
     let nl = Newsletter::generated(3, port);
     let config = nl.root().join("brief.toml");
-    let mut toml = std::fs::read_to_string(&config).unwrap();
+    let mut toml = std::fs::read_to_string(&config).unwrap().replacen(
+        "\nlist_id =",
+        "\nreply_to = \"editors@news.example.org\"\nlist_id =",
+        1,
+    );
     toml.push_str(
         "\n[dkim]\ndomain = \"news.example.org\"\nselector = \"brief\"\nkey_file = \"keys/brief.pem\"\n",
     );
@@ -208,9 +212,54 @@ fn outbox_send_verifies(form: &str) -> String {
     // An unsigned header may be added: still valid.
     let added = dir.path().join("added.eml");
     std::fs::write(&added, format!("Received: from relay by mx\r\n{zoe}")).unwrap();
+    // Copies a forger would make: a second Subject or List-Unsubscribe above the signed
+    // one (readers show the top one), a changed Reply-To or Content-Type.
+    let forged = |name: &str, text: String| {
+        assert_ne!(text, *zoe, "{name} changed nothing");
+        let path = dir.path().join(format!("{name}.eml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let signature_end = zoe.find("\r\nFrom: ").unwrap() + 2;
+    let (signature, rest) = zoe.split_at(signature_end);
+    let second_subject = forged(
+        "second-subject",
+        format!("{signature}Subject: You won a prize\r\n{rest}"),
+    );
+    let second_unsubscribe = forged(
+        "second-unsubscribe",
+        format!("{signature}List-Unsubscribe: <https://evil.example/u>\r\n{rest}"),
+    );
+    let reply_to = forged(
+        "reply-to",
+        zoe.replacen(
+            "Reply-To: editors@news.example.org",
+            "Reply-To: thief@evil.example",
+            1,
+        ),
+    );
+    let content_type = forged(
+        "content-type",
+        zoe.replacen(
+            "Content-Type: multipart/alternative;",
+            "Content-Type: multipart/mixed;",
+            1,
+        ),
+    );
     assert_eq!(
-        verify(&key, &[tampered_body, tampered_subject, added]),
-        [false, false, true]
+        verify(
+            &key,
+            &[
+                tampered_body,
+                tampered_subject,
+                added,
+                second_subject,
+                second_unsubscribe,
+                reply_to,
+                content_type
+            ]
+        ),
+        [false, false, true, false, false, false, false]
     );
     signature_of(zoe)
 }
@@ -231,9 +280,13 @@ fn rsa_pkcs1_key_signs_outbox_messages_that_dkimpy_verifies() {
         .unwrap()
         .split_whitespace()
         .collect();
+    // Every signed header once more than it occurs (over-signed), Reply-To,
+    // MIME-Version and Content-Type included.
     assert_eq!(
         h,
-        "from:to:subject:date:message-id:list-id:list-unsubscribe:list-unsubscribe-post"
+        "from:from:to:to:subject:subject:date:date:message-id:message-id:list-id:list-id:\
+         list-unsubscribe:list-unsubscribe:list-unsubscribe-post:list-unsubscribe-post:\
+         reply-to:reply-to:mime-version:mime-version:content-type:content-type"
     );
     // t= is brief's clock (BRIEF_NOW).
     let t = chrono::DateTime::parse_from_rfc3339(NOW)
@@ -389,4 +442,117 @@ fn check_refuses_an_rsa_key_receivers_would_reject() {
         report.contains("512 bits") && report.contains("keys/brief.pem"),
         "{report}"
     );
+}
+
+#[test]
+fn check_refuses_a_1024_bit_rsa_key_and_says_how_to_make_a_good_one() {
+    let nl = newsletter(None);
+    std::fs::create_dir_all(nl.root().join("keys")).unwrap();
+    let pem = nl.root().join("keys/brief.pem");
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:1024",
+        "-out",
+        pem.to_str().unwrap(),
+    ]);
+    let out = nl.run(&["check"]);
+    assert_eq!(code(&out), Some(1));
+    let report = stdout(&out);
+    let problem = report
+        .lines()
+        .find(|l| l.contains("keys/brief.pem"))
+        .unwrap_or_else(|| panic!("no key problem in\n{report}"));
+    assert!(problem.contains("1024 bits"), "{problem}");
+    assert!(problem.contains("2048"), "{problem}");
+    // The send refuses it too.
+    assert_eq!(code(&nl.run(&["send", "--edition", "e1"])), Some(1));
+    assert!(outbox_messages(&nl).is_empty());
+}
+
+/// Adds a second key to `[dkim]` as `[[dkim.keys]]`, its key file written by openssl.
+fn add_second_key(nl: &Newsletter, form: &str, selector: &str) -> Key {
+    let other = tempfile::tempdir().unwrap();
+    let key = make_key(other.path(), form);
+    let keys = nl.root().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let pem = keys.join(format!("{selector}.pem"));
+    std::fs::copy(other.path().join("keys/brief.pem"), &pem).unwrap();
+    let der = keys.join(format!("{selector}.der"));
+    std::fs::copy(&key.public_der, &der).unwrap();
+    let config = nl.root().join("brief.toml");
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml.push_str(&format!(
+        "\n[[dkim.keys]]\nselector = \"{selector}\"\nkey_file = \"keys/{selector}.pem\"\n"
+    ));
+    std::fs::write(&config, toml).unwrap();
+    Key {
+        kind: key.kind,
+        public_der: der,
+    }
+}
+
+#[test]
+fn an_ed25519_and_an_rsa_key_give_two_signatures_that_dkimpy_verifies() {
+    let nl = newsletter(None);
+    let ed = make_key(nl.root(), "ed25519");
+    // Ed25519 alone: check warns (SpamAssassin 4.0 cannot verify it).
+    let out = nl.run(&["check"]);
+    assert_eq!(code(&out), Some(0), "{}", stdout(&out));
+    let warning = stdout(&out);
+    assert!(
+        warning.contains("only an Ed25519 DKIM key") && warning.contains("SpamAssassin"),
+        "{warning}"
+    );
+
+    let rsa = add_second_key(&nl, "pkcs8", "rsa");
+    let out = nl.run(&["check"]);
+    assert_eq!(code(&out), Some(0), "{}", stdout(&out));
+    assert!(
+        !stdout(&out).contains("only an Ed25519"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = nl.run(&["send", "--edition", "e1"]);
+    assert_eq!(
+        code(&out),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let messages = outbox_messages(&nl);
+    assert_eq!(messages.len(), 3);
+    for m in &messages {
+        let text = std::fs::read_to_string(m).unwrap();
+        let sigs: Vec<&str> = text
+            .split("\r\n")
+            .filter(|l| l.starts_with("DKIM-Signature:"))
+            .collect();
+        assert_eq!(sigs.len(), 2, "{text}");
+        assert!(sigs[0].contains("a=ed25519-sha256;"), "{}", sigs[0]);
+        assert!(sigs[1].contains("a=rsa-sha256;"), "{}", sigs[1]);
+    }
+    let keys = json!({
+        QNAME: [ed.kind, ed.public_der],
+        "rsa._domainkey.news.example.org": [rsa.kind, rsa.public_der],
+    });
+    let script = support("dkim_verify_each.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(keys.to_string())
+        .args(&messages)
+        .output()
+        .expect("run dkim_verify_each.py");
+    assert!(
+        out.status.success(),
+        "dkim_verify_each.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for m in &messages {
+        assert_eq!(v[m.to_str().unwrap()], json!([true, true]), "{v}");
+    }
 }

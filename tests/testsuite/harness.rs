@@ -588,7 +588,8 @@ impl Server {
                     l.strip_prefix("X-Rcpt-Args: <")
                         .or_else(|| l.strip_prefix("X-Rcpt: "))
                 })
-                .map(|r| r.trim_end_matches('>').to_lowercase())
+                // smtp-sink's line also holds the RCPT parameters (NOTIFY=…).
+                .map(|r| r.split('>').next().unwrap_or(r).to_lowercase())
                 .unwrap_or_default();
             out.push((rcpt, text));
         }
@@ -724,7 +725,12 @@ fn parse_response(raw: &[u8]) -> Option<Response> {
 /// The value of a header in a raw message (first occurrence, unfolded).
 pub fn header(msg: &str, name: &str) -> Option<String> {
     let head = msg.split("\r\n\r\n").next().unwrap_or(msg);
-    let head = head.replace("\r\n ", " ").replace("\r\n\t", " ");
+    // Unfolded, whether the server stored CRLF or LF line ends.
+    let head = head
+        .replace("\r\n ", " ")
+        .replace("\r\n\t", " ")
+        .replace("\n ", " ")
+        .replace("\n\t", " ");
     let prefix = format!("{}:", name.to_lowercase());
     head.split("\r\n")
         .flat_map(|l| l.split('\n'))
