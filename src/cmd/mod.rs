@@ -11,6 +11,7 @@ macro_rules! outln {
 }
 
 mod archive;
+mod bounces;
 pub(crate) mod build;
 pub(crate) mod check;
 mod dispatch;
@@ -45,6 +46,7 @@ pub(crate) fn run(cli: Cli) -> Result<Outcome> {
         Command::Suppressions(args) => {
             with_config(&cli.config, |c| suppress::suppressions(&c, &args))
         }
+        Command::Bounces(args) => with_config(&cli.config, |c| bounces::run(&c, &args)),
         Command::Archive(args) => with_config(&cli.config, |c| archive::run(&c, &args)),
         Command::Preview(args) => with_config(&cli.config, |c| preview::run(&c, &args)),
         Command::Doctor(args) => with_config(&cli.config, |c| doctor::run(&c, &args)),

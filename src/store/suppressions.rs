@@ -28,8 +28,10 @@ pub enum SuppressionSource {
     Mailto,
     /// `brief unsubscribe` by hand.
     Manual,
-    /// A permanent bounce.
+    /// Bounces past the `[bounces]` policy (a hard one, or soft ones in a row).
     Bounce,
+    /// A reader's spam report (ARF) or a provider's complaint notice.
+    Complaint,
 }
 
 impl SuppressionSource {
@@ -40,6 +42,7 @@ impl SuppressionSource {
             SuppressionSource::Mailto => "mailto",
             SuppressionSource::Manual => "manual",
             SuppressionSource::Bounce => "bounce",
+            SuppressionSource::Complaint => "complaint",
         }
     }
 
@@ -50,6 +53,7 @@ impl SuppressionSource {
             SuppressionSource::Mailto,
             SuppressionSource::Manual,
             SuppressionSource::Bounce,
+            SuppressionSource::Complaint,
         ]
         .into_iter()
         .find(|v| v.as_str() == s)
@@ -94,12 +98,14 @@ impl Store {
         Ok(changed == 1)
     }
 
-    /// Removes a suppression; returns false if the address was not suppressed.
+    /// Removes a suppression; returns false if the address was not suppressed. Its
+    /// past bounces and complaints stop counting toward the policy.
     pub fn resubscribe(&self, email: &str) -> Result<bool> {
         let changed = self.conn.execute(
             "DELETE FROM suppressions WHERE address_key = ?1",
             [address_key(email)],
         )?;
+        self.forget_bounces(email)?;
         Ok(changed == 1)
     }
 
