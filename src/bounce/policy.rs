@@ -141,6 +141,51 @@ fn soft_in_a_row(store: &Store, address: &str) -> Result<usize> {
     Ok(run)
 }
 
+/// Refusals at send time (issue 11 item 2): every `bounced` row of the real send of
+/// `edition` goes through [`super::classify_smtp_reply`] (enhanced code first, text
+/// second) and is applied like a mailed bounce, keyed per edition and recipient so a
+/// resumed send counts nothing twice. The stage of the refusal is not kept in the
+/// journal, so a reply is read as an envelope (RCPT) refusal. Returns the suppressions made.
+pub fn apply_refusals(store: &Store, policy: &Policy, edition: &str) -> Result<usize> {
+    let refused = store.recipients(edition, crate::store::REAL, crate::store::State::Bounced)?;
+    store.transaction(|store| {
+        let mut suppressed = 0;
+        for (address, reply) in &refused {
+            let reply = reply.as_deref().unwrap_or("");
+            let (code, rest) = reply.split_once(' ').unwrap_or((reply, ""));
+            let Ok(code) = code.parse::<u16>() else {
+                continue;
+            };
+            let enhanced = rest
+                .split_whitespace()
+                .next()
+                .filter(|c| is_enhanced_code(c));
+            let kind = super::classify_smtp_reply(code, enhanced, rest, false);
+            let status = enhanced.unwrap_or(if code >= 500 { "5.0.0" } else { "4.0.0" });
+            let key = format!("smtp:{edition}:{}", crate::store::address_key(address));
+            let event = Event {
+                kind,
+                address,
+                edition,
+                status: Some(status),
+                diagnostic: Some(reply),
+                key: &key,
+            };
+            suppressed += usize::from(apply(store, policy, &event)? == Applied::Suppressed);
+        }
+        Ok(suppressed)
+    })
+}
+
+fn is_enhanced_code(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    parts.len() == 3
+        && matches!(parts[0], "2" | "4" | "5")
+        && parts[1..]
+            .iter()
+            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The key of a returned message's finding: the same bytes and recipient, the same key.
 pub fn message_key(raw: &[u8], recipient: &str) -> String {
     let digest = Sha256::digest(raw);
@@ -319,6 +364,49 @@ mod tests {
         }
         let e = event(Kind::Soft, "e3", "c");
         assert_eq!(apply(&s, &policy, &e).unwrap(), Applied::Suppressed);
+    }
+
+    #[test]
+    fn a_hard_refusal_at_send_time_suppresses_and_a_policy_block_does_not() {
+        let store = Store::in_memory().unwrap();
+        let t = clock::now();
+        store
+            .freeze(
+                "e1",
+                REAL,
+                t,
+                &mut ["gone@example.org", "blocked@example.org"]
+                    .into_iter()
+                    .map(|a| NewRecipient {
+                        address: a.into(),
+                        name: String::new(),
+                        fields: "{}".into(),
+                    }),
+                &mut || 0,
+            )
+            .unwrap();
+        let due = store.due("e1", REAL, 0, t, false, 10).unwrap();
+        let mut updates = Vec::new();
+        for (e, reply) in due.iter().zip([
+            "550 5.1.1 <gone@example.org>: Recipient address rejected: User unknown",
+            "550 5.7.1 Service unavailable, client host blocked",
+        ]) {
+            let mut u = Update::new(e.id, State::Bounced, t);
+            u.reply = Some(reply.into());
+            updates.push(u);
+        }
+        store.apply(&updates).unwrap();
+        let policy = Policy::default();
+        assert_eq!(apply_refusals(&store, &policy, "e1").unwrap(), 1);
+        assert_eq!(apply_refusals(&store, &policy, "e1").unwrap(), 0);
+        let s = store.suppression("gone@example.org").unwrap().unwrap();
+        assert_eq!(s.source, SuppressionSource::Bounce);
+        assert!(!store.is_suppressed("blocked@example.org").unwrap());
+        let reasons = store.suppression_reasons().unwrap();
+        assert_eq!(reasons["gone@example.org"].status.as_deref(), Some("5.1.1"));
+        // Refusals are not bounces after acceptance.
+        assert_eq!(store.bounce_counts("e1").unwrap().bounced, 0);
+        assert_eq!(store.bounce_counts("e1").unwrap().suppressed, 1);
     }
 
     #[test]

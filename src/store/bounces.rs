@@ -200,6 +200,16 @@ impl Store {
 
     /// One edition's bounces and complaints after acceptance.
     pub fn bounce_counts(&self, edition: &str) -> Result<BounceCounts> {
+        // A read-only store written before these tables existed has nothing to count.
+        let tables: i64 = self.conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table'
+             AND name IN ('bounce_events', 'suppression_reasons')",
+            [],
+            |r| r.get(0),
+        )?;
+        if tables < 2 {
+            return Ok(BounceCounts::default());
+        }
         let count = |sql: &str| -> Result<u64> {
             let n: i64 = self.conn.query_row(sql, [edition], |r| r.get(0))?;
             Ok(n as u64)
