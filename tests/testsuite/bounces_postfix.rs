@@ -18,6 +18,8 @@ struct Postfix {
     port: u16,
     /// The return path's Maildir (bounces@news.example.org).
     maildir: PathBuf,
+    /// The editors' Maildir (editors@news.example.org), where their reports arrive.
+    editors: PathBuf,
     _dir: tempfile::TempDir,
     /// `sh` holding the master process; it kills master when our end of its stdin
     /// closes, i.e. when the test binary exits.
@@ -66,7 +68,7 @@ mydestination =
 relayhost =
 mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject
-smtpd_recipient_restrictions = permit_mynetworks, reject
+smtpd_recipient_restrictions = check_recipient_access texthash:{d}/etc/refuse_rcpt, permit_mynetworks, reject
 transport_maps = texthash:{d}/etc/transport
 virtual_mailbox_domains = news.example.org
 virtual_mailbox_base = {d}/mail
@@ -96,9 +98,15 @@ mx_restrictions = check_recipient_access texthash:{d}/etc/refuse, permit_mynetwo
          full@example.org 452 4.2.2 <full@example.org>: Mailbox full\n",
     )
     .unwrap();
+    // A refusal at brief's own RCPT, recorded `bounced` at send time.
+    std::fs::write(
+        root.join("etc/refuse_rcpt"),
+        "refused@example.org 550 5.1.1 <refused@example.org>: Recipient address rejected: User unknown\n",
+    )
+    .unwrap();
     std::fs::write(
         root.join("etc/vmailbox"),
-        "bounces@news.example.org bounces/\n",
+        "bounces@news.example.org bounces/\neditors@news.example.org editors/\n",
     )
     .unwrap();
     // The readers' "MX" is a second smtpd of the same instance, under another name (so
@@ -173,6 +181,7 @@ mx_restrictions = check_recipient_access texthash:{d}/etc/refuse, permit_mynetwo
     Postfix {
         port,
         maildir: root.join("mail/bounces"),
+        editors: root.join("mail/editors"),
         _dir: dir,
         _keeper: Mutex::new(keeper),
     }
@@ -217,15 +226,51 @@ fn postfix_bounces_suppress_exactly_the_dead_reader() {
     let nl = Newsletter::generated_with(
         0,
         Some(pf.port),
-        "return_path = \"bounces@news.example.org\"\n",
+        "return_path = \"bounces@news.example.org\"\nreport = true\n",
     );
     nl.write(
         "subscribers/readers.csv",
-        "email,name,city\nok@example.org,Ok,A\ngone@example.org,Gone,B\nfull@example.org,Full,C\n",
+        "email,name,city\nok@example.org,Ok,A\ngone@example.org,Gone,B\nfull@example.org,Full,C\nrefused@example.org,Refused,D\n",
+    );
+    nl.write(
+        "subscribers/editors.csv",
+        "email,name\neditors@news.example.org,Desk\n",
     );
     let sent = nl.run(&["send", "--edition", "e1"]);
     assert_eq!(code(&sent), Some(0), "the send through Postfix failed");
-    assert_eq!(crate::harness::n(&nl.status(false), "sent"), 3);
+    let status = nl.status(false);
+    let n = |k| crate::harness::n(&status, k);
+    assert_eq!((n("sent"), n("bounced")), (3, 1), "{status}");
+    // The refusal at RCPT went through the policy at once, and the report says so.
+    let list = nl.suppressions();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(
+        (
+            &list[0]["address"],
+            &list[0]["source"],
+            &list[0]["edition"],
+            &list[0]["status"]
+        ),
+        (
+            &"refused@example.org".into(),
+            &"bounce".into(),
+            &"e1".into(),
+            &"5.1.1".into()
+        )
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while messages(&pf.editors, "new").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no report reached the editors within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let report = std::fs::read_to_string(&messages(&pf.editors, "new")[0]).unwrap();
+    assert!(
+        report.contains("Suppressed by bounces and complaints: 1"),
+        "{report}"
+    );
 
     let deadline = Instant::now() + Duration::from_secs(60);
     while messages(&pf.maildir, "new").len() < 2 {
@@ -294,8 +339,11 @@ fn postfix_bounces_suppress_exactly_the_dead_reader() {
 
     // One soft bounce is below `soft = 3`: only the hard one is suppressed.
     let list = nl.suppressions();
-    assert_eq!(list.len(), 1, "{list:?}");
-    let s = &list[0];
+    assert_eq!(list.len(), 2, "{list:?}");
+    let s = list
+        .iter()
+        .find(|s| s["address"] == "gone@example.org")
+        .unwrap();
     assert_eq!(s["address"], "gone@example.org");
     assert_eq!(s["source"], "bounce");
     assert_eq!(s["edition"], "e1");
@@ -312,7 +360,7 @@ fn postfix_bounces_suppress_exactly_the_dead_reader() {
             n("complained"),
             n("suppressed_by_bounces")
         ),
-        (3, 0, 2, 0, 1),
+        (3, 1, 2, 0, 2),
         "{status}"
     );
 
@@ -337,7 +385,9 @@ fn postfix_bounces_suppress_exactly_the_dead_reader() {
     );
     let next = nl.run_at("2026-11-27T09:00:00Z", &["send", "--edition", "e2"]);
     assert_eq!(code(&next), Some(0));
-    assert_eq!(nl.recipients_of("e2", "suppressed"), ["gone@example.org"]);
+    let mut skipped = nl.recipients_of("e2", "suppressed");
+    skipped.sort();
+    assert_eq!(skipped, ["gone@example.org", "refused@example.org"]);
     let mut delivered = nl.recipients_of("e2", "sent");
     delivered.sort();
     assert_eq!(delivered, ["full@example.org", "ok@example.org"]);
@@ -345,5 +395,7 @@ fn postfix_bounces_suppress_exactly_the_dead_reader() {
     // resubscribe lifts the suppression and its reason.
     let back = nl.run(&["resubscribe", "gone@example.org"]);
     assert_eq!(code(&back), Some(0));
-    assert!(nl.suppressions().is_empty());
+    let left = nl.suppressions();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["address"], "refused@example.org");
 }
