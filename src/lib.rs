@@ -20,6 +20,7 @@ pub mod dispatch;
 pub mod edition;
 pub mod exit;
 pub mod fsutil;
+pub mod hooks;
 pub mod mailto;
 pub mod personalize;
 pub mod preview;

@@ -5,9 +5,11 @@
 //! ([`SuppressionList`], and the journal's), so another engine (PostgreSQL for several
 //! sending machines) can be added without touching the dispatcher.
 
+mod events;
 mod journal;
 mod suppressions;
 
+pub use events::{ProviderEvent, ProviderEvents};
 pub use journal::{Counts, Entry, Journal, NewRecipient, SendInfo, State, Update, REAL, TEST};
 pub use suppressions::{Suppression, SuppressionList, SuppressionSource};
 
@@ -44,6 +46,7 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(suppressions::SCHEMA)?;
         conn.execute_batch(journal::SCHEMA)?;
+        conn.execute_batch(events::SCHEMA)?;
         Ok(SqliteStore { conn })
     }
 
