@@ -45,6 +45,6 @@ done
 [[ -n "$addr" ]] || { echo "brief serve did not start:" >&2; cat "$work/serve.log" >&2; exit 1; }
 
 token="$("$tokens" the-brief.news.example.org 1 2024-10-25)"
-python3 scripts/cdp-unsubscribe.py "http://$addr/brief/u/$token" "$out"
+python3 tests/testsuite/support/cdp_unsubscribe.py "http://$addr/brief/u/$token" "$out"
 (cd "$work" && "$bin" suppressions)
 ls -1 "$out"/*.png

@@ -18,7 +18,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # Debian's aiosmtpd is for the system python; make sure the python3 on PATH has it too.
 python3 -c 'import aiosmtpd' >/dev/null 2>&1 || python3 -m pip install -q aiosmtpd
-# dkimpy (with PyNaCl for Ed25519) verifies brief's DKIM signatures in tests/dkim.rs.
+# dkimpy (with PyNaCl for Ed25519) verifies brief's DKIM signatures in tests/testsuite/dkim.rs.
 python3 -c 'import dkim, nacl' >/dev/null 2>&1 || python3 -m pip install -q 'dkimpy[ed25519]'
 
 cargo fmt --check

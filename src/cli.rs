@@ -184,3 +184,16 @@ pub struct PreviewArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8026")]
     pub listen: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks (conflicting names, bad defaults, missing value
+    /// names) run only when a command is built; this builds every subcommand once.
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -89,6 +89,8 @@ pub struct Delivery {
     /// Folder of the `outbox` transport (one sub-folder per edition).
     #[serde(default = "default_outbox")]
     pub outbox: PathBuf,
+    /// The SMTP envelope sender (where bounces go); default: the From address.
+    pub return_path: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -117,6 +119,13 @@ pub struct Smtp {
     /// How long to wait for any one server reply.
     #[serde(default = "d_60s", deserialize_with = "duration")]
     pub timeout: Duration,
+    /// How long to wait for the reply to the message's final dot (RFC 5321
+    /// 4.5.3.2.6: 10 minutes; giving up earlier puts a delivered message in doubt).
+    #[serde(default = "d_10m", deserialize_with = "duration")]
+    pub data_timeout: Duration,
+    /// Allow AUTH without TLS; accepted only for a relay on a loopback address.
+    #[serde(default)]
+    pub allow_plaintext_auth: bool,
     /// PEM file of the CA certificates that sign the relay's certificate (a private
     /// relay with its own CA); when set, it replaces the system's roots.
     pub ca_file: Option<PathBuf>,
@@ -153,6 +162,18 @@ pub struct Dkim {
     pub domain: String,
     pub selector: String,
     pub key_file: PathBuf,
+    /// More keys, each adding its own signature (e.g. RSA next to Ed25519).
+    #[serde(default)]
+    pub keys: Vec<DkimKey>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimKey {
+    pub selector: String,
+    pub key_file: PathBuf,
+    /// Default: `[dkim] domain`.
+    pub domain: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -243,6 +264,9 @@ fn default_concurrency() -> usize {
 }
 fn d_60s() -> Duration {
     Duration::from_secs(60)
+}
+fn d_10m() -> Duration {
+    Duration::from_secs(600)
 }
 fn d_5m() -> Duration {
     Duration::from_secs(300)

@@ -312,7 +312,7 @@ fn mail_editors(config: &Config, slug: &str, kind: Kind, subject: &str, body: &s
     let stamp = now.format("%Y%m%dT%H%M%S%.6fZ").to_string();
     // Signed like the edition when the key loads (a bad key already stopped the send).
     let signer = config.dkim.as_ref().and_then(|d| {
-        crate::deliver::dkim::Signer::load(d, &config.resolve(&d.key_file))
+        crate::deliver::dkim::Signer::load(d, |p| config.resolve(p))
             .map_err(|e| tracing::warn!("{slug}: the report is not DKIM-signed: {e:#}"))
             .ok()
     });
@@ -367,7 +367,15 @@ fn send_smtp(config: &Config, from: &str, messages: Vec<(String, Vec<u8>)>) -> R
         for (to, bytes) in &messages {
             let bytes = dot_stuffed(bytes);
             match conn
-                .send(from, to, std::iter::once(bytes.as_slice()), async { true })
+                .send(
+                    &smtp::MailFrom {
+                        address: from,
+                        envid: None,
+                    },
+                    to,
+                    std::iter::once(bytes.as_slice()),
+                    async { true },
+                )
                 .await
             {
                 smtp::Outcome::Accepted(_) => {}

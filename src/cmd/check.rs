@@ -113,6 +113,13 @@ pub fn check(config: &Config, only: Option<&str>) -> Report {
         }
     }
     problems.extend(ca_file_problem(config));
+    for (key, error, message) in smtp::config_problems(config) {
+        let mut d = at_config_key(config, key, message);
+        if !error {
+            d.severity = crate::diag::Severity::Warning;
+        }
+        problems.push(d);
+    }
     problems.extend(secret_problem(config));
     Report {
         editions: paths.len(),
@@ -148,21 +155,23 @@ fn audience_problems(config: &Config, e: &Edition) -> Vec<Diagnostic> {
         .collect()
 }
 
-/// A `[dkim]` key that cannot sign (located at `key_file` in brief.toml).
+/// A `[dkim]` key that cannot sign, or a key set that loses DKIM credit (located at
+/// `key_file` in brief.toml).
 fn dkim_problem(config: &Config) -> Option<Diagnostic> {
     let dkim = config.dkim.as_ref()?;
-    let err = crate::deliver::dkim::Signer::load(dkim, &config.resolve(&dkim.key_file)).err()?;
+    let (message, severity) = match crate::deliver::dkim::Signer::load(dkim, |p| config.resolve(p))
+    {
+        Err(e) => (format!("{e:#}"), crate::diag::Severity::Error),
+        Ok(signer) => (signer.warning()?, crate::diag::Severity::Warning),
+    };
     let source = std::fs::read_to_string(&config.path).unwrap_or_default();
     let offset = source
         .find("[dkim]")
         .and_then(|at| source[at..].find("key_file").map(|k| at + k))
         .unwrap_or(0);
-    Some(Diagnostic::at_offset(
-        &config.path,
-        &source,
-        offset,
-        format!("{err:#}"),
-    ))
+    let mut d = Diagnostic::at_offset(&config.path, &source, offset, message);
+    d.severity = severity;
+    Some(d)
 }
 
 /// A list named in brief.toml that has no file.

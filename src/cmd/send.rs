@@ -25,7 +25,7 @@ pub fn run(config: Config, args: SendArgs) -> Result<Outcome> {
     let dkim = config
         .dkim
         .as_ref()
-        .map(|d| deliver::dkim::Signer::load(d, &config.resolve(&d.key_file)))
+        .map(|d| deliver::dkim::Signer::load(d, |p| config.resolve(p)))
         .transpose()?;
     let edition_path = crate::edition::resolve(&config, &args.edition);
     let edition = crate::edition::load(&edition_path).map_err(anyhow::Error::new)?;
@@ -172,7 +172,11 @@ pub fn run(config: Config, args: SendArgs) -> Result<Outcome> {
         base_url: config.newsletter.base_url.clone(),
         mailto: config.unsubscribe.mailto.clone(),
         domain: config.sender_domain(),
-        envelope_from: from.email.to_string(),
+        envelope_from: config
+            .delivery
+            .return_path
+            .clone()
+            .unwrap_or_else(|| from.email.to_string()),
         resend_in_doubt: args.resend_in_doubt,
         concurrency: config.delivery.concurrency,
         rate_per_second: config.delivery.rate_per_second,

@@ -9,14 +9,16 @@
 use crate::config::Dkim;
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;
-use rsa::pkcs1::DecodeRsaPrivateKey;
-use rsa::pkcs8::DecodePrivateKey;
-use rsa::traits::PublicKeyParts;
+use ring::signature::{Ed25519KeyPair, RsaKeyPair, RSA_PKCS1_SHA256};
+use rustls::pki_types::{pem::PemObject, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// The headers the signature covers, in `h=` order (the product contract).
-pub const SIGNED_HEADERS: [&str; 8] = [
+/// The headers the signature covers, in `h=` order: the product contract, then the
+/// headers whose change alters what the reader sees or where a reply goes. Each is
+/// listed once more than it occurs ("over-signed"), so a second copy added above the
+/// signed one (which many mail readers show instead) breaks the signature.
+pub const SIGNED_HEADERS: [&str; 11] = [
     "from",
     "to",
     "subject",
@@ -25,45 +27,70 @@ pub const SIGNED_HEADERS: [&str; 8] = [
     "list-id",
     "list-unsubscribe",
     "list-unsubscribe-post",
+    "reply-to",
+    "mime-version",
+    "content-type",
 ];
+
+/// Smallest RSA key brief signs with (RFC 8301 requires verifiers to accept 1024 to
+/// 4096 bits; receivers increasingly treat 1024 as weak, and `ring` refuses it).
+const MIN_RSA_BITS: usize = 2048;
 
 /// Longest header line written (RFC 5322's recommended limit).
 const MAX_LINE: usize = 78;
 
 enum Key {
-    Rsa(Box<rsa::RsaPrivateKey>),
-    Ed25519(Box<ed25519_dalek::SigningKey>),
+    Rsa(Box<RsaKeyPair>),
+    Ed25519(Box<Ed25519KeyPair>),
 }
 
-/// A loaded signing key with the domain and selector it signs for.
-pub struct Signer {
+/// One loaded signing key with the domain and selector it signs for.
+struct KeySigner {
     key: Key,
     domain: String,
     selector: String,
 }
 
+/// The keys of `[dkim]`: each one adds its own `DKIM-Signature` (an RSA key next to an
+/// Ed25519 one, for receivers that cannot verify Ed25519).
+pub struct Signer {
+    keys: Vec<KeySigner>,
+}
+
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print key material.
-        f.debug_struct("Signer")
-            .field("algorithm", &self.algorithm())
-            .field("domain", &self.domain)
-            .field("selector", &self.selector)
-            .finish()
+        let mut list = f.debug_list();
+        for k in &self.keys {
+            list.entry(&(k.algorithm(), &k.domain, &k.selector));
+        }
+        list.finish()
     }
 }
 
 impl Signer {
-    /// Loads `[dkim]`'s key; `key_file` is the resolved path of `dkim.key_file`. Every
-    /// error names the file.
-    pub fn load(dkim: &Dkim, key_file: &Path) -> Result<Signer> {
-        let pem = std::fs::read_to_string(key_file)
-            .with_context(|| format!("[dkim] key_file: cannot read {}", key_file.display()))?;
-        Signer::from_pem(&pem, &dkim.domain, &dkim.selector)
-            .with_context(|| format!("[dkim] key_file {}", key_file.display()))
+    /// Loads `[dkim]`'s keys: `key_file`, then each `[[dkim.keys]]`; `resolve` turns a
+    /// configured path into a real one. Every error names the file.
+    pub fn load(dkim: &Dkim, resolve: impl Fn(&Path) -> PathBuf) -> Result<Signer> {
+        let mut keys = Vec::new();
+        let first = std::iter::once((&dkim.domain, &dkim.selector, &dkim.key_file, "[dkim]"));
+        let more = dkim.keys.iter().map(|k| {
+            let domain = k.domain.as_ref().unwrap_or(&dkim.domain);
+            (domain, &k.selector, &k.key_file, "[[dkim.keys]]")
+        });
+        for (domain, selector, file, section) in first.chain(more) {
+            let path = resolve(file);
+            let pem = std::fs::read_to_string(&path)
+                .with_context(|| format!("{section} key_file: cannot read {}", path.display()))?;
+            let signer = Signer::from_pem(&pem, domain, selector)
+                .with_context(|| format!("{section} key_file {}", path.display()))?;
+            keys.extend(signer.keys);
+        }
+        Ok(Signer { keys })
     }
 
-    /// Parses a PEM private key: RSA (PKCS#1 or PKCS#8) or Ed25519 (PKCS#8).
+    /// Parses a PEM private key: RSA (PKCS#1 or PKCS#8, 2048 bits or more) or Ed25519
+    /// (PKCS#8).
     pub fn from_pem(pem: &str, domain: &str, selector: &str) -> Result<Signer> {
         let valid_name = |s: &str| {
             !s.is_empty()
@@ -86,19 +113,38 @@ impl Signer {
             .find(|l| l.starts_with("-----BEGIN "))
             .ok_or_else(|| anyhow!("not a PEM file (no `-----BEGIN` line)"))?;
         let key = match label {
-            "-----BEGIN RSA PRIVATE KEY-----" => Key::Rsa(Box::new(
-                rsa::RsaPrivateKey::from_pkcs1_pem(pem)
-                    .map_err(|e| anyhow!("not a valid PKCS#1 RSA private key: {e}"))?,
-            )),
-            "-----BEGIN PRIVATE KEY-----" => match rsa::RsaPrivateKey::from_pkcs8_pem(pem) {
-                Ok(k) => Key::Rsa(Box::new(k)),
-                Err(rsa_err) => match ed25519_dalek::SigningKey::from_pkcs8_pem(pem) {
-                    Ok(k) => Key::Ed25519(Box::new(k)),
-                    Err(_) => bail!(
-                        "a PKCS#8 private key that is neither RSA nor Ed25519 ({rsa_err}); DKIM signs with rsa-sha256 or ed25519-sha256"
+            "-----BEGIN RSA PRIVATE KEY-----" => {
+                let der = PrivatePkcs1KeyDer::from_pem_slice(pem.as_bytes())
+                    .map_err(|e| anyhow!("not a valid PKCS#1 RSA private key: {e}"))?;
+                let der = der.secret_pkcs1_der();
+                refuse_small_rsa(der::rsa_modulus_bits(der))?;
+                Key::Rsa(Box::new(RsaKeyPair::from_der(der).map_err(|e| {
+                    anyhow!("not a usable PKCS#1 RSA private key: {e}")
+                })?))
+            }
+            "-----BEGIN PRIVATE KEY-----" => {
+                let der = PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
+                    .map_err(|e| anyhow!("not a valid PKCS#8 private key: {e}"))?;
+                let der = der.secret_pkcs8_der();
+                match der::pkcs8_algorithm(der) {
+                    Some(der::Algorithm::Rsa(inner)) => {
+                        refuse_small_rsa(der::rsa_modulus_bits(inner))?;
+                        Key::Rsa(Box::new(RsaKeyPair::from_pkcs8(der).map_err(|e| {
+                            anyhow!("not a usable PKCS#8 RSA private key: {e}")
+                        })?))
+                    }
+                    // openssl writes version-1 PKCS#8 (no public key inside).
+                    Some(der::Algorithm::Ed25519) => Key::Ed25519(Box::new(
+                        Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map_err(|e| {
+                            anyhow!("not a usable PKCS#8 Ed25519 private key: {e}")
+                        })?,
+                    )),
+                    Some(der::Algorithm::Other) => bail!(
+                        "a PKCS#8 private key that is neither RSA nor Ed25519; DKIM signs with rsa-sha256 or ed25519-sha256"
                     ),
-                },
-            },
+                    None => bail!("not a valid PKCS#8 private key"),
+                }
+            }
             "-----BEGIN ENCRYPTED PRIVATE KEY-----" => bail!(
                 "the key is encrypted; brief needs an unencrypted key (`openssl pkey -in KEY -out PLAIN`)"
             ),
@@ -110,29 +156,32 @@ impl Signer {
                 other.trim_matches('-')
             ),
         };
-        if let Key::Rsa(k) = &key {
-            let bits = k.size() * 8;
-            if bits < 1024 {
-                bail!("the RSA key has {bits} bits; receivers reject DKIM keys under 1024 bits (use 2048)");
-            }
-        }
         Ok(Signer {
-            key,
-            domain: domain.to_string(),
-            selector: selector.to_string(),
+            keys: vec![KeySigner {
+                key,
+                domain: domain.to_string(),
+                selector: selector.to_string(),
+            }],
         })
     }
 
-    /// `rsa-sha256` or `ed25519-sha256`.
-    pub fn algorithm(&self) -> &'static str {
-        match self.key {
-            Key::Rsa(_) => "rsa-sha256",
-            Key::Ed25519(_) => "ed25519-sha256",
-        }
+    /// The algorithm of each key, in signing order (`rsa-sha256`, `ed25519-sha256`).
+    pub fn algorithms(&self) -> Vec<&'static str> {
+        self.keys.iter().map(KeySigner::algorithm).collect()
     }
 
-    /// The `DKIM-Signature:` header field (folded, CRLF-terminated) for the message
-    /// made of `slices` (CRLF line ends), signed at `timestamp` (Unix seconds).
+    /// Advice about a working key set: Ed25519 alone loses DKIM credit where receivers
+    /// cannot verify it (SpamAssassin 4.0 among them).
+    pub fn warning(&self) -> Option<String> {
+        let rsa = self.keys.iter().any(|k| matches!(k.key, Key::Rsa(_)));
+        (!rsa).then(|| {
+            "only an Ed25519 DKIM key is configured: receivers that cannot verify Ed25519 (SpamAssassin 4.0, some mailbox providers) see the message as unsigned; add an RSA key as well ([[dkim.keys]] with its own selector)".to_string()
+        })
+    }
+
+    /// The `DKIM-Signature:` header fields (one per key, folded, CRLF-terminated) for
+    /// the message made of `slices` (CRLF line ends), signed at `timestamp` (Unix
+    /// seconds).
     pub fn sign<'a>(
         &self,
         slices: impl IntoIterator<Item = &'a [u8]>,
@@ -158,6 +207,47 @@ impl Signer {
         }
         let bh = base64::engine::general_purpose::STANDARD.encode(body.finish());
 
+        // The signed header data (RFC 6376 5.4.2): for each name in h=, its instances
+        // from the bottom up, then one that does not exist (it adds nothing).
+        let fields = header_fields(&head);
+        let mut h = Vec::new();
+        let mut signed = Vec::with_capacity(head.len());
+        for name in SIGNED_HEADERS {
+            for f in fields.iter().rev().filter(|f| field_name_is(f, name)) {
+                h.push(name);
+                canonicalize_header(f, &mut signed);
+                signed.extend_from_slice(b"\r\n");
+            }
+            h.push(name);
+        }
+        let mut out = Vec::with_capacity(600 * self.keys.len());
+        for k in &self.keys {
+            out.extend(k.sign(&h, &signed, &bh, timestamp)?);
+        }
+        Ok(out)
+    }
+}
+
+fn refuse_small_rsa(bits: Option<usize>) -> Result<()> {
+    match bits {
+        Some(bits) if bits < MIN_RSA_BITS => bail!(
+            "the RSA key has {bits} bits; brief signs only with RSA keys of {MIN_RSA_BITS} bits or more (receivers treat shorter keys as weak): make one with `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out KEY` and publish its public key under a new selector"
+        ),
+        Some(_) => Ok(()),
+        None => bail!("not a valid RSA private key (no PKCS#1 RSAPrivateKey inside)"),
+    }
+}
+
+impl KeySigner {
+    fn algorithm(&self) -> &'static str {
+        match self.key {
+            Key::Rsa(_) => "rsa-sha256",
+            Key::Ed25519(_) => "ed25519-sha256",
+        }
+    }
+
+    /// One `DKIM-Signature` field over `signed` (the canonical signed headers).
+    fn sign(&self, h: &[&str], signed: &[u8], bh: &str, timestamp: i64) -> Result<Vec<u8>> {
         let mut field = Folder::new("DKIM-Signature:");
         for tag in [
             "v=1;".to_string(),
@@ -169,8 +259,8 @@ impl Signer {
         ] {
             field.word(" ", &tag);
         }
-        for (i, name) in SIGNED_HEADERS.iter().enumerate() {
-            let last = i + 1 == SIGNED_HEADERS.len();
+        for (i, name) in h.iter().enumerate() {
+            let last = i + 1 == h.len();
             let word = format!(
                 "{}{name}{}",
                 if i == 0 { "h=" } else { "" },
@@ -182,40 +272,108 @@ impl Signer {
         field.word(" ", &format!("bh={bh};"));
         field.word(" ", "b=");
 
-        let mut hasher = Sha256::new();
-        let mut canon = Vec::with_capacity(256);
-        let fields = header_fields(&head);
-        for name in SIGNED_HEADERS {
-            // The last instance of each name (there is one of each in our messages).
-            if let Some(f) = fields.iter().rev().find(|f| field_name_is(f, name)) {
-                canon.clear();
-                canonicalize_header(f, &mut canon);
-                canon.extend_from_slice(b"\r\n");
-                hasher.update(&canon);
-            }
-        }
-        canon.clear();
-        canonicalize_header(&field.out, &mut canon);
-        hasher.update(&canon);
-        let digest = hasher.finalize();
-
+        let mut data = Vec::with_capacity(signed.len() + field.out.len());
+        data.extend_from_slice(signed);
+        canonicalize_header(&field.out, &mut data);
         let signature = match &self.key {
-            Key::Rsa(k) => k
-                .sign_with_rng(
-                    &mut rsa::rand_core::OsRng,
-                    rsa::Pkcs1v15Sign::new::<Sha256>(),
-                    &digest,
+            // RSASSA-PKCS1-v1_5 hashes `data` with SHA-256 itself.
+            Key::Rsa(k) => {
+                let mut sig = vec![0; k.public().modulus_len()];
+                k.sign(
+                    &RSA_PKCS1_SHA256,
+                    &ring::rand::SystemRandom::new(),
+                    &data,
+                    &mut sig,
                 )
-                .map_err(|e| anyhow!("DKIM signing failed: {e}"))?,
-            Key::Ed25519(k) => {
-                use ed25519_dalek::Signer as _;
-                k.sign(&digest).to_bytes().to_vec()
+                .map_err(|_| anyhow!("DKIM signing failed"))?;
+                sig
             }
+            // RFC 8463: Ed25519 signs the SHA-256 hash of the data.
+            Key::Ed25519(k) => k.sign(&Sha256::digest(&data)).as_ref().to_vec(),
         };
         let b = base64::engine::general_purpose::STANDARD.encode(signature);
         field.fill(&b);
         field.out.extend_from_slice(b"\r\n");
         Ok(field.out)
+    }
+}
+
+/// Just enough DER to size an RSA key and tell PKCS#8 key types apart, so a weak or
+/// foreign key gets a message that says what it is.
+mod der {
+    /// One element: (tag, contents, the rest of the input).
+    fn element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, rest) = input.split_first()?;
+        let (&first, rest) = rest.split_first()?;
+        let (len, rest) = if first < 0x80 {
+            (usize::from(first), rest)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 4 || rest.len() < n {
+                return None;
+            }
+            let len = rest[..n]
+                .iter()
+                .fold(0usize, |a, &b| a << 8 | usize::from(b));
+            (len, &rest[n..])
+        };
+        (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+    }
+
+    const SEQUENCE: u8 = 0x30;
+    const INTEGER: u8 = 0x02;
+    const OCTET_STRING: u8 = 0x04;
+    const OID: u8 = 0x06;
+    const RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+    const ED25519: &[u8] = &[0x2b, 0x65, 0x70];
+
+    /// The modulus size of a PKCS#1 `RSAPrivateKey`.
+    pub fn rsa_modulus_bits(pkcs1: &[u8]) -> Option<usize> {
+        let (SEQUENCE, key, _) = element(pkcs1)? else {
+            return None;
+        };
+        let (INTEGER, _version, rest) = element(key)? else {
+            return None;
+        };
+        let (INTEGER, modulus, _) = element(rest)? else {
+            return None;
+        };
+        let modulus = match modulus.iter().position(|&b| b != 0) {
+            Some(i) => &modulus[i..],
+            None => return Some(0),
+        };
+        Some(modulus.len() * 8 - modulus[0].leading_zeros() as usize)
+    }
+
+    pub enum Algorithm<'a> {
+        /// With the PKCS#1 key inside.
+        Rsa(&'a [u8]),
+        Ed25519,
+        Other,
+    }
+
+    /// The key type of a PKCS#8 `PrivateKeyInfo`.
+    pub fn pkcs8_algorithm(pkcs8: &[u8]) -> Option<Algorithm<'_>> {
+        let (SEQUENCE, info, _) = element(pkcs8)? else {
+            return None;
+        };
+        let (INTEGER, _version, rest) = element(info)? else {
+            return None;
+        };
+        let (SEQUENCE, algorithm, rest) = element(rest)? else {
+            return None;
+        };
+        let (OID, oid, _) = element(algorithm)? else {
+            return None;
+        };
+        let (OCTET_STRING, key, _) = element(rest)? else {
+            return None;
+        };
+        Some(match oid {
+            RSA_ENCRYPTION => Algorithm::Rsa(key),
+            ED25519 => Algorithm::Ed25519,
+            _ => Algorithm::Other,
+        })
     }
 }
 
@@ -607,7 +765,8 @@ mod tests {
         assert!(Signer::from_pem(ED25519_PEM, "bad domain", "brief").is_err());
         assert!(Signer::from_pem(ED25519_PEM, "news.example.org", "a;b").is_err());
         let ok = Signer::from_pem(ED25519_PEM, "news.example.org", "brief").unwrap();
-        assert_eq!(ok.algorithm(), "ed25519-sha256");
+        assert_eq!(ok.algorithms(), ["ed25519-sha256"]);
+        assert!(ok.warning().is_some());
     }
 
     #[test]
@@ -621,9 +780,10 @@ mod tests {
             assert!(line.len() <= MAX_LINE, "{line:?}");
         }
         let unfolded = h.replace("\r\n ", " ");
+        // Each present header once per instance plus once (over-signed); absent ones once.
         assert!(unfolded.replace(' ', "").contains(
-            "h=from:to:subject:date:message-id:list-id:list-unsubscribe:list-unsubscribe-post;"
-        ));
+            "h=from:from:to:to:subject:subject:date:message-id:list-id:list-unsubscribe:list-unsubscribe-post:reply-to:mime-version:content-type;"
+        ), "{unfolded}");
         assert!(unfolded.contains(" t=1700000000;"));
         let bh = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(b"body\r\n"));
         assert!(unfolded.contains(&format!(" bh={bh};")), "{unfolded}");

@@ -12,8 +12,9 @@
 
 use crate::personalize::{self, Escape, Part, Template};
 use anyhow::{bail, Context, Result};
-use lettre::message::header::{self, HeaderName, HeaderValue, Headers};
-use lettre::message::{Mailbox, Mailboxes};
+use base64::Engine;
+use lettre::message::header::{self, Headers};
+use lettre::message::Mailbox;
 use std::io::Write;
 
 /// The multipart boundary. `=_` never occurs in quoted-printable output (a literal `=`
@@ -104,20 +105,20 @@ impl Rendered {
 impl Prepared {
     pub fn new(env: &Envelope, parts: &EditionParts) -> Result<Prepared> {
         let mut statics = Vec::with_capacity(parts.html.len() * 11 / 10 + parts.text.len() + 4096);
-        let mut headers = Headers::new();
-        let from: Mailbox = env
-            .from
-            .parse()
+        let from = header_mailbox(&env.from)
             .with_context(|| format!("`from` is not a valid address: {}", env.from))?;
-        headers.set(header::From::from(Mailboxes::from(from)));
+        mailbox_field(&mut statics, "From", from.0.as_deref(), &from.1);
         if let Some(r) = &env.reply_to {
-            let reply: Mailbox = r
-                .parse()
+            let reply = header_mailbox(r)
                 .with_context(|| format!("`reply_to` is not a valid address: {r}"))?;
-            headers.set(header::ReplyTo::from(Mailboxes::from(reply)));
+            mailbox_field(&mut statics, "Reply-To", reply.0.as_deref(), &reply.1);
         }
-        headers.set(header::Subject::from(parts.subject.clone()));
+        let mut w = FieldWriter::start(&mut statics, "Subject");
+        w.unstructured(&parts.subject);
+        w.end();
+        let mut headers = Headers::new();
         headers.set(header::Date::new(env.date.into()));
+        statics.extend_from_slice(headers.to_string().as_bytes());
         if env
             .list_id
             .chars()
@@ -125,15 +126,10 @@ impl Prepared {
         {
             bail!("`list_id` must be a name without spaces or <>");
         }
-        headers.insert_raw(HeaderValue::new(
-            HeaderName::new_from_ascii_str("List-Id"),
-            format!(
-                "{} <{}>",
-                env.list_name.replace(['<', '>'], ""),
-                env.list_id
-            ),
-        ));
-        statics.extend_from_slice(headers.to_string().as_bytes());
+        let mut w = FieldWriter::start(&mut statics, "List-Id");
+        w.phrase(&env.list_name.replace(['<', '>'], ""));
+        w.token(&format!("<{}>", env.list_id));
+        w.end();
         let head = 0..statics.len();
 
         let mut body = Vec::new();
@@ -287,30 +283,185 @@ fn personal_headers(p: &Personal<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"Message-ID: ");
     out.extend_from_slice(header_safe(p.message_id).as_bytes());
     out.extend_from_slice(b"\r\n");
-    // lettre panics on CR, LF or NUL in a display name; the audience refuses such
-    // names, and anything that slips through is dropped rather than trusted.
-    let name =
-        (!p.name.is_empty() && !p.name.chars().any(char::is_control)).then(|| p.name.to_string());
+    // The audience refuses names with control characters; anything that slips
+    // through is dropped rather than trusted.
+    let name = (!p.name.is_empty() && !p.name.chars().any(char::is_control)).then_some(p.name);
     match p.email.parse::<lettre::Address>() {
-        Ok(addr) => {
-            let mut h = Headers::new();
-            h.set(header::To::from(Mailboxes::from(Mailbox::new(name, addr))));
-            out.extend_from_slice(h.to_string().as_bytes());
-        }
-        Err(_) => {
+        Ok(_) if p.email.is_ascii() => mailbox_field(out, "To", name, p.email),
+        _ => {
             // Unreachable for validated recipients; never emit an unvalidated value.
             out.extend_from_slice(b"To: undisclosed-recipients:;\r\n");
         }
     }
-    out.extend_from_slice(b"List-Unsubscribe: <");
-    out.extend_from_slice(header_safe(p.unsubscribe_url).as_bytes());
-    out.push(b'>');
-    if let Some(m) = p.unsubscribe_mailto {
-        out.extend_from_slice(b", <");
-        out.extend_from_slice(header_safe(m).as_bytes());
-        out.push(b'>');
+    // Folded between the URIs (the URIs themselves must stay whole).
+    let mut w = FieldWriter::start(out, "List-Unsubscribe");
+    let url = header_safe(p.unsubscribe_url);
+    match p.unsubscribe_mailto {
+        Some(m) => {
+            w.token(&format!("<{url}>,"));
+            w.token(&format!("<{}>", header_safe(m)));
+        }
+        None => w.token(&format!("<{url}>")),
     }
-    out.extend_from_slice(b"\r\n");
+    w.end();
+}
+
+/// A configured mailbox (`Name <addr>` or `addr`) as it goes into a header: the name,
+/// and the address with its domain in A-labels (brief's headers are 7-bit).
+fn header_mailbox(value: &str) -> Result<(Option<String>, String)> {
+    let mailbox: Mailbox = value.parse()?;
+    let address = mailbox.email.to_string();
+    let (local, domain) = address
+        .rsplit_once('@')
+        .context("the address has no domain")?;
+    if !local.is_ascii() {
+        bail!("a non-ASCII local part needs SMTPUTF8 headers, which brief does not write");
+    }
+    let domain = idna::domain_to_ascii(domain)
+        .map_err(|_| anyhow::anyhow!("the domain is not a valid internationalized name"))?;
+    Ok((mailbox.name, format!("{local}@{domain}")))
+}
+
+/// `Name: display-name <addr>` (or `Name: addr`), folded.
+fn mailbox_field(out: &mut Vec<u8>, field: &str, name: Option<&str>, address: &str) {
+    let mut w = FieldWriter::start(out, field);
+    match name {
+        Some(n) if !n.trim().is_empty() => {
+            w.phrase(n);
+            w.token(&format!("<{address}>"));
+        }
+        _ => w.token(address),
+    }
+    w.end();
+}
+
+/// Longest header line brief aims for (RFC 5322 2.1.1: 78 characters); lines are
+/// folded before a token that would pass it.
+const FOLD_AT: usize = 78;
+/// Longest token written as it is: with the field name and a space it stays far below
+/// RFC 5322's hard limit of 998 bytes a line. Longer words become encoded words.
+const MAX_TOKEN: usize = 900;
+/// Input bytes per RFC 2047 encoded word: 45 bytes are 60 base64 characters, and with
+/// `=?utf-8?b?` and `?=` the word is 72 characters (the limit is 75).
+const ENCODED_CHUNK: usize = 45;
+
+/// Writes one header field token by token, folding (CRLF and a space) before a token
+/// that would pass [`FOLD_AT`]; no line is ever longer than 998 bytes.
+struct FieldWriter<'a> {
+    out: &'a mut Vec<u8>,
+    col: usize,
+    /// Nothing written after the field name yet.
+    first: bool,
+}
+
+impl<'a> FieldWriter<'a> {
+    fn start(out: &'a mut Vec<u8>, name: &str) -> FieldWriter<'a> {
+        out.extend_from_slice(name.as_bytes());
+        out.push(b':');
+        FieldWriter {
+            col: name.len() + 1,
+            out,
+            first: true,
+        }
+    }
+
+    /// One token, after a space or a fold.
+    fn token(&mut self, token: &str) {
+        if !self.first && self.col + 1 + token.len() > FOLD_AT {
+            self.out.extend_from_slice(b"\r\n ");
+            self.col = 1;
+        } else {
+            self.out.push(b' ');
+            self.col += 1;
+        }
+        self.out.extend_from_slice(token.as_bytes());
+        self.col += token.len();
+        self.first = false;
+    }
+
+    /// `text` as RFC 2047 encoded words (UTF-8, base64), each holding whole
+    /// characters.
+    fn encoded(&mut self, text: &str) {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut rest = text;
+        while !rest.is_empty() {
+            let mut cut = rest.len().min(ENCODED_CHUNK);
+            while !rest.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let (chunk, tail) = rest.split_at(cut);
+            self.token(&format!("=?utf-8?b?{}?=", b64.encode(chunk)));
+            rest = tail;
+        }
+    }
+
+    /// Unstructured text (Subject): plain words as they are, and each run of words
+    /// that cannot be written plainly (non-ASCII, too long, or looking like an encoded
+    /// word) as encoded words. Whitespace runs and control characters become one space.
+    fn unstructured(&mut self, text: &str) {
+        let plain = |w: &str| {
+            w.len() <= MAX_TOKEN && w.bytes().all(|b| b.is_ascii_graphic()) && !w.contains("=?")
+        };
+        let mut run = String::new();
+        for word in text
+            .split(|c: char| c.is_whitespace() || c.is_control())
+            .filter(|w| !w.is_empty())
+        {
+            if plain(word) {
+                if !run.is_empty() {
+                    self.encoded(&run);
+                    run.clear();
+                }
+                self.token(word);
+            } else {
+                // The space between two encoded words vanishes when decoded, so it
+                // goes inside the run.
+                if !run.is_empty() {
+                    run.push(' ');
+                }
+                run.push_str(word);
+            }
+        }
+        if !run.is_empty() {
+            self.encoded(&run);
+        }
+    }
+
+    /// A display name (RFC 5322 phrase): plain ASCII as atoms, or as a quoted string
+    /// when it holds specials such as `,` or `(`; a non-ASCII (or huge) name as
+    /// encoded words.
+    fn phrase(&mut self, name: &str) {
+        let words: Vec<&str> = name.split(' ').filter(|w| !w.is_empty()).collect();
+        let ascii = words
+            .iter()
+            .all(|w| w.len() <= MAX_TOKEN && w.bytes().all(|b| b.is_ascii_graphic()));
+        if !ascii || words.iter().any(|w| w.contains("=?")) {
+            return self.encoded(&words.join(" "));
+        }
+        let atext = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b);
+        if words.iter().all(|w| w.bytes().all(atext)) {
+            for w in words {
+                self.token(w);
+            }
+            return;
+        }
+        // A quoted string may be folded at its spaces.
+        let last = words.len() - 1;
+        for (i, w) in words.iter().enumerate() {
+            let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
+            let open = if i == 0 { "\"" } else { "" };
+            let close = if i == last { "\"" } else { "" };
+            self.token(&format!("{open}{escaped}{close}"));
+        }
+    }
+
+    fn end(self) {
+        if self.first {
+            // An empty value is still a valid field.
+            self.out.push(b' ');
+        }
+        self.out.extend_from_slice(b"\r\n");
+    }
 }
 
 /// A value we built ourselves (URL, Message-ID) must still never break a header:
@@ -583,6 +734,52 @@ mod tests {
         }
     }
 
+    #[test]
+    fn encoded_words_hold_whole_characters_and_decode_to_the_name() {
+        let name = "Zoë 東京 Ångström ".repeat(20) + &"é".repeat(100);
+        let mut out = Vec::new();
+        mailbox_field(&mut out, "To", Some(&name), "zoe@example.org");
+        let field = String::from_utf8(out).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut decoded = Vec::new();
+        for line in field.trim_end().split("\r\n") {
+            assert!(line.len() <= 78, "{line}");
+            for word in line.split(' ').filter(|w| w.starts_with("=?")) {
+                let payload = word
+                    .strip_prefix("=?utf-8?b?")
+                    .and_then(|w| w.strip_suffix("?="))
+                    .unwrap();
+                assert!(word.len() <= 75);
+                let bytes = b64.decode(payload).unwrap();
+                // Each encoded word is valid UTF-8 on its own.
+                assert!(std::str::from_utf8(&bytes).is_ok(), "{word}");
+                decoded.extend_from_slice(&bytes);
+            }
+        }
+        assert_eq!(
+            String::from_utf8(decoded).unwrap(),
+            name.split(' ')
+                .filter(|w| !w.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        assert!(field.ends_with(" <zoe@example.org>\r\n"), "{field}");
+    }
+
+    #[test]
+    fn list_unsubscribe_is_folded_between_its_uris() {
+        let mut out = Vec::new();
+        personal_headers(&personal("Ann", &[]), &mut out);
+        let s = String::from_utf8(out).unwrap();
+        assert!(
+            s.contains(
+                "List-Unsubscribe: <https://news.example.org/brief/u/TOKEN?a=1&b=2>,\r\n <mailto:"
+            ),
+            "{s}"
+        );
+        assert!(s.contains("To: Ann <ann@example.org>\r\n"), "{s}");
+    }
+
     proptest! {
         #[test]
         fn any_name_or_subject_builds_without_extra_headers(name in any::<String>(), subject in any::<String>(), city in any::<String>()) {
@@ -601,6 +798,7 @@ mod tests {
                 .collect();
             prop_assert_eq!(names.len(), 11, "{}", head);
             prop_assert!(!head.contains("\r\n\r\n"));
+            prop_assert!(head.split("\r\n").all(|l| l.len() <= 998), "{}", head);
             prop_assert!(!s.split("\r\n").any(|l| l.starts_with('.')));
         }
     }

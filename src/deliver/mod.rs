@@ -737,6 +737,7 @@ async fn smtp_one(
     rendered: &Rendered,
 ) -> bool {
     let mut retried = false;
+    let envid = smtp::envid(ctx.job.namespace, &ctx.job.slug);
     loop {
         if conn.is_none() {
             match smtp::Connection::open(settings).await {
@@ -763,7 +764,10 @@ async fn smtp_one(
         let mut suppressed = false;
         let outcome = c
             .send(
-                &ctx.job.envelope_from,
+                &smtp::MailFrom {
+                    address: &ctx.job.envelope_from,
+                    envid: envid.as_deref(),
+                },
                 &entry.address,
                 ctx.job.prepared.slices(rendered),
                 async {

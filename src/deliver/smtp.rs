@@ -15,7 +15,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream,
+};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -30,6 +32,10 @@ pub struct Settings {
     pub hello_name: String,
     /// Longest wait for any one reply (and for connecting).
     pub timeout: Duration,
+    /// Longest wait for the reply to the final dot.
+    pub data_timeout: Duration,
+    /// AUTH may be sent without TLS (only ever true for a loopback relay).
+    pub allow_plaintext_auth: bool,
     /// How the relay's certificate is verified: the roots of `smtp.ca_file`, or the
     /// system's (empty with `tls = "none"`).
     pub tls_config: Arc<rustls::ClientConfig>,
@@ -54,6 +60,9 @@ impl Settings {
         .context("TLS setup")?
         .with_root_certificates(roots)
         .with_no_client_auth();
+        if let Some(problem) = plaintext_auth_problem(config) {
+            bail!("{problem}");
+        }
         Ok(Settings {
             host: config.smtp.host.clone(),
             port: config.smtp.port,
@@ -66,10 +75,110 @@ impl Settings {
                 .clone()
                 .unwrap_or_else(default_hello_name),
             timeout: config.smtp.timeout,
+            data_timeout: config.smtp.data_timeout,
+            allow_plaintext_auth: config.smtp.allow_plaintext_auth,
             tls_config: Arc::new(tls_config),
             ca_file,
         })
     }
+}
+
+/// `smtp.allow_plaintext_auth` set for a relay that is not on a loopback address: the
+/// password would cross a network in clear.
+fn plaintext_auth_problem(config: &Config) -> Option<String> {
+    let host = config
+        .smtp
+        .host
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (config.smtp.allow_plaintext_auth && !loopback).then(|| {
+        format!(
+            "smtp.allow_plaintext_auth is only accepted for a relay on this machine (127.0.0.1, ::1 or localhost), not for `{}`: use tls = \"starttls\" or \"tls\"",
+            config.smtp.host
+        )
+    })
+}
+
+/// What `brief check` says about `[smtp]`: (key, is an error, message).
+pub fn config_problems(config: &Config) -> Vec<(&'static str, bool, String)> {
+    let mut out = Vec::new();
+    if let Some(p) = plaintext_auth_problem(config) {
+        out.push(("smtp.allow_plaintext_auth", true, p));
+    } else if config.smtp.allow_plaintext_auth && config.smtp.tls == Tls::None {
+        out.push((
+            "smtp.allow_plaintext_auth",
+            false,
+            format!(
+                "AUTH is sent without TLS to the relay on {} (smtp.allow_plaintext_auth): the password crosses only this machine",
+                config.smtp.host
+            ),
+        ));
+    }
+    if !config.smtp.username.is_empty()
+        && config.smtp.tls == Tls::None
+        && !config.smtp.allow_plaintext_auth
+    {
+        out.push((
+            "smtp.username",
+            true,
+            "smtp.username is set but smtp.tls is \"none\": brief never sends AUTH over an unencrypted connection (use tls = \"starttls\" or \"tls\", or for a relay on this machine set smtp.allow_plaintext_auth = true)".to_string(),
+        ));
+    }
+    out
+}
+
+/// The envelope of one message. Per message, so the envelope sender may differ per
+/// recipient (a VERP return path).
+#[derive(Debug, Clone, Copy)]
+pub struct MailFrom<'a> {
+    /// The envelope sender (`[delivery] return_path`, default the From address).
+    pub address: &'a str,
+    /// The RFC 3461 envelope id, sent when the relay offers DSN: a DSN then names it.
+    pub envid: Option<&'a str>,
+}
+
+/// The ENVID of an edition's messages: `brief.<namespace>.<slug>` as xtext, or none
+/// when that would pass RFC 3461's 100 characters.
+pub fn envid(namespace: &str, slug: &str) -> Option<String> {
+    let id = xtext(&format!("brief.{namespace}.{slug}"));
+    (id.len() <= 100).then_some(id)
+}
+
+/// RFC 3461 xtext: `+XX` for `+`, `=` and anything outside printable ASCII.
+fn xtext(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (33..=126).contains(&b) && b != b'+' && b != b'=' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
+}
+
+/// An address for MAIL FROM or RCPT TO: the domain in A-labels; a non-ASCII local
+/// part only with SMTPUTF8 (true when the parameter is needed).
+fn envelope_address(address: &str, smtputf8: bool) -> Result<(String, bool)> {
+    let (local, domain) = address
+        .rsplit_once('@')
+        .ok_or_else(|| anyhow!("`{address}` is not an address"))?;
+    if !local.is_ascii() {
+        if !smtputf8 {
+            bail!("`{address}` has a non-ASCII local part and the relay does not offer SMTPUTF8");
+        }
+        return Ok((address.to_string(), true));
+    }
+    if domain.is_ascii() {
+        return Ok((address.to_string(), false));
+    }
+    let ascii = idna::domain_to_ascii(domain)
+        .map_err(|_| anyhow!("`{address}`: the domain is not a valid internationalized name"))?;
+    Ok((format!("{local}@{ascii}"), false))
 }
 
 /// The CA certificates in a PEM file (`smtp.ca_file`): every `CERTIFICATE` block
@@ -152,7 +261,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 pub struct Connection {
     stream: BufStream<Box<dyn Io>>,
     pipelining: bool,
+    /// The relay offers DSN (RFC 3461) and SMTPUTF8 (RFC 6531).
+    dsn: bool,
+    smtputf8: bool,
     timeout: Duration,
+    data_timeout: Duration,
     /// A transaction failed half-way: send RSET before the next one.
     needs_reset: bool,
     /// The connection cannot be used again (closed, or out of step).
@@ -182,7 +295,10 @@ impl Connection {
         let mut c = Connection {
             stream: BufStream::with_capacity(8192, 1 << 16, io),
             pipelining: false,
+            dsn: false,
+            smtputf8: false,
             timeout: s.timeout,
+            data_timeout: s.data_timeout,
             needs_reset: false,
             broken: false,
             used: 0,
@@ -200,19 +316,44 @@ impl Connection {
             if r.code != 220 {
                 bail!("STARTTLS refused: {r}");
             }
+            // Anything the relay sent after its 220 and before the handshake would be
+            // read as if it came over TLS (the STARTTLS injection attack,
+            // CVE-2011-0411): end the session instead.
+            if c.unread_input().await {
+                bail!("the relay sent data after its reply to STARTTLS and before the TLS handshake (a STARTTLS injection attack, or a broken relay): session ended");
+            }
             let io = c.stream.into_inner();
             let tls = tls_connect(io, s).await?;
             c.stream = BufStream::with_capacity(8192, 1 << 16, Box::new(tls));
             ehlo = c.ehlo(&s.hello_name).await?;
         }
         c.pipelining = has_ext(&ehlo, "PIPELINING");
+        c.dsn = has_ext(&ehlo, "DSN");
+        c.smtputf8 = has_ext(&ehlo, "SMTPUTF8");
         if !s.username.is_empty() {
+            if s.tls == Tls::None && !s.allow_plaintext_auth {
+                bail!("smtp.username is set but the connection is not encrypted (smtp.tls = \"none\"): brief never sends AUTH in clear (use tls = \"starttls\" or \"tls\", or for a relay on this machine set smtp.allow_plaintext_auth = true)");
+            }
             let password = s.password.as_deref().ok_or_else(|| {
                 anyhow!("smtp.username is set but the password variable is empty")
             })?;
             c.auth(&ehlo, &s.username, password).await?;
         }
         Ok(c)
+    }
+
+    /// True when bytes the client has not asked for are already waiting.
+    async fn unread_input(&mut self) -> bool {
+        use std::task::Poll;
+        let stream = &mut self.stream;
+        std::future::poll_fn(|cx| {
+            match std::pin::Pin::new(&mut *stream).poll_fill_buf(cx) {
+                // Data, or the relay hung up: either way no handshake follows.
+                Poll::Ready(_) => Poll::Ready(true),
+                Poll::Pending => Poll::Ready(false),
+            }
+        })
+        .await
     }
 
     async fn ehlo(&mut self, name: &str) -> Result<Vec<String>> {
@@ -260,7 +401,7 @@ impl Connection {
     /// abandoned without sending anything.
     pub async fn send<'a>(
         &mut self,
-        from: &str,
+        from: &MailFrom<'_>,
         to: &str,
         body: impl Iterator<Item = &'a [u8]>,
         before_body: impl std::future::Future<Output = bool>,
@@ -276,7 +417,7 @@ impl Connection {
 
     async fn transaction<'a>(
         &mut self,
-        from: &str,
+        from: &MailFrom<'_>,
         to: &str,
         body: impl Iterator<Item = &'a [u8]>,
         before_body: impl std::future::Future<Output = bool>,
@@ -299,7 +440,7 @@ impl Connection {
 
     /// MAIL, RCPT, DATA (pipelined when the server allows). `Ok(None)` means the
     /// server is waiting for the body.
-    async fn envelope(&mut self, from: &str, to: &str) -> Result<Option<Reply>> {
+    async fn envelope(&mut self, from: &MailFrom<'_>, to: &str) -> Result<Option<Reply>> {
         if self.needs_reset {
             self.needs_reset = false;
             let r = self.command("RSET").await?;
@@ -307,11 +448,26 @@ impl Connection {
                 return Ok(Some(r));
             }
         }
-        let commands = [
-            format!("MAIL FROM:<{from}>"),
-            format!("RCPT TO:<{to}>"),
-            "DATA".to_string(),
-        ];
+        let (sender, utf8) = envelope_address(from.address, self.smtputf8)?;
+        let (rcpt, rcpt_utf8) = envelope_address(to, self.smtputf8)?;
+        let mut mail = format!("MAIL FROM:<{sender}>");
+        let mut rcpt_to = format!("RCPT TO:<{rcpt}>");
+        if utf8 || rcpt_utf8 {
+            mail.push_str(" SMTPUTF8");
+        }
+        if self.dsn {
+            // Bounces come back with the headers only (small, and they carry the
+            // keyed Message-ID), named by the edition; no success notices.
+            mail.push_str(" RET=HDRS");
+            if let Some(id) = from.envid {
+                mail.push_str(&format!(" ENVID={id}"));
+            }
+            rcpt_to.push_str(" NOTIFY=FAILURE,DELAY");
+            if !rcpt_utf8 {
+                rcpt_to.push_str(&format!(" ORCPT=rfc822;{}", xtext(&rcpt)));
+            }
+        }
+        let commands = [mail, rcpt_to, "DATA".to_string()];
         let expected = [250u16, 250, 354];
         if self.pipelining {
             for c in &commands {
@@ -366,7 +522,8 @@ impl Connection {
             .await
             .map_err(|_| anyhow!("timed out writing the message"))??;
         self.flush().await?;
-        self.reply().await
+        // RFC 5321 4.5.3.2.6: the server may take long to take responsibility.
+        Ok(self.reply_lines_within(self.data_timeout).await?.0)
     }
 
     /// Says goodbye (best effort).
@@ -400,18 +557,22 @@ impl Connection {
 
     /// Reads one (possibly multi-line) reply; also returns the text of each line.
     async fn reply_lines(&mut self) -> Result<(Reply, Vec<String>)> {
+        self.reply_lines_within(self.timeout).await
+    }
+
+    async fn reply_lines_within(&mut self, wait: Duration) -> Result<(Reply, Vec<String>)> {
         let mut lines = Vec::new();
         let mut buf = Vec::with_capacity(128);
         loop {
             buf.clear();
             let n = timeout(
-                self.timeout,
+                wait,
                 (&mut self.stream)
                     .take(LINE_MAX as u64)
                     .read_until(b'\n', &mut buf),
             )
             .await
-            .map_err(|_| anyhow!("no reply from the relay within {:?}", self.timeout))??;
+            .map_err(|_| anyhow!("no reply from the relay within {wait:?}"))??;
             if n == 0 {
                 bail!("the relay closed the connection");
             }

@@ -147,9 +147,8 @@ fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
 struct Shared {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     stop: watch::Receiver<bool>,
-    /// The `Host` values this server answers: its own address, never a name a
-    /// DNS-rebinding page chose.
-    hosts: Vec<String>,
+    /// Where it listens: the only `Host` it answers (see [`host_allowed`]).
+    addr: SocketAddr,
 }
 
 /// Runs the preview server until Ctrl-C or SIGTERM.
@@ -211,7 +210,7 @@ async fn serve(
     let shared = Arc::new(Shared {
         snapshots: rx,
         stop: stop_rx,
-        hosts: allowed_hosts(addr),
+        addr,
     });
     let handler = move |_peer, req| {
         let shared = shared.clone();
@@ -229,48 +228,37 @@ async fn serve(
     Ok(())
 }
 
-/// The `Host` headers that name this server: `127.0.0.1:PORT`, `localhost:PORT` and
-/// `[::1]:PORT` on loopback; the address itself otherwise (any of this machine's
-/// addresses when it listens on all of them). Never a DNS name other than localhost.
-fn allowed_hosts(addr: SocketAddr) -> Vec<String> {
-    let port = addr.port();
-    let ip = addr.ip();
-    let mut hosts = vec![SocketAddr::new(ip, port).to_string()];
-    if ip.is_loopback() || ip.is_unspecified() {
-        hosts.extend([
-            format!("localhost:{port}"),
-            format!("127.0.0.1:{port}"),
-            format!("[::1]:{port}"),
-        ]);
-    }
-    hosts
-}
-
-fn host_allowed(shared: &Shared, req: &Request<Incoming>) -> bool {
-    let Some(host) = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-    else {
+/// Whether a `Host` header names this server listening on `addr`: its address, or
+/// `localhost`, `127.0.0.1` and `[::1]` when it listens on loopback; any IP address
+/// when it listens on all of them (an address, unlike a name, cannot be rebound to
+/// 127.0.0.1 by a DNS-rebinding page). Always with its port.
+fn host_allowed(addr: SocketAddr, host: &str) -> bool {
+    let host = host.trim().to_ascii_lowercase();
+    let Some((name, port)) = host.rsplit_once(':') else {
         return false;
     };
-    let host = host.trim().to_ascii_lowercase();
-    if shared.hosts.contains(&host) {
-        return true;
+    if port.parse::<u16>().ok() != Some(addr.port()) {
+        return false;
     }
-    // Listening on all addresses: any IP literal with our port names this machine (an
-    // address, unlike a name, cannot be rebound).
-    let unspecified =
-        shared.hosts[0].starts_with("0.0.0.0:") || shared.hosts[0].starts_with("[::]:");
-    let port = shared.hosts[0].rsplit(':').next().unwrap_or("");
-    unspecified
-        && host
-            .parse::<SocketAddr>()
-            .is_ok_and(|a| a.port().to_string() == port)
+    let ip = name
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>();
+    let listen = addr.ip();
+    match ip {
+        Ok(_) if listen.is_unspecified() => true,
+        Ok(ip) => ip == listen || (listen.is_loopback() && ip.is_loopback()),
+        Err(_) => name == "localhost" && (listen.is_loopback() || listen.is_unspecified()),
+    }
 }
 
 async fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
-    if !host_allowed(shared, req) {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !host_allowed(shared.addr, host) {
         return http::response(
             StatusCode::MISDIRECTED_REQUEST,
             "text/plain; charset=utf-8",
@@ -383,4 +371,39 @@ async fn changes(shared: &Shared, since: u64) -> u64 {
     }
     let generation = rx.borrow().generation;
     generation
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_its_own_hosts() {
+        let loopback: SocketAddr = "127.0.0.1:8026".parse().unwrap();
+        for good in [
+            "127.0.0.1:8026",
+            "localhost:8026",
+            "LocalHost:8026",
+            "[::1]:8026",
+        ] {
+            assert!(host_allowed(loopback, good), "{good}");
+        }
+        for bad in [
+            "evil.example:8026",
+            "localhost",
+            "localhost:8027",
+            "127.0.0.1.nip.io:8026",
+            "192.0.2.1:8026",
+            "",
+        ] {
+            assert!(!host_allowed(loopback, bad), "{bad}");
+        }
+        let everywhere: SocketAddr = "0.0.0.0:8026".parse().unwrap();
+        assert!(host_allowed(everywhere, "192.0.2.1:8026"));
+        assert!(host_allowed(everywhere, "localhost:8026"));
+        assert!(!host_allowed(everywhere, "evil.example:8026"));
+        let lan: SocketAddr = "192.0.2.1:8026".parse().unwrap();
+        assert!(host_allowed(lan, "192.0.2.1:8026"));
+        assert!(!host_allowed(lan, "localhost:8026"));
+    }
 }
