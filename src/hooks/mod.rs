@@ -508,6 +508,17 @@ mod tests {
     }
 
     #[test]
+    fn applied_events_are_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let applied = apply(&store, None, &[event("1", Kind::Hard, "ann@example.org")]);
+        assert_eq!(applied.unwrap().unwrap().unattributed, 1);
+        let other = SqliteStore::open(&path).unwrap();
+        assert_eq!(other.provider_events().unwrap().len(), 1);
+    }
+
+    #[test]
     fn a_replayed_nonce_records_nothing() {
         let store = sent_store();
         let events = [event("1", Kind::Hard, "ann@example.org")];

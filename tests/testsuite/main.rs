@@ -9,6 +9,7 @@ mod deliver;
 mod dispatch;
 mod dkim;
 mod headers;
+mod hooks;
 mod preview;
 mod secrets_and_modes;
 mod serve;
