@@ -23,8 +23,11 @@ const TIMESTAMP: &str = "x-twilio-email-event-webhook-timestamp";
 const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 
-/// SendGrid signs each delivery attempt anew; an older timestamp is a replay.
-const WINDOW: chrono::Duration = chrono::Duration::minutes(5);
+/// A signature timestamp further than this from the clock is refused. Wide, because
+/// SendGrid retries a failed batch for up to a day and may sign a retry with the
+/// first attempt's timestamp; a replay inside the window is harmless, since every
+/// event is recorded once per `sg_event_id`.
+const WINDOW: chrono::Duration = chrono::Duration::hours(72);
 
 pub struct Sendgrid {
     /// The uncompressed P-256 point.

@@ -391,7 +391,7 @@ fn sendgrid_verifies_the_ecdsa_signature_and_maps_the_batch() {
         post_owned(&server, "sendgrid", &other_time, &batch).status,
         401
     );
-    let stale = key.headers(now - 301, &batch);
+    let stale = key.headers(now - 72 * 3600 - 1, &batch);
     assert_eq!(post_owned(&server, "sendgrid", &stale, &batch).status, 401);
     assert_eq!(post(&server, "sendgrid", &[JSON], &batch).status, 401);
     assert!(events(&nl).is_empty());
