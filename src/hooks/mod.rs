@@ -343,6 +343,47 @@ impl Hooks {
     }
 }
 
+/// What `brief check` says about `[hooks]`: (key, is it an error, message). A missing
+/// secret variable is a warning (check may run on another machine than `brief serve`,
+/// which refuses to start without it); a key file or topic ARN that cannot work is an
+/// error.
+pub fn config_problems(config: &Config) -> Vec<(&'static str, bool, String)> {
+    let h = &config.hooks;
+    let mut out = Vec::new();
+    let unset = |name: &str| std::env::var(name).map_or(true, |v| v.trim().is_empty());
+    if let Some(name) = h.mailgun_signing_key_env.as_deref().filter(|n| unset(n)) {
+        out.push((
+            "hooks.mailgun_signing_key_env",
+            false,
+            format!("${name} is not set here: `brief serve` needs Mailgun's signing key in it"),
+        ));
+    }
+    match (&h.postmark_user, &h.postmark_password_env) {
+        (Some(_), Some(name)) if unset(name) => out.push((
+            "hooks.postmark_password_env",
+            false,
+            format!("${name} is not set here: `brief serve` needs the Postmark webhook's password in it"),
+        )),
+        (Some(_), None) | (None, Some(_)) => out.push((
+            "hooks.postmark_user",
+            true,
+            "[hooks] needs both postmark_user and postmark_password_env".to_string(),
+        )),
+        _ => {}
+    }
+    if let Some(path) = &h.sendgrid_public_key {
+        if let Err(e) = sendgrid::Sendgrid::from_file(&config.resolve(path)) {
+            out.push(("hooks.sendgrid_public_key", true, format!("{e:#}")));
+        }
+    }
+    if let Some(arn) = &h.ses_topic_arn {
+        if let Err(e) = ses::Ses::new(arn.clone(), ses::certificate_cache_dir(config)) {
+            out.push(("hooks.ses_topic_arn", true, format!("{e:#}")));
+        }
+    }
+    out
+}
+
 /// The first enhanced status code (`5.1.1`, RFC 3463) in a provider's text.
 fn enhanced_status(text: &str) -> Option<String> {
     text.split(|c: char| !(c.is_ascii_digit() || c == '.'))

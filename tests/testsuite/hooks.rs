@@ -746,3 +746,33 @@ fn ses_verifies_sns_signatures_v1_and_v2_and_trusts_only_sns_hosts() {
     assert_eq!(post(&server, "ses", &[confirm_type], &other).status, 403);
     assert_eq!(post(&server, "ses", &[sns_type], b"Hello").status, 400);
 }
+
+#[test]
+fn check_reports_hooks_that_cannot_work() {
+    let (nl, _) = sent(
+        "mailgun_signing_key_env = \"BRIEF_NO_SUCH_KEY\"\npostmark_user = \"brief\"\n\
+         sendgrid_public_key = \"keys/sendgrid.pem\"\nses_topic_arn = \"brief-events\"",
+    );
+    nl.write(
+        "keys/sendgrid.pem",
+        "-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n",
+    );
+    let out = nl.run(&["check"]);
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &stdout(&out);
+    assert_ne!(code(&out), Some(0), "{text}");
+    for expected in [
+        "$BRIEF_NO_SUCH_KEY is not set here",
+        "needs both postmark_user and postmark_password_env",
+        "sendgrid_public_key",
+        "is not an SNS topic ARN",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing in {text}");
+    }
+    // brief serve refuses to start rather than answer 404 for a configured provider.
+    let serve = nl
+        .command(&["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_ne!(code(&serve), Some(0));
+    assert!(String::from_utf8_lossy(&serve.stderr).contains("BRIEF_NO_SUCH_KEY"));
+}
