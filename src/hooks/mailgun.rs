@@ -84,7 +84,7 @@ fn hex(s: &str) -> Option<Vec<u8>> {
 }
 
 /// One `event-data` object; `None` for events that need no action.
-fn parse_event(d: &Value) -> Result<Option<Event>, Refusal> {
+pub(super) fn parse_event(d: &Value) -> Result<Option<Event>, Refusal> {
     let malformed = |what: &str| Refusal::Malformed(format!("event-data without {what}"));
     let name = text(d, "event").ok_or_else(|| malformed("`event`"))?;
     let kind = match (name, text(d, "severity")) {

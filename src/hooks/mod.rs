@@ -548,6 +548,103 @@ mod tests {
         assert!(!store.is_suppressed("stranger@example.org").unwrap());
     }
 
+    /// JSON built from the field names and values the providers use, nested a little.
+    fn payload() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        use serde_json::Value;
+        let words = prop_oneof![
+            Just("failed"),
+            Just("permanent"),
+            Just("temporary"),
+            Just("complained"),
+            Just("unsubscribed"),
+            Just("Bounce"),
+            Just("Complaint"),
+            Just("HardBounce"),
+            Just("SubscriptionChange"),
+            Just("bounce"),
+            Just("blocked"),
+            Just("dropped"),
+            Just("spamreport"),
+            Just("Permanent"),
+            Just("Transient"),
+            Just("a@x.org"),
+            Just("<m@x>"),
+            Just("5.4.4"),
+            Just("2030-01-01T00:00:00Z"),
+            Just(""),
+        ];
+        let keys = prop_oneof![
+            Just("event"),
+            Just("severity"),
+            Just("id"),
+            Just("recipient"),
+            Just("timestamp"),
+            Just("delivery-status"),
+            Just("message"),
+            Just("headers"),
+            Just("message-id"),
+            Just("RecordType"),
+            Just("Type"),
+            Just("ID"),
+            Just("Email"),
+            Just("Recipient"),
+            Just("SuppressSending"),
+            Just("SuppressionReason"),
+            Just("Details"),
+            Just("email"),
+            Just("sg_event_id"),
+            Just("type"),
+            Just("reason"),
+            Just("status"),
+            Just("smtp-id"),
+            Just("notificationType"),
+            Just("bounce"),
+            Just("complaint"),
+            Just("bounceType"),
+            Just("bouncedRecipients"),
+            Just("complainedRecipients"),
+            Just("emailAddress"),
+            Just("diagnosticCode"),
+            Just("mail"),
+            Just("name"),
+            Just("value"),
+            Just("commonHeaders"),
+            Just("messageId"),
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            words.prop_map(Value::from),
+            ".{0,40}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(keys.clone(), inner, 0..8).prop_map(|m| {
+                    Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+                }),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_payload_makes_a_parser_panic(v in payload(), text in ".{0,80}") {
+            let _ = mailgun::parse_event(&v);
+            let _ = postmark::parse(&v);
+            let _ = sendgrid::parse(&v);
+            let _ = ses::events("m", &v);
+            let _ = ses::canonical(&v, "Notification");
+            let _ = enhanced_status(&text);
+            let _ = bare_address(&text);
+            let _ = message_id_form(&text);
+        }
+    }
+
     #[test]
     fn applied_events_are_committed() {
         let dir = tempfile::tempdir().unwrap();

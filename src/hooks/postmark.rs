@@ -60,7 +60,7 @@ impl Postmark {
     }
 }
 
-fn parse(v: &Value) -> Result<Option<Event>, Refusal> {
+pub(super) fn parse(v: &Value) -> Result<Option<Event>, Refusal> {
     let malformed = |what: &str| Refusal::Malformed(format!("a Postmark record without {what}"));
     let record = text(v, "RecordType").ok_or_else(|| malformed("`RecordType`"))?;
     let (kind, recipient, at, event_id) = match record {

@@ -112,7 +112,7 @@ impl Sendgrid {
     }
 }
 
-fn parse(v: &Value) -> Result<Option<Event>, Refusal> {
+pub(super) fn parse(v: &Value) -> Result<Option<Event>, Refusal> {
     let malformed = |what: &str| Refusal::Malformed(format!("a SendGrid event without {what}"));
     let name = text(v, "event").ok_or_else(|| malformed("`event`"))?;
     let reason = nonempty(text(v, "reason"));

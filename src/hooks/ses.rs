@@ -201,7 +201,7 @@ fn signing_key(pem: &[u8]) -> Result<SigningKey> {
 
 /// The string SNS signs: the message's fields in a fixed order, `Name\nvalue\n` each
 /// (a notification's `Subject` only when it has one).
-fn canonical(m: &Value, ty: &str) -> Result<String, Refusal> {
+pub(super) fn canonical(m: &Value, ty: &str) -> Result<String, Refusal> {
     let fields: &[&str] = match ty {
         "Notification" => &[
             "Message",
@@ -240,7 +240,7 @@ fn canonical(m: &Value, ty: &str) -> Result<String, Refusal> {
 
 /// The events of one SES notification (`notificationType`, or `eventType` for a
 /// configuration set's event publishing), one per recipient.
-fn events(sns_message_id: &str, n: &Value) -> Result<Vec<Event>, Refusal> {
+pub(super) fn events(sns_message_id: &str, n: &Value) -> Result<Vec<Event>, Refusal> {
     let ty = text(n, "notificationType").or_else(|| text(n, "eventType"));
     let message_id = original_message_id(n);
     let (kind_of, list, key, at) = match ty {
