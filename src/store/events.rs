@@ -33,8 +33,11 @@ CREATE TABLE IF NOT EXISTS provider_nonces (
     PRIMARY KEY (provider, nonce)
 );
 CREATE INDEX IF NOT EXISTS journal_message_id ON journal (message_id) WHERE message_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS journal_address ON journal (address_key);
+CREATE INDEX IF NOT EXISTS journal_sent_address ON journal (address_key, updated_at)
+    WHERE message_id IS NOT NULL;
 ";
+// Both journal indexes are partial: freezing an audience writes rows without a
+// Message-ID, so it pays nothing for them; only rows of messages made are indexed.
 
 /// One provider event as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
