@@ -31,7 +31,7 @@ fn job() -> Job {
             reply_to: config.newsletter.reply_to.clone(),
             list_name: config.newsletter.name.clone(),
             list_id: config.newsletter.list_id.clone(),
-            date: chrono::Utc::now(),
+            date: brief::clock::now(),
             columns: columns.clone(),
         },
         &EditionParts {
@@ -119,7 +119,7 @@ fn bench(c: &mut Criterion) {
         ),
         ("personalize + dkim rsa-2048", &["genrsa", "2048"][..]),
     ] {
-        job.dkim = Some(signer(args));
+        job.dkim = Some(signer(args).into());
         g.bench_function(name, |b| {
             b.iter(|| {
                 i = (i + 1) % entries.len();

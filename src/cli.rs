@@ -9,7 +9,7 @@ use std::path::PathBuf;
     version,
     about = "Compose, compile and deliver an email newsletter."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// The newsletter's configuration file.
     #[arg(long, global = true, default_value = "brief.toml", value_name = "PATH")]
     pub config: PathBuf,
@@ -24,7 +24,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Scaffold a working newsletter folder.
     Init(InitArgs),
     /// Validate config, templates, editions and lists; print every problem.
@@ -49,16 +49,18 @@ pub enum Command {
     Archive(ArchiveArgs),
     /// Live-reloading local preview of an edition.
     Preview(PreviewArgs),
+    /// Look up SPF, DKIM, DMARC and MX for the newsletter; print the records to publish.
+    Doctor(DoctorArgs),
 }
 
 #[derive(Debug, Args)]
-pub struct InitArgs {
+pub(crate) struct InitArgs {
     /// Folder to create (default: the current folder).
     pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     /// Check only this edition (slug or path); default: every edition.
     #[arg(long, value_name = "E")]
     pub edition: Option<String>,
@@ -68,7 +70,7 @@ pub struct CheckArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct BuildArgs {
+pub(crate) struct BuildArgs {
     /// The edition (slug or path).
     #[arg(long, value_name = "E")]
     pub edition: String,
@@ -78,7 +80,7 @@ pub struct BuildArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct SendArgs {
+pub(crate) struct SendArgs {
     /// The edition (slug or path).
     #[arg(long, value_name = "E")]
     pub edition: String,
@@ -100,7 +102,7 @@ pub struct SendArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct DispatchArgs {
+pub(crate) struct DispatchArgs {
     /// Also send editions more than delivery.max_lateness late.
     #[arg(long)]
     pub allow_late: bool,
@@ -113,7 +115,7 @@ pub struct DispatchArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// Only this edition (slug or path).
     #[arg(long, value_name = "E")]
     pub edition: Option<String>,
@@ -129,14 +131,14 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Address to listen on (default: unsubscribe.listen from the config).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
 }
 
 #[derive(Debug, Args)]
-pub struct UnsubscribeArgs {
+pub(crate) struct UnsubscribeArgs {
     /// Addresses to suppress.
     #[arg(value_name = "ADDR")]
     pub addresses: Vec<String>,
@@ -149,14 +151,14 @@ pub struct UnsubscribeArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ResubscribeArgs {
+pub(crate) struct ResubscribeArgs {
     /// Addresses to remove from the suppression list.
     #[arg(value_name = "ADDR", required = true)]
     pub addresses: Vec<String>,
 }
 
 #[derive(Debug, Args)]
-pub struct SuppressionsArgs {
+pub(crate) struct SuppressionsArgs {
     /// Print as JSON.
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
@@ -166,7 +168,7 @@ pub struct SuppressionsArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ArchiveArgs {
+pub(crate) struct ArchiveArgs {
     /// Output folder (default: archive.out from the config).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -176,13 +178,26 @@ pub struct ArchiveArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct PreviewArgs {
+pub(crate) struct PreviewArgs {
     /// The edition (slug or path).
     #[arg(long, value_name = "E")]
     pub edition: String,
     /// Address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8026")]
     pub listen: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DoctorArgs {
+    /// Also fetch a test unsubscribe link and check the one-click POST (RFC 8058).
+    #[arg(long)]
+    pub online: bool,
+    /// Ask this DNS server instead of the system's resolvers.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub nameserver: Option<std::net::SocketAddr>,
+    /// Print the findings as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! `cmd::dispatch` acts on them. Time comes only from the caller (`clock::now()`).
 
 use crate::edition::{self, Edition};
-use crate::store::{Journal, SqliteStore, REAL};
+use crate::store::{Store, REAL};
 use anyhow::Result;
 use chrono::{DateTime, FixedOffset, Utc};
 use std::path::{Path, PathBuf};
@@ -78,7 +78,7 @@ pub fn lateness(send_at: DateTime<FixedOffset>, now: DateTime<Utc>) -> std::time
 }
 
 /// The journal's view of one edition's real send.
-pub fn progress(store: Option<&SqliteStore>, slug: &str) -> Result<Progress> {
+pub fn progress(store: Option<&Store>, slug: &str) -> Result<Progress> {
     let Some(store) = store else {
         return Ok(Progress::NotStarted);
     };

@@ -1,4 +1,4 @@
-//! Exit codes of the contract (`product.md`), decided once at the end of a command.
+//! Exit codes of the contract (README.md, "Exit codes"), decided once at the end of a command.
 
 use std::process::ExitCode;
 

@@ -3,20 +3,22 @@
 //! Edition ──compose──▶ MJML + text ──compile (mrml, once)──▶ Compiled
 //!   ──personalize (per recipient)──▶ message ──deliver (journal + transport)──▶ receipt
 //!
-//! One module per stage; the binary (`src/main.rs`) only parses the command line and
+//! One module per stage. The library knows no command line: the binary (`src/main.rs`,
+//! with its `cli` and `cmd` modules) parses arguments, calls these modules, prints, and
 //! maps outcomes to exit codes.
 
 pub mod archive;
 pub mod audience;
-pub mod cli;
+pub mod bounce;
+pub mod check;
 pub mod clock;
-pub mod cmd;
 pub mod compile;
 pub mod compose;
 pub mod config;
 pub mod deliver;
 pub mod diag;
 pub mod dispatch;
+pub mod doctor;
 pub mod edition;
 pub mod exit;
 pub mod fsutil;
@@ -25,6 +27,8 @@ pub mod mailto;
 pub mod personalize;
 pub mod preview;
 pub mod report;
+pub mod sample;
+pub mod send;
 pub mod serve;
 pub mod store;
 pub mod token;

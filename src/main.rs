@@ -1,14 +1,19 @@
-use brief::cli::Cli;
+mod cli;
+mod cmd;
+
 use brief::diag::{Diagnostic, Diagnostics};
 use brief::exit::{UsageError, ERROR, USAGE};
 use clap::Parser;
+use cli::Cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.quiet, cli.verbose);
-    match brief::cmd::run(cli) {
+    match cmd::run(cli) {
         Ok(outcome) => outcome.into(),
+        // A reader that stopped reading (`brief suppressions | head -1`) is not an error.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             // The error chain, once: "error: outer: cause: root cause". A located
             // diagnostic already reads "file:line:col: error: …".
@@ -28,6 +33,17 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Whether the error is a write to a closed pipe (directly, or inside the CSV writer).
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    let broken = |e: &std::io::Error| e.kind() == std::io::ErrorKind::BrokenPipe;
+    err.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(broken)
+            || cause
+                .downcast_ref::<csv::Error>()
+                .is_some_and(|e| matches!(e.kind(), csv::ErrorKind::Io(io) if broken(io)))
+    })
 }
 
 /// Drops a cause whose text the previous message already contains (libraries often

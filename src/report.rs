@@ -3,57 +3,27 @@
 //!
 //! Each report is sent once per state: the last reported state of every (edition,
 //! kind) is kept in the state store, so a cron job that runs every five minutes does
-//! not mail the same news every five minutes. Reports go through the delivery
-//! transport (outbox files under `outbox/reports/`, or the SMTP relay), plain text,
-//! From the newsletter, one message To each editor. A report that cannot be sent is
+//! not mail the same news every five minutes. This module decides what to say and to
+//! whom; `deliver::notify` sends it the way the editions go (plain text, From the
+//! newsletter, one message To each editor). A report that cannot be sent is
 //! logged and never changes the outcome of the send it reports on.
 
 use crate::audience::ListReader;
 use crate::clock;
-use crate::config::{Config, Transport as ConfigTransport};
-use crate::deliver::{smtp, Report};
-use crate::store::{Counts, Journal, SqliteStore, State, REAL};
-use anyhow::{anyhow, bail, Context, Result};
+use crate::config::Config;
+use crate::deliver::notify::{Notice, Notifier};
+use crate::deliver::Report;
+use crate::store::{Counts, ReportKind, State, Store, REAL};
+use anyhow::{bail, Result};
 use chrono::{DateTime, Utc};
-use lettre::message::{header::ContentType, Mailbox};
-use rusqlite::{params, OptionalExtension};
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS reports (
-    edition  TEXT NOT NULL,
-    kind     TEXT NOT NULL,
-    state    TEXT NOT NULL,
-    sent_at  TEXT NOT NULL,
-    PRIMARY KEY (edition, kind)
-);";
-
-/// What a report is about; one remembered state per edition and kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// How a send went (finished, or stopped with recipients left).
-    Send,
-    /// The edition failed its checks and was not sent.
-    Check,
-    /// The edition was more than `max_lateness` late and was not sent.
-    Late,
-}
-
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Kind::Send => "send",
-            Kind::Check => "check",
-            Kind::Late => "late",
-        }
-    }
-}
+use lettre::message::Mailbox;
 
 /// At most this many addresses per list in one report.
 const MAX_ADDRESSES: usize = 50;
 
 /// After a real send: reports how it went, if this state was not reported yet.
 /// Never fails: a report problem is logged.
-pub fn after_send(config: &Config, store: &SqliteStore, report: &Report) {
+pub fn after_send(config: &Config, notifier: &Notifier, store: &Store, report: &Report) {
     if !config.delivery.report || report.test || report.dry_run {
         return;
     }
@@ -64,7 +34,7 @@ pub fn after_send(config: &Config, store: &SqliteStore, report: &Report) {
         finished_at: report.finished_at,
         stopped: report.stopped.as_ref().or(report.session_failure.as_ref()),
     };
-    if let Err(e) = send_report(config, store, &run) {
+    if let Err(e) = send_report(config, notifier, store, &run) {
         tracing::warn!(
             "{}: the report to the editors was not sent: {e:#}",
             report.edition
@@ -74,7 +44,7 @@ pub fn after_send(config: &Config, store: &SqliteStore, report: &Report) {
 
 /// For a started edition that a run left alone (nothing due): reports its state if it
 /// was never reported (a report that failed earlier, e.g. while the relay was down).
-pub fn unreported(config: &Config, store: &SqliteStore, slug: &str) {
+pub fn unreported(config: &Config, notifier: &Notifier, store: &Store, slug: &str) {
     if !config.delivery.report {
         return;
     }
@@ -90,7 +60,7 @@ pub fn unreported(config: &Config, store: &SqliteStore, slug: &str) {
             finished_at: info.finished_at,
             stopped: None,
         };
-        send_report(config, store, &run)
+        send_report(config, notifier, store, &run)
     };
     if let Err(e) = attempt() {
         tracing::warn!("{slug}: the report to the editors was not sent: {e:#}");
@@ -106,7 +76,7 @@ struct Run<'a> {
     stopped: Option<&'a String>,
 }
 
-fn send_report(config: &Config, store: &SqliteStore, run: &Run) -> Result<()> {
+fn send_report(config: &Config, notifier: &Notifier, store: &Store, run: &Run) -> Result<()> {
     let slug = run.slug;
     let c = run.counts;
     let finished = c.complete() && run.stopped.is_none();
@@ -121,7 +91,7 @@ fn send_report(config: &Config, store: &SqliteStore, run: &Run) -> Result<()> {
         c.suppressed,
         c.pending
     );
-    if already_reported(store, slug, Kind::Send, &state)? {
+    if already_reported(store, slug, ReportKind::Send, &state)? {
         return Ok(());
     }
     let subject = format!(
@@ -212,17 +182,18 @@ fn send_report(config: &Config, store: &SqliteStore, run: &Run) -> Result<()> {
             ));
         }
     }
-    mail_editors(config, slug, Kind::Send, &subject, &body)?;
-    remember(store, slug, Kind::Send, &state)
+    mail_editors(config, notifier, slug, ReportKind::Send, &subject, &body)?;
+    remember(store, slug, ReportKind::Send, &state)
 }
 
-/// Reports a refused edition (`Kind::Check` or `Kind::Late`) once per distinct
+/// Reports a refused edition (`ReportKind::Check` or `ReportKind::Late`) once per distinct
 /// `details`. Returns whether a mail went out; failures are logged.
 pub fn refused(
     config: &Config,
-    store: &SqliteStore,
+    notifier: &Notifier,
+    store: &Store,
     slug: &str,
-    kind: Kind,
+    kind: ReportKind,
     why: &str,
     details: &str,
 ) -> bool {
@@ -237,7 +208,7 @@ pub fn refused(
         let body = format!(
             "brief dispatch did not send edition {slug}: {why}.\n\n{details}\n\nIt will not be sent until this is fixed; this report is not repeated while nothing changes.\n"
         );
-        mail_editors(config, slug, kind, &subject, &body)?;
+        mail_editors(config, notifier, slug, kind, &subject, &body)?;
         remember(store, slug, kind, details)?;
         Ok(true)
     };
@@ -252,40 +223,16 @@ pub fn refused(
 
 /// Forgets a refusal once the edition is fine again, so a later identical failure is
 /// reported again.
-pub fn cleared(store: &SqliteStore, slug: &str, kind: Kind) -> Result<()> {
-    store.connection().execute_batch(SCHEMA)?;
-    store.connection().execute(
-        "DELETE FROM reports WHERE edition = ?1 AND kind = ?2",
-        params![slug, kind.as_str()],
-    )?;
-    Ok(())
+pub fn cleared(store: &Store, slug: &str, kind: ReportKind) -> Result<()> {
+    store.forget_report(slug, kind)
 }
 
-fn already_reported(store: &SqliteStore, slug: &str, kind: Kind, state: &str) -> Result<bool> {
-    let conn = store.connection();
-    conn.execute_batch(SCHEMA)?;
-    let last: Option<String> = conn
-        .query_row(
-            "SELECT state FROM reports WHERE edition = ?1 AND kind = ?2",
-            params![slug, kind.as_str()],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(last.as_deref() == Some(state))
+fn already_reported(store: &Store, slug: &str, kind: ReportKind, state: &str) -> Result<bool> {
+    Ok(store.reported(slug, kind)?.as_deref() == Some(state))
 }
 
-fn remember(store: &SqliteStore, slug: &str, kind: Kind, state: &str) -> Result<()> {
-    store.connection().execute(
-        "INSERT INTO reports (edition, kind, state, sent_at) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (edition, kind) DO UPDATE SET state = excluded.state, sent_at = excluded.sent_at",
-        params![
-            slug,
-            kind.as_str(),
-            state,
-            clock::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        ],
-    )?;
-    Ok(())
+fn remember(store: &Store, slug: &str, kind: ReportKind, state: &str) -> Result<()> {
+    store.remember_report(slug, kind, state, clock::now())
 }
 
 /// The editors list: every valid address in `subscribers/<editors>.csv`.
@@ -305,133 +252,19 @@ fn editors(config: &Config) -> Result<Vec<Mailbox>> {
     Ok(out)
 }
 
-/// One plain-text message To each editor, through the configured transport.
-fn mail_editors(config: &Config, slug: &str, kind: Kind, subject: &str, body: &str) -> Result<()> {
-    let from: Mailbox = config.newsletter.from.parse().context("newsletter.from")?;
-    let now = clock::now();
-    let stamp = now.format("%Y%m%dT%H%M%S%.6fZ").to_string();
-    // Signed like the edition when the key loads (a bad key already stopped the send).
-    let signer = config.dkim.as_ref().and_then(|d| {
-        crate::deliver::dkim::Signer::load(d, |p| config.resolve(p))
-            .map_err(|e| tracing::warn!("{slug}: the report is not DKIM-signed: {e:#}"))
-            .ok()
-    });
-    let mut messages = Vec::new();
-    for (i, to) in editors(config)?.into_iter().enumerate() {
-        let message = lettre::Message::builder()
-            .from(from.clone())
-            .to(to.clone())
-            .subject(subject)
-            .date(now.into())
-            .message_id(Some(format!(
-                "<report.{slug}.{}.{stamp}.{i}@{}>",
-                kind.as_str(),
-                config.sender_domain()
-            )))
-            .header(ContentType::TEXT_PLAIN)
-            .body(body.to_string())
-            .context("cannot build the report")?;
-        let mut bytes = message.formatted();
-        if let Some(signer) = &signer {
-            let mut signed = signer.sign([bytes.as_slice()], now.timestamp())?;
-            signed.extend_from_slice(&bytes);
-            bytes = signed;
-        }
-        messages.push((to.email.to_string(), bytes));
-    }
-    match config.delivery.transport {
-        ConfigTransport::Outbox => {
-            let dir = config.outbox_dir().join("reports");
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            for (i, (_, bytes)) in messages.iter().enumerate() {
-                let path = dir.join(format!("{slug}-{}-{stamp}-{i}.eml", kind.as_str()));
-                std::fs::write(&path, bytes)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-            }
-            Ok(())
-        }
-        ConfigTransport::Smtp => send_smtp(config, from.email.as_ref(), messages),
-    }
-}
-
-fn send_smtp(config: &Config, from: &str, messages: Vec<(String, Vec<u8>)>) -> Result<()> {
-    let settings = smtp::Settings::from_config(config)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let mut conn = smtp::Connection::open(&settings).await?;
-        let mut refused = Vec::new();
-        for (to, bytes) in &messages {
-            let bytes = dot_stuffed(bytes);
-            match conn
-                .send(
-                    &smtp::MailFrom {
-                        address: from,
-                        envid: None,
-                    },
-                    to,
-                    std::iter::once(bytes.as_slice()),
-                    async { true },
-                )
-                .await
-            {
-                smtp::Outcome::Accepted(_) => {}
-                smtp::Outcome::Refused(r) => refused.push(format!("{to}: {r}")),
-                other => refused.push(format!("{to}: {other:?}")),
-            }
-            if conn.broken {
-                break;
-            }
-        }
-        conn.quit().await;
-        if refused.is_empty() {
-            Ok(())
-        } else {
-            Err(anyhow!("the relay did not take it: {}", refused.join("; ")))
-        }
+/// One plain-text message To each editor.
+fn mail_editors(
+    config: &Config,
+    notifier: &Notifier,
+    slug: &str,
+    kind: ReportKind,
+    subject: &str,
+    body: &str,
+) -> Result<()> {
+    notifier.send(&Notice {
+        to: &editors(config)?,
+        subject,
+        body,
+        tag: &format!("report.{slug}.{}", kind.as_str()),
     })
-}
-
-/// SMTP's DATA ends at a line holding a lone dot: double every leading dot, and end
-/// with CRLF.
-fn dot_stuffed(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len() + 16);
-    let mut at_line_start = true;
-    for &b in bytes {
-        if at_line_start && b == b'.' {
-            out.push(b'.');
-        }
-        out.push(b);
-        at_line_start = b == b'\n';
-    }
-    if !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn leading_dots_are_doubled() {
-        assert_eq!(dot_stuffed(b".a\r\nb.\r\n..c"), b"..a\r\nb.\r\n...c\r\n");
-    }
-
-    #[test]
-    fn a_state_is_remembered_per_edition_and_kind() {
-        let s = SqliteStore::in_memory().unwrap();
-        assert!(!already_reported(&s, "e1", Kind::Check, "x").unwrap());
-        remember(&s, "e1", Kind::Check, "x").unwrap();
-        assert!(already_reported(&s, "e1", Kind::Check, "x").unwrap());
-        assert!(!already_reported(&s, "e1", Kind::Check, "y").unwrap());
-        assert!(!already_reported(&s, "e1", Kind::Late, "x").unwrap());
-        assert!(!already_reported(&s, "e2", Kind::Check, "x").unwrap());
-        cleared(&s, "e1", Kind::Check).unwrap();
-        assert!(!already_reported(&s, "e1", Kind::Check, "x").unwrap());
-    }
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use std::fmt::Write;
 
 /// The feed of `entries` (newest first). `now` dates an empty feed.
-pub fn atom(config: &Config, entries: &[Entry], now: DateTime<Utc>) -> String {
+pub(super) fn atom(config: &Config, entries: &[Entry], now: DateTime<Utc>) -> String {
     let n = &config.newsletter;
     let base = n.base_url.trim_end_matches('/');
     let updated = entries.iter().map(Entry::published).max().unwrap_or(now);

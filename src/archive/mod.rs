@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::diag::{Diagnostic, Diagnostics, Severity};
 use crate::edition::{self, Edition};
 use crate::personalize::{self, Escape, Template};
-use crate::store::{Journal, SqliteStore, REAL};
+use crate::store::{Store, REAL};
 use anyhow::{Context, Result};
 use chrono::{DateTime, NaiveTime, Utc};
 use std::path::{Path, PathBuf};
@@ -77,7 +77,7 @@ pub fn sent_editions(config: &Config) -> Result<Vec<String>> {
     if !path.exists() {
         return Ok(Vec::new());
     }
-    let store = SqliteStore::open(&path)?;
+    let store = Store::open(&path)?;
     let mut sent = Vec::new();
     for send in store.sends()? {
         if send.namespace == REAL && store.counts(&send.edition, REAL)?.sent > 0 {
@@ -202,7 +202,7 @@ pub fn build(config: &Config, out: &Path, all: bool) -> Result<Report> {
         .into_iter()
         .partition(|e| all || is_published(e, now, &sent));
     let composer = Composer::new(config)?;
-    let columns = crate::cmd::build::SampleReader::load(config).columns();
+    let columns = crate::sample::SampleReader::load(config).columns();
     let (entries, mut rendered) = render_entries(config, &composer, editions, &columns)?;
     warnings.splice(0..0, composer.warnings.iter().cloned());
     warnings.append(&mut rendered);

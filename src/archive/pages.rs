@@ -8,7 +8,7 @@ use crate::token;
 use std::fmt::Write;
 
 /// The index: every edition, newest first, with its kicker, date and preheader.
-pub fn index(config: &Config, entries: &[Entry]) -> String {
+pub(super) fn index(config: &Config, entries: &[Entry]) -> String {
     let n = &config.newsletter;
     let name = esc(&n.name);
     let mut list = String::new();
@@ -79,7 +79,7 @@ pub fn index(config: &Config, entries: &[Entry]) -> String {
 }
 
 /// Adds the feed and the canonical address to an edition page's `<head>`.
-pub fn with_head_links(config: &Config, edition: &Edition, html: &str) -> String {
+pub(super) fn with_head_links(config: &Config, edition: &Edition, html: &str) -> String {
     let links = format!(
         "<link rel=\"canonical\" href=\"{}\" />\n<link rel=\"alternate\" type=\"application/atom+xml\" title=\"{}\" href=\"../feed.xml\" />\n",
         esc(&token::web_url(&config.newsletter.base_url, &edition.slug)),

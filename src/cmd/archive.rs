@@ -1,12 +1,12 @@
 //! `brief archive [--out DIR] [--all]`: write the static web archive.
 
-use crate::archive;
 use crate::cli::ArchiveArgs;
-use crate::config::Config;
-use crate::exit::Outcome;
 use anyhow::Result;
+use brief::archive;
+use brief::config::Config;
+use brief::exit::Outcome;
 
-pub fn run(config: &Config, args: &ArchiveArgs) -> Result<Outcome> {
+pub(super) fn run(config: &Config, args: &ArchiveArgs) -> Result<Outcome> {
     let out = args
         .out
         .clone()
@@ -15,14 +15,14 @@ pub fn run(config: &Config, args: &ArchiveArgs) -> Result<Outcome> {
     for w in &report.warnings {
         eprintln!("{w}");
     }
-    println!(
+    outln!(
         "archived {} edition{} into {} (index.html, feed.xml)",
         report.published.len(),
         if report.published.len() == 1 { "" } else { "s" },
         report.out.display()
     );
     if !report.not_due.is_empty() {
-        println!(
+        outln!(
             "  left out (not sent, and send_at not passed or not set; --all includes them): {}",
             report.not_due.join(", ")
         );

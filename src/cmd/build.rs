@@ -3,17 +3,16 @@
 //! files can be opened as they are.
 
 use crate::cli::BuildArgs;
-use crate::compile::{self, Compiled};
-use crate::config::Config;
-use crate::diag::Diagnostics;
-use crate::exit::Outcome;
-use crate::personalize::{Escape, Template};
-use crate::token;
 use anyhow::{bail, Context, Result};
-use std::collections::BTreeMap;
+use brief::compile::{self, Compiled};
+use brief::config::Config;
+use brief::diag::Diagnostics;
+use brief::exit::Outcome;
+use brief::personalize::Escape;
+use brief::sample::SampleReader;
 use std::path::Path;
 
-pub fn run(config: &Config, args: BuildArgs) -> Result<Outcome> {
+pub(crate) fn run(config: &Config, args: BuildArgs) -> Result<Outcome> {
     let sample = SampleReader::load(config);
     let compiled = match compile::build(config, &args.edition, &sample.columns()) {
         Ok(c) => c,
@@ -38,36 +37,29 @@ pub fn run(config: &Config, args: BuildArgs) -> Result<Outcome> {
             .map_or(dist.clone(), Path::to_path_buf)
     });
     let files = write(&out, &compiled, &sample, config)?;
-    println!("built {} into {}", compiled.slug, out.display());
+    outln!("built {} into {}", compiled.slug, out.display());
     for (name, bytes) in files {
-        println!("  {name:<11} {:>8}", human_size(bytes));
+        outln!("  {name:<11} {:>8}", human_size(bytes));
     }
     Ok(Outcome::Done)
 }
 
-/// Writes the three files; returns their names and sizes.
-pub fn write(
+/// Writes the three files, filled in for the sample reader; returns their names and
+/// sizes.
+fn write(
     out: &Path,
     compiled: &Compiled,
     sample: &SampleReader,
     config: &Config,
 ) -> Result<Vec<(&'static str, usize)>> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let unsubscribe =
-        token::unsubscribe_url(&config.newsletter.base_url, "example-not-a-real-link");
     let mut files = Vec::new();
     for (name, doc, escape) in [
         ("email.mjml", &compiled.mjml, Escape::Html),
         ("email.html", &compiled.html, Escape::Html),
         ("email.txt", &compiled.text, Escape::None),
     ] {
-        let template = Template::parse(doc);
-        let values: Vec<&str> = template
-            .fields()
-            .iter()
-            .map(|f| sample.value(f, &unsubscribe))
-            .collect();
-        let content = template.render(&values, escape);
+        let content = sample.fill(config, doc, escape, "example-not-a-real-link");
         let path = out.join(name);
         std::fs::write(&path, &content)
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -76,74 +68,7 @@ pub fn write(
     Ok(files)
 }
 
-/// Values for the personal fields of a built file: the first row of the editors list
-/// when there is one, placeholders otherwise.
-pub struct SampleReader {
-    fields: BTreeMap<String, String>,
-    columns: Vec<String>,
-}
-
-impl SampleReader {
-    pub fn load(config: &Config) -> SampleReader {
-        let mut fields = BTreeMap::new();
-        fields.insert("email".to_string(), "reader@example.org".to_string());
-        fields.insert("name".to_string(), "Reader".to_string());
-        let mut columns: Vec<String> = Vec::new();
-        let mut lists: Vec<&str> = config
-            .newsletter
-            .audience
-            .iter()
-            .map(String::as_str)
-            .collect();
-        lists.push(&config.newsletter.editors);
-        for list in lists {
-            let Ok(mut reader) = csv::Reader::from_path(config.list_path(list)) else {
-                continue;
-            };
-            let Ok(headers) = reader.headers().cloned() else {
-                continue;
-            };
-            let headers: Vec<String> = headers
-                .iter()
-                .map(|h| h.trim_start_matches('\u{FEFF}').trim().to_string())
-                .collect();
-            for h in &headers {
-                if h != "email" && h != "name" && !h.is_empty() && !columns.contains(h) {
-                    columns.push(h.clone());
-                    fields.insert(h.clone(), format!("[{h}]"));
-                }
-            }
-            if list == config.newsletter.editors {
-                if let Some(Ok(row)) = reader.records().next() {
-                    for (h, v) in headers.iter().zip(row.iter()) {
-                        if !v.trim().is_empty() {
-                            fields.insert(h.clone(), v.trim().to_string());
-                        }
-                    }
-                }
-            }
-        }
-        SampleReader { fields, columns }
-    }
-
-    /// The extra columns (besides email and name) the lists have.
-    pub fn columns(&self) -> Vec<String> {
-        self.columns.clone()
-    }
-
-    /// The sample value of a personal field (`unsubscribe_url` or `subscriber.<column>`).
-    pub fn value<'a>(&'a self, field: &str, unsubscribe: &'a str) -> &'a str {
-        if field == crate::personalize::UNSUBSCRIBE_URL {
-            return unsubscribe;
-        }
-        field
-            .strip_prefix("subscriber.")
-            .and_then(|column| self.fields.get(column))
-            .map_or("", String::as_str)
-    }
-}
-
-pub fn human_size(bytes: usize) -> String {
+fn human_size(bytes: usize) -> String {
     if bytes < 1024 {
         format!("{bytes} B")
     } else {

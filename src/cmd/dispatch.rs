@@ -8,22 +8,27 @@
 //! else 75 if a manual `brief send` held an edition's lock; else 3 if recipients are
 //! left for a later run; else 0.
 
-use crate::cli::{DispatchArgs, SendArgs};
-use crate::clock;
-use crate::cmd::{check, send};
-use crate::config::Config;
-use crate::deliver::lock;
-use crate::dispatch::{self, Progress};
-use crate::exit::Outcome;
-use crate::report::{self, Kind};
-use crate::store::{Journal, SqliteStore, REAL};
+use crate::cli::DispatchArgs;
+use crate::cmd::send;
 use anyhow::{bail, Context, Result};
+use brief::check;
+use brief::clock;
+use brief::config::Config;
+use brief::deliver::lock;
+use brief::deliver::notify::Notifier;
+use brief::dispatch::{self, Progress};
+use brief::exit::Outcome;
+use brief::report;
+use brief::send::{Execution, Request};
+use brief::store::ReportKind;
+use brief::store::{Store, REAL};
 use std::fs::File;
+use std::io::IsTerminal;
 
 /// Name of the dispatch lock in the locks folder (a slug never starts with a dot).
 const DISPATCH_LOCK: &str = ".dispatch";
 
-pub fn run(config: Config, args: DispatchArgs) -> Result<Outcome> {
+pub(super) fn run(config: Config, args: DispatchArgs) -> Result<Outcome> {
     let _lock = if args.dry_run {
         None
     } else {
@@ -44,11 +49,12 @@ pub fn run(config: Config, args: DispatchArgs) -> Result<Outcome> {
     }
     // A dry run writes nothing, not even a new state store.
     let store = if args.dry_run {
-        crate::cmd::status::open_existing(&config)?
+        Store::open_existing(&config.state_path())?
     } else {
-        Some(SqliteStore::open(&config.state_path())?)
+        Some(Store::open(&config.state_path())?)
     };
 
+    let notifier = Notifier::from_config(&config);
     let mut failed: Vec<String> = Vec::new();
     let mut locked = false;
     let mut incomplete = false;
@@ -68,7 +74,7 @@ pub fn run(config: Config, args: DispatchArgs) -> Result<Outcome> {
                     let c = store.counts(&slug, REAL)?;
                     incomplete |= !c.complete();
                     if !args.dry_run {
-                        report::unreported(&config, store, &slug);
+                        report::unreported(&config, &notifier, store, &slug);
                     }
                     continue;
                 }
@@ -88,9 +94,10 @@ pub fn run(config: Config, args: DispatchArgs) -> Result<Outcome> {
                     if let (Some(store), false) = (&store, args.dry_run) {
                         report::refused(
                             &config,
+                            &notifier,
                             store,
                             &slug,
-                            Kind::Late,
+                            ReportKind::Late,
                             "too late",
                             // No elapsed time here: the report is once per send_at.
                             &format!(
@@ -126,9 +133,10 @@ pub fn run(config: Config, args: DispatchArgs) -> Result<Outcome> {
             if let (Some(store), false) = (&store, args.dry_run) {
                 report::refused(
                     &config,
+                    &notifier,
                     store,
                     &slug,
-                    Kind::Check,
+                    ReportKind::Check,
                     "it fails its checks",
                     &problems.join("\n"),
                 );
@@ -137,21 +145,23 @@ pub fn run(config: Config, args: DispatchArgs) -> Result<Outcome> {
             continue;
         }
         if let (Some(store), false) = (&store, args.dry_run) {
-            report::cleared(store, &slug, Kind::Check)?;
-            report::cleared(store, &slug, Kind::Late)?;
+            report::cleared(store, &slug, ReportKind::Check)?;
+            report::cleared(store, &slug, ReportKind::Late)?;
         }
 
-        let outcome = send::run(
-            config.clone(),
-            SendArgs {
-                edition: path,
-                test: false,
-                to: Vec::new(),
-                resend_in_doubt: false,
-                dry_run: args.dry_run,
-                json: false,
-            },
-        );
+        let request = Request {
+            edition: path,
+            dry_run: args.dry_run,
+            progress: std::io::stderr().is_terminal(),
+            ..Request::default()
+        };
+        let outcome = send::send(&config, request).and_then(|execution| match execution {
+            Execution::Locked(_) => Ok(Outcome::Locked),
+            Execution::Ran(report) => {
+                send::print_report(&report, false, false)?;
+                send::outcome(&report)
+            }
+        });
         match outcome {
             Ok(Outcome::Done) => {}
             Ok(Outcome::Incomplete) => incomplete = true,

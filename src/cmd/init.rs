@@ -2,9 +2,9 @@
 //! templates, a sample edition and two small subscriber lists. Never overwrites.
 
 use crate::cli::InitArgs;
-use crate::compose::templates::DEFAULTS;
-use crate::exit::Outcome;
 use anyhow::{bail, Context, Result};
+use brief::compose::templates::DEFAULTS;
+use brief::exit::Outcome;
 use std::path::{Path, PathBuf};
 
 const CONFIG: &str = include_str!("../../brief.toml");
@@ -18,7 +18,7 @@ dario.demo@example.org,,Bologna
 ";
 
 /// The files `brief init` writes, relative to the folder.
-pub fn files() -> Vec<(PathBuf, String)> {
+pub(crate) fn files() -> Vec<(PathBuf, String)> {
     let mut files = vec![(PathBuf::from("brief.toml"), CONFIG.to_string())];
     for t in DEFAULTS {
         files.push((Path::new("templates").join(t.file), t.source.to_string()));
@@ -41,7 +41,7 @@ pub fn files() -> Vec<(PathBuf, String)> {
     files
 }
 
-pub fn run(args: InitArgs) -> Result<Outcome> {
+pub(crate) fn run(args: InitArgs) -> Result<Outcome> {
     let dir = args.dir.unwrap_or_else(|| PathBuf::from("."));
     let files = files();
     let existing: Vec<String> = files
@@ -64,13 +64,13 @@ pub fn run(args: InitArgs) -> Result<Outcome> {
         }
         std::fs::write(&path, content)
             .with_context(|| format!("cannot write {}", path.display()))?;
-        println!("created {}", path.display());
+        outln!("created {}", path.display());
     }
     let cd = if dir == Path::new(".") {
         String::new()
     } else {
         format!("cd {} && ", dir.display())
     };
-    println!("next: {cd}brief check && brief build --edition 2026-11-20");
+    outln!("next: {cd}brief check && brief build --edition 2026-11-20");
     Ok(Outcome::Done)
 }

@@ -1,23 +1,33 @@
 //! One module per command. Each takes its parsed arguments and returns an [`Outcome`];
 //! errors go up to `main`, which prints the chain once and exits 1.
 
+/// `println!` that returns a failed write (a closed pipe) as an error instead of
+/// panicking, so `main` can end quietly.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 mod archive;
-pub mod build;
-pub mod check;
+pub(crate) mod build;
+pub(crate) mod check;
 mod dispatch;
-pub mod init;
+mod doctor;
+pub(crate) mod init;
 mod preview;
-pub mod send;
+pub(crate) mod send;
 mod serve;
-pub mod status;
+pub(crate) mod status;
 mod suppress;
 
 use crate::cli::{Cli, Command};
-use crate::config::Config;
-use crate::exit::Outcome;
 use anyhow::Result;
+use brief::config::Config;
+use brief::exit::Outcome;
 
-pub fn run(cli: Cli) -> Result<Outcome> {
+pub(crate) fn run(cli: Cli) -> Result<Outcome> {
     match cli.command {
         Command::Init(args) => init::run(args),
         Command::Check(args) => with_config(&cli.config, |c| check::run(&c, args)),
@@ -37,6 +47,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         }
         Command::Archive(args) => with_config(&cli.config, |c| archive::run(&c, &args)),
         Command::Preview(args) => with_config(&cli.config, |c| preview::run(&c, &args)),
+        Command::Doctor(args) => with_config(&cli.config, |c| doctor::run(&c, &args)),
     }
 }
 

@@ -1,11 +1,11 @@
-//! `brief preview --edition E [--listen ADDR]`: see [`crate::preview`].
+//! `brief preview --edition E [--listen ADDR]`: see [`brief::preview`].
 
 use crate::cli::PreviewArgs;
-use crate::config::Config;
-use crate::exit::Outcome;
 use anyhow::Result;
+use brief::config::Config;
+use brief::exit::Outcome;
 
-pub fn run(config: &Config, args: &PreviewArgs) -> Result<Outcome> {
-    crate::preview::run(config, &args.edition, &args.listen)?;
+pub(super) fn run(config: &Config, args: &PreviewArgs) -> Result<Outcome> {
+    brief::preview::run(config, &args.edition, &args.listen)?;
     Ok(Outcome::Done)
 }

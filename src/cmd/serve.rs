@@ -1,15 +1,15 @@
-//! `brief serve`: see [`crate::serve`].
+//! `brief serve`: see [`brief::serve`].
 
 use crate::cli::ServeArgs;
-use crate::config::Config;
-use crate::exit::Outcome;
 use anyhow::Result;
+use brief::config::Config;
+use brief::exit::Outcome;
 
-pub fn run(config: &Config, args: &ServeArgs) -> Result<Outcome> {
+pub(super) fn run(config: &Config, args: &ServeArgs) -> Result<Outcome> {
     let listen = args
         .listen
         .clone()
         .unwrap_or_else(|| config.unsubscribe.listen.clone());
-    crate::serve::run(config, &listen)?;
+    brief::serve::run(config, &listen)?;
     Ok(Outcome::Done)
 }

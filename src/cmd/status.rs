@@ -6,20 +6,20 @@
 //! sending, incomplete or complete (see `dispatch::Standing`).
 
 use crate::cli::StatusArgs;
-use crate::clock;
-use crate::config::Config;
-use crate::deliver::lock;
-use crate::dispatch;
-use crate::exit::{Outcome, UsageError};
-use crate::store::{Counts, Journal, SqliteStore, State, REAL, TEST};
 use anyhow::Result;
+use brief::clock;
+use brief::config::Config;
+use brief::deliver::lock;
+use brief::dispatch;
+use brief::exit::{Outcome, UsageError};
+use brief::store::{Counts, State, Store, REAL, TEST};
 use chrono::{DateTime, FixedOffset, Utc};
 use serde::Serialize;
 use std::path::Path;
 
 /// One edition's standing (the object `brief status --edition E --json` prints).
 #[derive(Debug, Clone, Serialize)]
-pub struct EditionStatus {
+pub(crate) struct EditionStatus {
     pub edition: String,
     pub test: bool,
     /// When dispatch sends it (none: never by dispatch).
@@ -35,8 +35,8 @@ pub struct EditionStatus {
 }
 
 /// The status of one edition (real or test send), from an open store or none.
-pub fn edition_status(
-    store: Option<&SqliteStore>,
+pub(crate) fn edition_status(
+    store: Option<&Store>,
     config: &Config,
     slug: &str,
     send_at: Option<DateTime<FixedOffset>>,
@@ -85,18 +85,8 @@ pub fn edition_status(
     })
 }
 
-/// Opens the state store if it exists (never creates it).
-pub fn open_existing(config: &Config) -> Result<Option<SqliteStore>> {
-    let path = config.state_path();
-    if path.exists() {
-        Ok(Some(SqliteStore::open(&path)?))
-    } else {
-        Ok(None)
-    }
-}
-
 /// The slug an `--edition` argument names: a slug as is, a path by its file stem.
-pub fn slug_of(arg: &str) -> String {
+pub(crate) fn slug_of(arg: &str) -> String {
     let p = Path::new(arg);
     if arg.contains('/') || arg.ends_with(".md") {
         p.file_stem()
@@ -106,8 +96,8 @@ pub fn slug_of(arg: &str) -> String {
     }
 }
 
-pub fn run(config: Config, args: StatusArgs) -> Result<Outcome> {
-    let store = open_existing(&config)?;
+pub(crate) fn run(config: Config, args: StatusArgs) -> Result<Outcome> {
+    let store = Store::open_existing(&config.state_path())?;
     let namespace = if args.test { TEST } else { REAL };
     if let Some(arg) = &args.edition {
         let slug = slug_of(arg);
@@ -127,21 +117,21 @@ pub fn run(config: Config, args: StatusArgs) -> Result<Outcome> {
                     .iter()
                     .map(|(a, r)| serde_json::json!({"address": a, "reply": r}))
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 for (address, reply) in list {
-                    println!("{address}\t{}", reply.unwrap_or_default());
+                    outln!("{address}\t{}", reply.unwrap_or_default());
                 }
             }
             return Ok(Outcome::Done);
         }
-        let path = crate::edition::resolve(&config, arg);
-        let send_at = crate::edition::load(&path).ok().and_then(|e| e.send_at);
+        let path = brief::edition::resolve(&config, arg);
+        let send_at = brief::edition::load(&path).ok().and_then(|e| e.send_at);
         let status = edition_status(store.as_ref(), &config, &slug, send_at, args.test)?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&status)?);
+            outln!("{}", serde_json::to_string_pretty(&status)?);
         } else {
-            print_table(&[status]);
+            print_table(&[status])?;
         }
         return Ok(Outcome::Done);
     }
@@ -172,9 +162,9 @@ pub fn run(config: Config, args: StatusArgs) -> Result<Outcome> {
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        outln!("{}", serde_json::to_string_pretty(&all)?);
     } else if all.is_empty() {
-        println!(
+        outln!(
             "no {}",
             if args.test {
                 "test sends yet"
@@ -183,12 +173,12 @@ pub fn run(config: Config, args: StatusArgs) -> Result<Outcome> {
             }
         );
     } else {
-        print_table(&all);
+        print_table(&all)?;
     }
     Ok(Outcome::Done)
 }
 
-fn print_table(rows: &[EditionStatus]) {
+fn print_table(rows: &[EditionStatus]) -> Result<()> {
     let header = [
         "EDITION",
         "SEND_AT",
@@ -239,6 +229,7 @@ fn print_table(rows: &[EditionStatus]) {
             .zip(&widths)
             .map(|(cell, w)| format!("{cell:<w$}"))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        outln!("{}", line.join("  ").trim_end());
     }
+    Ok(())
 }

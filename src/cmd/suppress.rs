@@ -2,15 +2,15 @@
 //! list by hand, from mail sent to the `mailto` address, and as an export.
 
 use crate::cli::{ResubscribeArgs, SuppressionsArgs, UnsubscribeArgs};
-use crate::clock;
-use crate::config::Config;
-use crate::exit::{Outcome, UsageError};
-use crate::mailto;
-use crate::store::{SqliteStore, Suppression, SuppressionList, SuppressionSource};
-use crate::token::Keyring;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use brief::clock;
+use brief::config::Config;
+use brief::exit::{Outcome, UsageError};
+use brief::mailto;
+use brief::store::{Store, Suppression, SuppressionSource};
+use brief::token::Keyring;
 
-pub fn unsubscribe(config: &Config, args: &UnsubscribeArgs) -> Result<Outcome> {
+pub(super) fn unsubscribe(config: &Config, args: &UnsubscribeArgs) -> Result<Outcome> {
     if args.addresses.is_empty() && args.from_maildir.is_none() && args.from_mbox.is_none() {
         return Err(UsageError(
             "give the addresses to unsubscribe, or --from-maildir DIR, or --from-mbox FILE".into(),
@@ -30,9 +30,9 @@ pub fn unsubscribe(config: &Config, args: &UnsubscribeArgs) -> Result<Outcome> {
             invalid.join(", ")
         );
     }
-    let store = SqliteStore::open(&config.state_path())?;
+    let store = Store::open(&config.state_path())?;
     if !args.addresses.is_empty() {
-        in_transaction(&store, |store| {
+        store.transaction(|store| {
             for address in &args.addresses {
                 let new = store.suppress(&Suppression {
                     address: address.trim().to_string(),
@@ -41,9 +41,9 @@ pub fn unsubscribe(config: &Config, args: &UnsubscribeArgs) -> Result<Outcome> {
                     edition: None,
                 })?;
                 if new {
-                    println!("unsubscribed {}", address.trim());
+                    outln!("unsubscribed {}", address.trim());
                 } else {
-                    println!("{} was already unsubscribed", address.trim());
+                    outln!("{} was already unsubscribed", address.trim());
                 }
             }
             Ok(())
@@ -72,28 +72,38 @@ struct MailTally {
     unmatched: usize,
 }
 
-fn apply_mail(store: &SqliteStore, keyring: &Keyring, messages: &[mailto::Message]) -> Result<()> {
+fn apply_mail(store: &Store, keyring: &Keyring, messages: &[mailto::Message]) -> Result<()> {
     let mut tally = MailTally::default();
-    in_transaction(store, |store| {
-        for msg in messages {
-            let claims: Vec<_> = mailto::candidate_tokens(&msg.raw)
+    // Parsed and verified before the write transaction: the lock is held only for
+    // the inserts, never while reading mail.
+    let claims: Vec<Vec<_>> = messages
+        .iter()
+        .map(|msg| {
+            msg.tokens
                 .iter()
                 .filter_map(|t| keyring.verify(t))
-                .collect();
+                .collect()
+        })
+        .collect();
+    store.transaction(|store| {
+        for (msg, claims) in messages.iter().zip(&claims) {
             if claims.is_empty() {
                 tally.unmatched += 1;
-                let subject = mailto::subject(&msg.raw).unwrap_or_default();
-                let subject: String = subject.chars().take(80).collect();
-                println!(
-                    "{}: no valid unsubscribe token, not applied (subject: {subject:?})",
-                    msg.origin
+                let why = msg
+                    .problem
+                    .as_deref()
+                    .unwrap_or("no valid unsubscribe token");
+                outln!(
+                    "{}: {why}, not applied (subject: {:?})",
+                    msg.origin,
+                    msg.subject
                 );
                 continue;
             }
             for c in claims {
                 if c.test {
                     tally.test += 1;
-                    println!("{}: a link from a test send: nothing changed", msg.origin);
+                    outln!("{}: a link from a test send: nothing changed", msg.origin);
                     continue;
                 }
                 let new = store.suppress(&Suppression {
@@ -104,19 +114,28 @@ fn apply_mail(store: &SqliteStore, keyring: &Keyring, messages: &[mailto::Messag
                 })?;
                 if new {
                     tally.unsubscribed += 1;
-                    println!(
+                    outln!(
                         "{}: unsubscribed {} (edition {})",
-                        msg.origin, c.email, c.edition
+                        msg.origin,
+                        c.email,
+                        c.edition
                     );
                 } else {
                     tally.already += 1;
-                    println!("{}: {} was already unsubscribed", msg.origin, c.email);
+                    outln!("{}: {} was already unsubscribed", msg.origin, c.email);
                 }
             }
         }
         Ok(())
     })?;
-    println!(
+    // Only after the commit: a message that asked for nothing is moved aside, so the
+    // next cron run does not report it again.
+    for (msg, claims) in messages.iter().zip(&claims) {
+        if let Some(aside) = msg.file_away(!claims.is_empty())? {
+            outln!("{}: moved to {}", msg.origin, aside.display());
+        }
+    }
+    outln!(
         "{} message(s): {} unsubscribed, {} already unsubscribed, {} test, {} without a valid token",
         messages.len(),
         tally.unsubscribed,
@@ -127,14 +146,14 @@ fn apply_mail(store: &SqliteStore, keyring: &Keyring, messages: &[mailto::Messag
     Ok(())
 }
 
-pub fn resubscribe(config: &Config, args: &ResubscribeArgs) -> Result<Outcome> {
-    let store = SqliteStore::open(&config.state_path())?;
-    in_transaction(&store, |store| {
+pub(super) fn resubscribe(config: &Config, args: &ResubscribeArgs) -> Result<Outcome> {
+    let store = Store::open(&config.state_path())?;
+    store.transaction(|store| {
         for address in &args.addresses {
             if store.resubscribe(address)? {
-                println!("resubscribed {}", address.trim());
+                outln!("resubscribed {}", address.trim());
             } else {
-                println!("{} was not on the suppression list", address.trim());
+                outln!("{} was not on the suppression list", address.trim());
             }
         }
         Ok(())
@@ -142,25 +161,28 @@ pub fn resubscribe(config: &Config, args: &ResubscribeArgs) -> Result<Outcome> {
     Ok(Outcome::Done)
 }
 
-pub fn suppressions(config: &Config, args: &SuppressionsArgs) -> Result<Outcome> {
-    let store = SqliteStore::open(&config.state_path())?;
+pub(super) fn suppressions(config: &Config, args: &SuppressionsArgs) -> Result<Outcome> {
+    let store = Store::open(&config.state_path())?;
     let list = store.suppressions()?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        outln!("{}", serde_json::to_string_pretty(&list)?);
     } else if args.csv {
         let mut out = csv::Writer::from_writer(std::io::stdout().lock());
         out.write_record(["address", "suppressed_at", "source", "edition"])?;
         for s in &list {
-            out.write_record([
-                s.address.as_str(),
-                &s.suppressed_at.to_rfc3339(),
-                s.source.as_str(),
-                s.edition.as_deref().unwrap_or(""),
-            ])?;
+            out.write_record(
+                [
+                    s.address.as_str(),
+                    &s.suppressed_at.to_rfc3339(),
+                    s.source.as_str(),
+                    s.edition.as_deref().unwrap_or(""),
+                ]
+                .map(|cell| spreadsheet_safe(cell).into_owned()),
+            )?;
         }
         out.flush()?;
     } else if list.is_empty() {
-        println!("the suppression list is empty");
+        outln!("the suppression list is empty");
     } else {
         let width = list
             .iter()
@@ -168,7 +190,7 @@ pub fn suppressions(config: &Config, args: &SuppressionsArgs) -> Result<Outcome>
             .max()
             .unwrap_or(0);
         for s in &list {
-            println!(
+            outln!(
                 "{:width$}  {}  {:9}  {}",
                 s.address,
                 s.suppressed_at.format("%Y-%m-%d %H:%M:%S UTC"),
@@ -176,23 +198,44 @@ pub fn suppressions(config: &Config, args: &SuppressionsArgs) -> Result<Outcome>
                 s.edition.as_deref().unwrap_or("-"),
             );
         }
-        println!("{} suppressed address(es)", list.len());
+        outln!("{} suppressed address(es)", list.len());
     }
     Ok(Outcome::Done)
 }
 
-/// Runs `f` in one transaction: all of its changes, or none.
-fn in_transaction(store: &SqliteStore, f: impl FnOnce(&SqliteStore) -> Result<()>) -> Result<()> {
-    let conn = store.connection();
-    conn.execute_batch("BEGIN IMMEDIATE")
-        .context("cannot start a transaction on the state store")?;
-    match f(store) {
-        Ok(()) => conn
-            .execute_batch("COMMIT")
-            .context("cannot commit to the state store"),
-        Err(err) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(err)
+/// A cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab or CR first)
+/// gets a leading single quote, as OWASP recommends against CSV injection.
+fn spreadsheet_safe(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{value}").into()
+    } else {
+        value.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spreadsheet_safe;
+
+    #[test]
+    fn formula_cells_are_quoted_and_others_kept() {
+        for risky in [
+            "=HYPERLINK(\"x\")@a.org",
+            "+1@a.org",
+            "-2@a.org",
+            "@SUM(A1)@a.org",
+            "\tx@a.org",
+            "\rx@a.org",
+        ] {
+            assert_eq!(spreadsheet_safe(risky), format!("'{risky}"));
+        }
+        for plain in [
+            "reader@example.org",
+            "2026-12-01T09:00:00+00:00",
+            "one-click",
+            "",
+        ] {
+            assert_eq!(spreadsheet_safe(plain), plain);
         }
     }
 }

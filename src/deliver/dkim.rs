@@ -328,7 +328,7 @@ mod der {
     const ED25519: &[u8] = &[0x2b, 0x65, 0x70];
 
     /// The modulus size of a PKCS#1 `RSAPrivateKey`.
-    pub fn rsa_modulus_bits(pkcs1: &[u8]) -> Option<usize> {
+    pub(super) fn rsa_modulus_bits(pkcs1: &[u8]) -> Option<usize> {
         let (SEQUENCE, key, _) = element(pkcs1)? else {
             return None;
         };
@@ -345,7 +345,7 @@ mod der {
         Some(modulus.len() * 8 - modulus[0].leading_zeros() as usize)
     }
 
-    pub enum Algorithm<'a> {
+    pub(super) enum Algorithm<'a> {
         /// With the PKCS#1 key inside.
         Rsa(&'a [u8]),
         Ed25519,
@@ -353,7 +353,7 @@ mod der {
     }
 
     /// The key type of a PKCS#8 `PrivateKeyInfo`.
-    pub fn pkcs8_algorithm(pkcs8: &[u8]) -> Option<Algorithm<'_>> {
+    pub(super) fn pkcs8_algorithm(pkcs8: &[u8]) -> Option<Algorithm<'_>> {
         let (SEQUENCE, info, _) = element(pkcs8)? else {
             return None;
         };

@@ -16,14 +16,16 @@
 pub mod dkim;
 pub mod lock;
 pub mod message;
+pub mod notify;
 pub mod rate;
 pub mod smtp;
 mod writer;
 
 use crate::audience::ListReader;
 use crate::clock;
+use crate::config::{Config, Transport as ConfigTransport};
 use crate::diag::Diagnostic;
-use crate::store::{Counts, Entry, Journal, NewRecipient, SendInfo, SqliteStore, State, Update};
+use crate::store::{Counts, Entry, NewRecipient, SendInfo, State, Store, Update};
 use crate::token::{self, Keyring};
 use anyhow::{anyhow, Context, Result};
 use chrono::{DateTime, Utc};
@@ -43,6 +45,36 @@ pub enum Transport {
     Smtp(smtp::Settings),
     /// Render every message, send nothing (the journal is an in-memory copy).
     DryRun,
+}
+
+impl Transport {
+    /// The configured transport; an outbox's messages go to `outbox/` itself.
+    pub fn from_config(config: &Config) -> Result<Transport> {
+        Ok(match config.delivery.transport {
+            ConfigTransport::Smtp => Transport::Smtp(smtp::Settings::from_config(config)?),
+            ConfigTransport::Outbox => Transport::Outbox(config.outbox_dir()),
+        })
+    }
+
+    /// The transport of one send: a dry run's, or the configured one, an outbox with a
+    /// folder per edition (test sends apart, under `test-sends/`), created here.
+    pub fn for_send(config: &Config, slug: &str, test: bool, dry_run: bool) -> Result<Transport> {
+        if dry_run {
+            return Ok(Transport::DryRun);
+        }
+        match Transport::from_config(config)? {
+            Transport::Outbox(mut dir) => {
+                if test {
+                    dir.push("test-sends");
+                }
+                dir.push(slug);
+                crate::fsutil::create_private_dir_all(&dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                Ok(Transport::Outbox(dir))
+            }
+            other => Ok(other),
+        }
+    }
 }
 
 /// Backoff after a temporary failure.
@@ -104,8 +136,8 @@ pub struct Job {
     /// Set while another thread is still freezing the audience: an empty page then
     /// means "not yet", not "done".
     pub freezing: Option<Arc<AtomicBool>>,
-    /// Signs every message when `[dkim]` is configured.
-    pub dkim: Option<dkim::Signer>,
+    /// Signs every message when `[dkim]` is configured (and the editors' reports).
+    pub dkim: Option<Arc<dkim::Signer>>,
 }
 
 impl Job {
@@ -182,7 +214,7 @@ pub fn open_lists(lists: &[PathBuf]) -> Result<OpenLists> {
 /// Reads the lists and freezes the audience into the journal. Bad rows are reported
 /// through `report` (`file:line`) and counted as invalid.
 pub fn freeze_lists(
-    store: &SqliteStore,
+    store: &Store,
     slug: &str,
     namespace: &str,
     lists: OpenLists,
@@ -215,7 +247,7 @@ pub fn freeze_lists(
 
 /// Freezes explicit addresses (test sends to `--to`).
 pub fn freeze_addresses(
-    store: &SqliteStore,
+    store: &Store,
     slug: &str,
     namespace: &str,
     addresses: &[String],
@@ -417,7 +449,7 @@ fn column_values(columns: &[String], fields: &str) -> Vec<String> {
 }
 
 /// Runs one send (or resume) of a frozen edition. Returns the store and the report.
-pub fn run(store: SqliteStore, job: Job, transport: Transport) -> Result<(SqliteStore, Report)> {
+pub fn run(store: Store, job: Job, transport: Transport) -> Result<(Store, Report)> {
     let slug = job.slug.clone();
     let namespace = job.namespace;
     let test = namespace == crate::store::TEST;
@@ -509,7 +541,7 @@ pub fn run(store: SqliteStore, job: Job, transport: Transport) -> Result<(Sqlite
     finish_report(store, report)
 }
 
-fn finish_report(store: SqliteStore, mut report: Report) -> Result<(SqliteStore, Report)> {
+fn finish_report(store: Store, mut report: Report) -> Result<(Store, Report)> {
     let ns = if report.test {
         crate::store::TEST
     } else {
@@ -683,7 +715,9 @@ async fn worker(
                 ctx.record(u);
             }
             Transport::Outbox(dir) => {
-                let result = write_eml(dir, &message_id, &ctx.job.prepared, &rendered);
+                let result = write_eml(dir, &message_id, |f| {
+                    ctx.job.prepared.write_to(&rendered, f)
+                });
                 let now = clock::now();
                 match result {
                     Ok(path) => {
@@ -839,7 +873,11 @@ async fn smtp_one(
 /// Writes one message atomically (temporary file, then rename). The name comes from
 /// the Message-ID, so a resend replaces the same file: delivery to the outbox is
 /// idempotent and never in doubt.
-fn write_eml(dir: &Path, message_id: &str, prepared: &Prepared, r: &Rendered) -> Result<PathBuf> {
+fn write_eml(
+    dir: &Path,
+    message_id: &str,
+    content: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> Result<PathBuf> {
     use std::io::Write;
     let local = message_id
         .trim_start_matches('<')
@@ -851,7 +889,7 @@ fn write_eml(dir: &Path, message_id: &str, prepared: &Prepared, r: &Rendered) ->
     let write = || -> std::io::Result<()> {
         let mut f =
             std::io::BufWriter::with_capacity(1 << 16, crate::fsutil::create_private_file(&tmp)?);
-        prepared.write_to(r, &mut f)?;
+        content(&mut f)?;
         f.flush()?;
         std::fs::rename(&tmp, &path)
     };
@@ -870,7 +908,7 @@ mod tests {
             max: Duration::from_secs(3600),
             give_up_after: Duration::from_secs(86_400),
         };
-        let now = Utc::now();
+        let now = crate::clock::now();
         let mut e = Entry {
             id: 1,
             address: "a@b.org".into(),

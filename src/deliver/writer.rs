@@ -6,7 +6,7 @@
 //! closed. Reads that must see every earlier change (the next page of due
 //! recipients) go through the same queue, in order.
 
-use crate::store::{Entry, Journal, SqliteStore, Update};
+use crate::store::{Entry, Store, Update};
 use anyhow::{anyhow, Result};
 use chrono::{DateTime, Utc};
 use std::sync::mpsc;
@@ -25,18 +25,18 @@ enum Request {
 
 /// A handle to the writer thread; clone it freely.
 #[derive(Clone)]
-pub struct Writer {
+pub(super) struct Writer {
     tx: mpsc::Sender<Request>,
 }
 
 /// Joins the writer and gives the store back.
-pub struct WriterThread(std::thread::JoinHandle<Result<SqliteStore>>);
+pub(super) struct WriterThread(std::thread::JoinHandle<Result<Store>>);
 
 /// Most changes applied in one transaction.
 const MAX_BATCH: usize = 8192;
 
 impl Writer {
-    pub fn spawn(store: SqliteStore, edition: &str, namespace: &str) -> (Writer, WriterThread) {
+    pub(super) fn spawn(store: Store, edition: &str, namespace: &str) -> (Writer, WriterThread) {
         let (tx, rx) = mpsc::channel();
         let (edition, namespace) = (edition.to_string(), namespace.to_string());
         let handle = std::thread::Builder::new()
@@ -47,7 +47,7 @@ impl Writer {
     }
 
     /// Queues a change; returns when it is queued, not when it is durable.
-    pub fn record(&self, update: Update) -> Result<()> {
+    pub(super) fn record(&self, update: Update) -> Result<()> {
         self.tx
             .send(Request::Update(update, None))
             .map_err(|_| anyhow!("the journal writer stopped"))
@@ -56,7 +56,7 @@ impl Writer {
     /// Queues a change now; the returned future resolves once it is committed, to
     /// false if it was an `unless_suppressed` claim refused because the address is
     /// suppressed.
-    pub fn durable(
+    pub(super) fn durable(
         &self,
         update: Update,
     ) -> Result<impl std::future::Future<Output = Result<bool>>> {
@@ -71,7 +71,7 @@ impl Writer {
     }
 
     /// The next page of due recipients, after every change queued before.
-    pub async fn due(
+    pub(super) async fn due(
         &self,
         after: i64,
         now: DateTime<Utc>,
@@ -96,19 +96,14 @@ impl Writer {
 impl WriterThread {
     /// Waits for every queued change to be committed (all `Writer` handles must be
     /// dropped first) and returns the store.
-    pub fn join(self) -> Result<SqliteStore> {
+    pub(super) fn join(self) -> Result<Store> {
         self.0
             .join()
             .map_err(|_| anyhow!("the journal writer panicked"))?
     }
 }
 
-fn run(
-    store: SqliteStore,
-    edition: &str,
-    namespace: &str,
-    rx: mpsc::Receiver<Request>,
-) -> Result<SqliteStore> {
+fn run(store: Store, edition: &str, namespace: &str, rx: mpsc::Receiver<Request>) -> Result<Store> {
     let mut updates: Vec<Update> = Vec::new();
     let mut acks: Vec<(i64, oneshot::Sender<bool>)> = Vec::new();
     let mut failure: Option<anyhow::Error> = None;
@@ -151,7 +146,7 @@ fn run(
 /// Applies the gathered changes in one transaction and acknowledges them. After a
 /// failure nothing is acknowledged again (the waiting senders see an error).
 fn commit(
-    store: &SqliteStore,
+    store: &Store,
     updates: &mut Vec<Update>,
     acks: &mut Vec<(i64, oneshot::Sender<bool>)>,
     failure: &mut Option<anyhow::Error>,

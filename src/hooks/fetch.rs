@@ -17,7 +17,7 @@ const MAX_BODY: usize = 64 * 1024;
 
 /// `url` if it is `https://sns.<region>.amazonaws.com[.cn]/…` (no user, no other
 /// port): the hosts Amazon SNS signs and confirms from.
-pub fn sns_url(url: &str) -> Option<Uri> {
+pub(super) fn sns_url(url: &str) -> Option<Uri> {
     let uri: Uri = url.parse().ok()?;
     let authority = uri.authority()?;
     if uri.scheme_str() != Some("https")
@@ -39,7 +39,7 @@ pub fn sns_url(url: &str) -> Option<Uri> {
 }
 
 /// GETs an SNS URL ([`sns_url`] must have passed) and returns a 200 answer's body.
-pub async fn get(uri: &Uri) -> Result<Bytes> {
+pub(super) async fn get(uri: &Uri) -> Result<Bytes> {
     tokio::time::timeout(TIMEOUT, get_now(uri))
         .await
         .with_context(|| format!("{uri} did not answer within {TIMEOUT:?}"))?

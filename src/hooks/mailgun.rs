@@ -11,15 +11,15 @@ use ring::hmac;
 use serde_json::Value;
 
 /// A signature timestamp further than this from the clock is refused.
-pub const WINDOW: chrono::Duration = chrono::Duration::minutes(5);
+pub(super) const WINDOW: chrono::Duration = chrono::Duration::minutes(5);
 
-pub struct Mailgun {
+pub(super) struct Mailgun {
     key: hmac::Key,
 }
 
 impl Mailgun {
     /// The signing key from the environment variable `name`.
-    pub fn from_env(name: &str) -> Result<Mailgun> {
+    pub(super) fn from_env(name: &str) -> Result<Mailgun> {
         match std::env::var(name) {
             Ok(key) if !key.trim().is_empty() => Ok(Mailgun {
                 key: hmac::Key::new(hmac::HMAC_SHA256, key.trim().as_bytes()),
@@ -31,7 +31,11 @@ impl Mailgun {
     }
 
     /// The events of an authentic, fresh request, and its token (to refuse a replay).
-    pub fn verify(&self, body: &[u8], now: DateTime<Utc>) -> Result<(Vec<Event>, String), Refusal> {
+    pub(super) fn verify(
+        &self,
+        body: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<Event>, String), Refusal> {
         let v: Value = serde_json::from_slice(body)
             .map_err(|e| Refusal::Malformed(format!("not JSON: {e}")))?;
         let sig = v

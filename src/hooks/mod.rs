@@ -13,8 +13,7 @@ pub mod ses;
 
 use crate::clock;
 use crate::config::Config;
-use crate::store::SuppressionSource;
-use crate::store::{ProviderEvent, ProviderEvents, SqliteStore, Suppression, SuppressionList};
+use crate::store::{ProviderEvent, Store, Suppression, SuppressionSource};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use hyper::HeaderMap;
@@ -138,29 +137,15 @@ pub struct Applied {
 ///
 /// A replayed nonce returns `Err(Refusal::Forbidden)` and changes nothing.
 pub fn apply(
-    store: &SqliteStore,
+    store: &Store,
     nonce: Option<(Provider, &str)>,
     events: &[Event],
 ) -> Result<Result<Applied, Refusal>> {
-    let conn = store.connection();
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let result = apply_in_transaction(store, nonce, events);
-    match &result {
-        Ok(Ok(_)) => {
-            if let Err(err) = conn.execute_batch("COMMIT") {
-                let _ = conn.execute_batch("ROLLBACK");
-                return Err(err.into());
-            }
-        }
-        _ => {
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-    }
-    result
+    store.transaction(|store| apply_in_transaction(store, nonce, events))
 }
 
 fn apply_in_transaction(
-    store: &SqliteStore,
+    store: &Store,
     nonce: Option<(Provider, &str)>,
     events: &[Event],
 ) -> Result<Result<Applied, Refusal>> {
@@ -230,7 +215,7 @@ fn suppression_source(kind: Kind) -> Option<SuppressionSource> {
 /// The edition an event is about, or `None` if this newsletter never sent to its
 /// recipient. brief's Message-IDs are keyed hashes (see `token::Keyring::message_id`),
 /// not reversible, so the journal, which keeps each message's id, is the look-up.
-fn attribute(store: &SqliteStore, e: &Event, now: DateTime<Utc>) -> Result<Option<String>> {
+fn attribute(store: &Store, e: &Event, now: DateTime<Utc>) -> Result<Option<String>> {
     if let Some(id) = &e.message_id {
         if let Some(edition) = store.edition_by_message_id(id, &e.recipient)? {
             return Ok(Some(edition));
@@ -246,7 +231,7 @@ pub struct Hooks {
     postmark: Option<postmark::Postmark>,
     sendgrid: Option<sendgrid::Sendgrid>,
     ses: Option<ses::Ses>,
-    store: Arc<Mutex<SqliteStore>>,
+    store: Arc<Mutex<Store>>,
 }
 
 impl Hooks {
@@ -271,7 +256,7 @@ impl Hooks {
                 .as_ref()
                 .map(|arn| ses::Ses::new(arn.clone(), ses::certificate_cache_dir(config)))
                 .transpose()?,
-            store: Arc::new(Mutex::new(SqliteStore::open(&config.state_path())?)),
+            store: Arc::new(Mutex::new(Store::open(&config.state_path())?)),
         })
     }
 
@@ -450,7 +435,7 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Journal, NewRecipient, State, Update, REAL};
+    use crate::store::{NewRecipient, State, Update, REAL};
 
     #[test]
     fn status_codes_in_text() {
@@ -479,8 +464,8 @@ mod tests {
         assert_eq!(message_id_form("<>"), None);
     }
 
-    fn sent_store() -> SqliteStore {
-        let store = SqliteStore::in_memory().unwrap();
+    fn sent_store() -> Store {
+        let store = Store::in_memory().unwrap();
         let now = clock::now();
         let mut readers =
             ["ann@example.org", "bob@example.org"]
@@ -649,10 +634,10 @@ mod tests {
     fn applied_events_are_committed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
-        let store = SqliteStore::open(&path).unwrap();
+        let store = Store::open(&path).unwrap();
         let applied = apply(&store, None, &[event("1", Kind::Hard, "ann@example.org")]);
         assert_eq!(applied.unwrap().unwrap().unattributed, 1);
-        let other = SqliteStore::open(&path).unwrap();
+        let other = Store::open(&path).unwrap();
         assert_eq!(other.provider_events().unwrap().len(), 1);
     }
 

@@ -14,14 +14,14 @@ use hyper::header::AUTHORIZATION;
 use hyper::HeaderMap;
 use serde_json::Value;
 
-pub struct Postmark {
+pub(super) struct Postmark {
     user: String,
     password: String,
 }
 
 impl Postmark {
     /// The credentials `[hooks]` gives (user and password both, or neither).
-    pub fn from_config(h: &HooksConfig) -> Result<Option<Postmark>> {
+    pub(super) fn from_config(h: &HooksConfig) -> Result<Option<Postmark>> {
         match (&h.postmark_user, &h.postmark_password_env) {
             (None, None) => Ok(None),
             (Some(user), Some(env)) => match std::env::var(env) {
@@ -37,7 +37,7 @@ impl Postmark {
         }
     }
 
-    pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<Vec<Event>, Refusal> {
+    pub(super) fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<Vec<Event>, Refusal> {
         let given = headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())

@@ -29,7 +29,7 @@ const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7
 /// event is recorded once per `sg_event_id`.
 const WINDOW: chrono::Duration = chrono::Duration::hours(72);
 
-pub struct Sendgrid {
+pub(super) struct Sendgrid {
     /// The uncompressed P-256 point.
     key: Vec<u8>,
 }
@@ -37,7 +37,7 @@ pub struct Sendgrid {
 impl Sendgrid {
     /// The verification key, as a PEM `PUBLIC KEY` file or the bare base64 that
     /// SendGrid's console shows.
-    pub fn from_file(path: &Path) -> Result<Sendgrid> {
+    pub(super) fn from_file(path: &Path) -> Result<Sendgrid> {
         let shown = path.display();
         let raw = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read [hooks] sendgrid_public_key {shown}"))?;
@@ -71,7 +71,7 @@ impl Sendgrid {
         Ok(Sendgrid { key })
     }
 
-    pub fn verify(
+    pub(super) fn verify(
         &self,
         headers: &HeaderMap,
         body: &[u8],

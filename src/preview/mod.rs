@@ -9,14 +9,13 @@
 
 mod page;
 
-use crate::cmd::build::SampleReader;
-use crate::cmd::check;
+use crate::check;
 use crate::compile::{self, GMAIL_CLIP_BYTES};
 use crate::config::Config;
 use crate::edition;
-use crate::personalize::{Escape, Template};
+use crate::personalize::Escape;
+use crate::sample::SampleReader;
 use crate::serve::http::{self, Body};
-use crate::token;
 use anyhow::{Context, Result};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -98,17 +97,8 @@ pub fn build(config: &Config, edition_arg: &str) -> Result<Preview, Vec<String>>
             checked.clone()
         }
     })?;
-    let unsubscribe =
-        token::unsubscribe_url(&config.newsletter.base_url, "preview-not-a-real-link");
-    let fill = |doc: &str, escape: Escape| {
-        let template = Template::parse(doc);
-        let values: Vec<&str> = template
-            .fields()
-            .iter()
-            .map(|f| sample.value(f, &unsubscribe))
-            .collect();
-        template.render(&values, escape)
-    };
+    let fill =
+        |doc: &str, escape: Escape| sample.fill(config, doc, escape, "preview-not-a-real-link");
     Ok(Preview {
         slug: compiled.slug.clone(),
         title: compiled.edition.title.clone(),

@@ -11,7 +11,7 @@ fn esc(s: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// The shell page: the frame at `width`, the text part, the size and the warnings.
-pub fn shell(snapshot: &Snapshot, width: u32) -> String {
+pub(super) fn shell(snapshot: &Snapshot, width: u32) -> String {
     let mut switch = String::new();
     for w in WIDTHS {
         let current = if w == width {
@@ -124,7 +124,7 @@ pub fn shell(snapshot: &Snapshot, width: u32) -> String {
 }
 
 /// What the frame shows when the edition does not build.
-pub fn error_document(errors: &[String]) -> String {
+pub(super) fn error_document(errors: &[String]) -> String {
     let mut list = String::new();
     for e in errors {
         let _ = write!(list, "<li>{}</li>", esc(e));

@@ -9,7 +9,7 @@ use std::path::{Component, Path, PathBuf};
 
 /// Refuses to serve an archive folder that holds (or is) the config, the subscriber
 /// lists, the state database or the outbox: everything in it is public.
-pub fn refuse_private_files(config: &Config, root: &Path) -> Result<()> {
+pub(super) fn refuse_private_files(config: &Config, root: &Path) -> Result<()> {
     let served = real_path(root);
     let private = [
         ("the config", config.path.clone()),
@@ -60,7 +60,7 @@ fn real_path(path: &Path) -> PathBuf {
 
 /// A file found for a request path.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Lookup {
+pub(super) enum Lookup {
     File {
         path: PathBuf,
         content_type: &'static str,
@@ -74,7 +74,7 @@ pub enum Lookup {
 
 /// Resolves `rel` (the request path with the base path removed, starting with `/`)
 /// to a file under `root`.
-pub fn lookup(root: &Path, rel: &str) -> Lookup {
+pub(super) fn lookup(root: &Path, rel: &str) -> Lookup {
     let Ok(decoded) = percent_decode_str(rel).decode_utf8() else {
         return Lookup::NotFound;
     };

@@ -3,7 +3,7 @@
 
 /// The meaning of a POST on an unsubscribe link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Intent {
+pub(super) enum Intent {
     /// A mailbox provider's RFC 8058 one-click request.
     OneClick,
     /// The confirmation page's button (`action=unsubscribe`).
@@ -13,7 +13,7 @@ pub enum Intent {
 }
 
 /// Reads the form fields of a body and decides what it asks for.
-pub fn intent(content_type: Option<&str>, body: &[u8]) -> Intent {
+pub(super) fn intent(content_type: Option<&str>, body: &[u8]) -> Intent {
     let fields = fields(content_type, body);
     let has = |name: &str, value: &str| {
         fields
@@ -31,7 +31,7 @@ pub fn intent(content_type: Option<&str>, body: &[u8]) -> Intent {
 
 /// The (name, value) pairs of a form body. Anything that is not multipart is read as
 /// form-urlencoded (some senders omit the content type).
-pub fn fields(content_type: Option<&str>, body: &[u8]) -> Vec<(String, String)> {
+pub(super) fn fields(content_type: Option<&str>, body: &[u8]) -> Vec<(String, String)> {
     match content_type.and_then(multipart_boundary) {
         Some(boundary) => multipart_fields(&boundary, body),
         None => form_urlencoded::parse(body)

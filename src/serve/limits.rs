@@ -17,7 +17,7 @@ const MAX_TRACKED: usize = 65_536;
 /// address.
 /// An IPv4 proxy reaching a `[::]` listener shows up as `::ffff:127.0.0.1`: the same
 /// loopback.
-pub fn client_ip(peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+pub(super) fn client_ip(peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
     let ip = peer.ip().to_canonical();
     if !ip.is_loopback() {
         return ip;
@@ -34,7 +34,7 @@ pub fn client_ip(peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
 
 /// A token bucket per client: `burst` requests at once, then `rate` per second.
 /// IPv6 clients are grouped by /64, the block one subscriber line usually gets.
-pub struct RateLimiter {
+pub(super) struct RateLimiter {
     rate: f64,
     burst: f64,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
@@ -48,7 +48,7 @@ struct Bucket {
 
 impl RateLimiter {
     /// `None` when `rate` is 0 (no limit).
-    pub fn new(rate: f64, burst: u32) -> Option<RateLimiter> {
+    pub(super) fn new(rate: f64, burst: u32) -> Option<RateLimiter> {
         (rate > 0.0).then(|| RateLimiter {
             rate,
             burst: f64::from(burst.max(1)),
@@ -57,7 +57,7 @@ impl RateLimiter {
     }
 
     /// Takes one token for `ip`; false when the client is over its rate.
-    pub fn allow(&self, ip: IpAddr) -> bool {
+    pub(super) fn allow(&self, ip: IpAddr) -> bool {
         self.allow_at(ip, Instant::now())
     }
 

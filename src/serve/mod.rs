@@ -14,7 +14,7 @@ pub mod pages;
 mod writer;
 
 use crate::config::Config;
-use crate::store::{SqliteStore, SuppressionSource};
+use crate::store::{Store, SuppressionSource};
 use crate::token::{Claims, Keyring};
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -70,7 +70,7 @@ pub fn run(config: &Config, listen: &str) -> Result<()> {
     let keyring = Keyring::for_verifying(config)?;
     let archive_root = config.resolve(&config.archive.out);
     archive::refuse_private_files(config, &archive_root)?;
-    let store = SqliteStore::open(&config.state_path())?;
+    let store = Store::open(&config.state_path())?;
     let (writer, handle) = Writer::start(store)?;
     let app = Arc::new(App {
         keyring,

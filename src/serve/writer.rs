@@ -5,7 +5,7 @@
 //! after its transaction committed.
 
 use crate::clock;
-use crate::store::{SqliteStore, Suppression, SuppressionList, SuppressionSource};
+use crate::store::{Store, Suppression, SuppressionSource};
 use anyhow::{Context, Result};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -16,7 +16,7 @@ const MAX_GROUP: usize = 1024;
 
 /// A change to the suppression list asked for over HTTP.
 #[derive(Debug, Clone)]
-pub enum Change {
+pub(super) enum Change {
     Suppress {
         email: String,
         edition: String,
@@ -28,7 +28,7 @@ pub enum Change {
 
 /// What a committed change did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
+pub(super) enum Applied {
     /// Suppressed now, or already suppressed before (idempotent either way).
     Suppressed,
     /// No longer suppressed (or was not).
@@ -44,13 +44,13 @@ struct Job {
 
 /// The handle requests use to send changes to the writer thread.
 #[derive(Clone)]
-pub struct WriterHandle {
+pub(super) struct WriterHandle {
     tx: mpsc::Sender<Job>,
 }
 
 impl WriterHandle {
     /// Applies a change and returns once it is committed to disk.
-    pub async fn apply(&self, change: Change) -> Result<Applied> {
+    pub(super) async fn apply(&self, change: Change) -> Result<Applied> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Job { change, reply })
@@ -64,12 +64,12 @@ impl WriterHandle {
 }
 
 /// The writer thread; it stops once every [`WriterHandle`] is dropped.
-pub struct Writer {
+pub(super) struct Writer {
     thread: JoinHandle<()>,
 }
 
 impl Writer {
-    pub fn start(store: SqliteStore) -> Result<(Writer, WriterHandle)> {
+    pub(super) fn start(store: Store) -> Result<(Writer, WriterHandle)> {
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("brief-store-writer".into())
@@ -79,7 +79,7 @@ impl Writer {
     }
 
     /// Waits (bounded) for the thread to finish its last group after the handles are gone.
-    pub fn finish(self, within: std::time::Duration) {
+    pub(super) fn finish(self, within: std::time::Duration) {
         let deadline = std::time::Instant::now() + within;
         while !self.thread.is_finished() && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(10));
@@ -90,7 +90,7 @@ impl Writer {
     }
 }
 
-fn run(store: &SqliteStore, rx: &mpsc::Receiver<Job>) {
+fn run(store: &Store, rx: &mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -116,29 +116,11 @@ fn run(store: &SqliteStore, rx: &mpsc::Receiver<Job>) {
     }
 }
 
-fn commit(store: &SqliteStore, group: &[Job]) -> Result<Vec<Applied>> {
-    let conn = store.connection();
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let applied = group
-        .iter()
-        .map(|job| apply(store, &job.change))
-        .collect::<Result<Vec<_>>>();
-    match applied {
-        Ok(results) => match conn.execute_batch("COMMIT") {
-            Ok(()) => Ok(results),
-            Err(err) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                Err(err.into())
-            }
-        },
-        Err(err) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(err)
-        }
-    }
+fn commit(store: &Store, group: &[Job]) -> Result<Vec<Applied>> {
+    store.transaction(|store| group.iter().map(|job| apply(store, &job.change)).collect())
 }
 
-fn apply(store: &SqliteStore, change: &Change) -> Result<Applied> {
+fn apply(store: &Store, change: &Change) -> Result<Applied> {
     match change {
         Change::Suppress {
             email,
@@ -180,7 +162,7 @@ mod tests {
     async fn concurrent_changes_are_committed_and_answered() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
-        let (writer, handle) = Writer::start(SqliteStore::open(&path).unwrap()).unwrap();
+        let (writer, handle) = Writer::start(Store::open(&path).unwrap()).unwrap();
         let mut tasks = Vec::new();
         for i in 0..200 {
             let h = handle.clone();
@@ -197,7 +179,7 @@ mod tests {
         for t in tasks {
             assert_eq!(t.await.unwrap(), Applied::Suppressed);
         }
-        let manual = SqliteStore::open(&path).unwrap();
+        let manual = Store::open(&path).unwrap();
         manual
             .suppress(&Suppression {
                 address: "boss@example.org".into(),
@@ -222,7 +204,7 @@ mod tests {
         assert_eq!(back, Applied::Resubscribed);
         drop(handle);
         writer.finish(std::time::Duration::from_secs(5));
-        let check = SqliteStore::open(&path).unwrap();
+        let check = Store::open(&path).unwrap();
         assert_eq!(check.suppressions().unwrap().len(), 200);
         assert!(!check.is_suppressed("r7@example.org").unwrap());
         assert!(check.is_suppressed("boss@example.org").unwrap());

@@ -3,7 +3,7 @@
 //! the second time; the nonces a provider's signature carries, so a captured request
 //! cannot be replayed; and the journal look-ups that attribute an event to a send.
 
-use super::{address_key, SqliteStore};
+use super::{address_key, Store};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
@@ -61,28 +61,6 @@ pub struct ProviderEvent {
     pub outcome: String,
 }
 
-/// What every state store offers for provider events.
-pub trait ProviderEvents {
-    /// Records `nonce` for `provider` and forgets nonces seen before `forget_before`;
-    /// false if the nonce was already seen (a replay).
-    fn take_nonce(
-        &self,
-        provider: &str,
-        nonce: &str,
-        at: DateTime<Utc>,
-        forget_before: DateTime<Utc>,
-    ) -> Result<bool>;
-    fn has_event(&self, provider: &str, event_id: &str) -> Result<bool>;
-    /// Records an event; false if (provider, event id) was already recorded.
-    fn record_event(&self, e: &ProviderEvent) -> Result<bool>;
-    /// The edition whose message to `recipient` carried `message_id`, if any.
-    fn edition_by_message_id(&self, message_id: &str, recipient: &str) -> Result<Option<String>>;
-    /// The latest edition a message to `recipient` was made for since `since`.
-    fn recent_edition_for(&self, recipient: &str, since: DateTime<Utc>) -> Result<Option<String>>;
-    /// Every recorded provider event, oldest first.
-    fn provider_events(&self) -> Result<Vec<ProviderEvent>>;
-}
-
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
@@ -92,8 +70,10 @@ fn parse_ts(s: Option<String>) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-impl ProviderEvents for SqliteStore {
-    fn take_nonce(
+impl Store {
+    /// Records `nonce` for `provider` and forgets nonces seen before `forget_before`;
+    /// false if the nonce was already seen (a replay).
+    pub fn take_nonce(
         &self,
         provider: &str,
         nonce: &str,
@@ -112,7 +92,7 @@ impl ProviderEvents for SqliteStore {
         Ok(added == 1)
     }
 
-    fn has_event(&self, provider: &str, event_id: &str) -> Result<bool> {
+    pub fn has_event(&self, provider: &str, event_id: &str) -> Result<bool> {
         let found: Option<i64> = self
             .conn
             .prepare_cached("SELECT 1 FROM provider_events WHERE provider = ?1 AND event_id = ?2")?
@@ -121,7 +101,8 @@ impl ProviderEvents for SqliteStore {
         Ok(found.is_some())
     }
 
-    fn record_event(&self, e: &ProviderEvent) -> Result<bool> {
+    /// Records an event; false if (provider, event id) was already recorded.
+    pub fn record_event(&self, e: &ProviderEvent) -> Result<bool> {
         let added = self
             .conn
             .prepare_cached(
@@ -146,7 +127,12 @@ impl ProviderEvents for SqliteStore {
         Ok(added == 1)
     }
 
-    fn edition_by_message_id(&self, message_id: &str, recipient: &str) -> Result<Option<String>> {
+    /// The edition whose message to `recipient` carried `message_id`, if any.
+    pub fn edition_by_message_id(
+        &self,
+        message_id: &str,
+        recipient: &str,
+    ) -> Result<Option<String>> {
         Ok(self
             .conn
             .prepare_cached(
@@ -156,7 +142,12 @@ impl ProviderEvents for SqliteStore {
             .optional()?)
     }
 
-    fn recent_edition_for(&self, recipient: &str, since: DateTime<Utc>) -> Result<Option<String>> {
+    /// The latest edition a message to `recipient` was made for since `since`.
+    pub fn recent_edition_for(
+        &self,
+        recipient: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Option<String>> {
         // A row with a Message-ID is one whose message was made and handed over (or
         // about to be): the newsletter did send to this address.
         Ok(self
@@ -170,7 +161,8 @@ impl ProviderEvents for SqliteStore {
             .optional()?)
     }
 
-    fn provider_events(&self) -> Result<Vec<ProviderEvent>> {
+    /// Every recorded provider event, oldest first.
+    pub fn provider_events(&self) -> Result<Vec<ProviderEvent>> {
         let mut stmt = self.conn.prepare(
             "SELECT provider, event_id, kind, recipient, status, diagnostic, message_id,
                     occurred_at, received_at, edition, outcome

@@ -8,7 +8,7 @@
 //! turn. Rows are written by one writer (see `deliver::writer`), many at a time in one
 //! transaction (group commit).
 
-use super::SqliteStore;
+use super::Store;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
@@ -129,7 +129,7 @@ pub struct Update {
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// The claim before a message goes out: if the address is on the suppression
     /// list when this commits, the recipient becomes `suppressed` instead and
-    /// [`Journal::apply`] reports it, so an unsubscribe during a send is honoured.
+    /// [`Store::apply`](super::Store::apply) reports it, so an unsubscribe during a send is honoured.
     pub unless_suppressed: bool,
 }
 
@@ -203,55 +203,6 @@ impl Counts {
     }
 }
 
-/// What a journal engine offers. SQLite implements it; another engine (PostgreSQL for
-/// several sending machines) would implement the same and the dispatcher would not
-/// change.
-pub trait Journal {
-    /// The send record, if this edition/namespace was ever started.
-    fn send_info(&self, edition: &str, namespace: &str) -> Result<Option<SendInfo>>;
-    /// Forgets a send entirely (test sends start afresh every time).
-    fn reset(&self, edition: &str, namespace: &str) -> Result<()>;
-    /// Creates the send record and freezes the audience as `pending`, committing every
-    /// few thousand rows (so a sender on another connection can start at once), and
-    /// marks the send frozen at the end. Duplicate addresses (case-insensitive) are
-    /// counted, not added; freezing again after an interruption adds only what is
-    /// missing.
-    fn freeze(
-        &self,
-        edition: &str,
-        namespace: &str,
-        at: DateTime<Utc>,
-        recipients: &mut dyn Iterator<Item = NewRecipient>,
-        invalid: &mut dyn FnMut() -> u64,
-    ) -> Result<SendInfo>;
-    /// Up to `limit` recipients with id > `after` that are due now: pending, deferred
-    /// with a next attempt time passed, and (if asked) in doubt.
-    fn due(
-        &self,
-        edition: &str,
-        namespace: &str,
-        after: i64,
-        now: DateTime<Utc>,
-        include_in_doubt: bool,
-        limit: usize,
-    ) -> Result<Vec<Entry>>;
-    /// Applies changes in one transaction. Returns the ids of `unless_suppressed`
-    /// claims that found the address suppressed (those recipients are now `suppressed`).
-    fn apply(&self, updates: &[Update]) -> Result<Vec<i64>>;
-    fn counts(&self, edition: &str, namespace: &str) -> Result<Counts>;
-    /// Marks the send finished (all recipients settled) at `at`.
-    fn finish(&self, edition: &str, namespace: &str, at: DateTime<Utc>) -> Result<()>;
-    /// Every send in the journal, oldest first.
-    fn sends(&self) -> Result<Vec<SendInfo>>;
-    /// Addresses in one state, with their last reply.
-    fn recipients(
-        &self,
-        edition: &str,
-        namespace: &str,
-        state: State,
-    ) -> Result<Vec<(String, Option<String>)>>;
-}
-
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
@@ -276,8 +227,9 @@ fn send_info_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SendInfo> {
 const SEND_COLUMNS: &str =
     "edition, namespace, started_at, frozen_at, finished_at, invalid, duplicates";
 
-impl Journal for SqliteStore {
-    fn send_info(&self, edition: &str, namespace: &str) -> Result<Option<SendInfo>> {
+impl Store {
+    /// The send record, if this edition/namespace was ever started.
+    pub fn send_info(&self, edition: &str, namespace: &str) -> Result<Option<SendInfo>> {
         Ok(self
             .conn
             .prepare_cached(&format!(
@@ -287,7 +239,8 @@ impl Journal for SqliteStore {
             .optional()?)
     }
 
-    fn reset(&self, edition: &str, namespace: &str) -> Result<()> {
+    /// Forgets a send entirely (test sends start afresh every time).
+    pub fn reset(&self, edition: &str, namespace: &str) -> Result<()> {
         let tx = self.conn.unchecked_transaction()?;
         tx.execute(
             "DELETE FROM journal WHERE edition = ?1 AND namespace = ?2",
@@ -301,7 +254,12 @@ impl Journal for SqliteStore {
         Ok(())
     }
 
-    fn freeze(
+    /// Creates the send record and freezes the audience as `pending`, committing every
+    /// few thousand rows (so a sender on another connection can start at once), and
+    /// marks the send frozen at the end. Duplicate addresses (case-insensitive) are
+    /// counted, not added; freezing again after an interruption adds only what is
+    /// missing.
+    pub fn freeze(
         &self,
         edition: &str,
         namespace: &str,
@@ -354,7 +312,9 @@ impl Journal for SqliteStore {
             .ok_or_else(|| anyhow::anyhow!("the send record vanished"))
     }
 
-    fn due(
+    /// Up to `limit` recipients with id > `after` that are due now: pending, deferred
+    /// with a next attempt time passed, and (if asked) in doubt.
+    pub fn due(
         &self,
         edition: &str,
         namespace: &str,
@@ -398,7 +358,9 @@ impl Journal for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn apply(&self, updates: &[Update]) -> Result<Vec<i64>> {
+    /// Applies changes in one transaction. Returns the ids of `unless_suppressed`
+    /// claims that found the address suppressed (those recipients are now `suppressed`).
+    pub fn apply(&self, updates: &[Update]) -> Result<Vec<i64>> {
         let mut suppressed = Vec::new();
         if updates.is_empty() {
             return Ok(suppressed);
@@ -438,7 +400,7 @@ impl Journal for SqliteStore {
         Ok(suppressed)
     }
 
-    fn counts(&self, edition: &str, namespace: &str) -> Result<Counts> {
+    pub fn counts(&self, edition: &str, namespace: &str) -> Result<Counts> {
         let mut c = Counts::default();
         let mut stmt = self.conn.prepare_cached(
             "SELECT state, count(*) FROM journal WHERE edition = ?1 AND namespace = ?2 GROUP BY state",
@@ -466,7 +428,8 @@ impl Journal for SqliteStore {
         Ok(c)
     }
 
-    fn finish(&self, edition: &str, namespace: &str, at: DateTime<Utc>) -> Result<()> {
+    /// Marks the send finished (all recipients settled) at `at`.
+    pub fn finish(&self, edition: &str, namespace: &str, at: DateTime<Utc>) -> Result<()> {
         self.conn.execute(
             "UPDATE sends SET finished_at = coalesce(finished_at, ?3) WHERE edition = ?1 AND namespace = ?2",
             params![edition, namespace, ts(at)],
@@ -474,7 +437,8 @@ impl Journal for SqliteStore {
         Ok(())
     }
 
-    fn sends(&self) -> Result<Vec<SendInfo>> {
+    /// Every send in the journal, oldest first.
+    pub fn sends(&self) -> Result<Vec<SendInfo>> {
         let mut stmt = self.conn.prepare(&format!(
             "SELECT {SEND_COLUMNS} FROM sends ORDER BY started_at, edition, namespace"
         ))?;
@@ -482,7 +446,8 @@ impl Journal for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn recipients(
+    /// Addresses in one state, with their last reply.
+    pub fn recipients(
         &self,
         edition: &str,
         namespace: &str,
@@ -501,7 +466,7 @@ impl Journal for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Suppression, SuppressionList, SuppressionSource};
+    use crate::store::{Suppression, SuppressionSource};
 
     fn rcpt(a: &str) -> NewRecipient {
         NewRecipient {
@@ -513,8 +478,8 @@ mod tests {
 
     #[test]
     fn freeze_dedupes_and_due_follows_states() {
-        let s = SqliteStore::in_memory().unwrap();
-        let t0 = Utc::now();
+        let s = Store::in_memory().unwrap();
+        let t0 = crate::clock::now();
         let info = s
             .freeze(
                 "e1",
@@ -556,41 +521,41 @@ mod tests {
 
     #[test]
     fn due_reports_suppression() {
-        let s = SqliteStore::in_memory().unwrap();
+        let s = Store::in_memory().unwrap();
         s.freeze(
             "e",
             REAL,
-            Utc::now(),
+            crate::clock::now(),
             &mut ["a@x.org"].into_iter().map(rcpt),
             &mut || 0,
         )
         .unwrap();
         s.suppress(&Suppression {
             address: "A@x.org".into(),
-            suppressed_at: Utc::now(),
+            suppressed_at: crate::clock::now(),
             source: SuppressionSource::Manual,
             edition: None,
         })
         .unwrap();
-        assert!(s.due("e", REAL, 0, Utc::now(), false, 5).unwrap()[0].suppressed);
+        assert!(s.due("e", REAL, 0, crate::clock::now(), false, 5).unwrap()[0].suppressed);
     }
 
     #[test]
     fn a_claim_for_a_suppressed_address_becomes_suppressed() {
-        let s = SqliteStore::in_memory().unwrap();
+        let s = Store::in_memory().unwrap();
         s.freeze(
             "e",
             REAL,
-            Utc::now(),
+            crate::clock::now(),
             &mut ["a@x.org", "b@x.org"].into_iter().map(rcpt),
             &mut || 0,
         )
         .unwrap();
-        let due = s.due("e", REAL, 0, Utc::now(), false, 5).unwrap();
+        let due = s.due("e", REAL, 0, crate::clock::now(), false, 5).unwrap();
         // Unsubscribed after the page was read, before the claim commits.
         s.suppress(&Suppression {
             address: "A@X.org".into(),
-            suppressed_at: Utc::now(),
+            suppressed_at: crate::clock::now(),
             source: SuppressionSource::OneClick,
             edition: Some("e".into()),
         })
@@ -598,7 +563,7 @@ mod tests {
         let claims: Vec<Update> = due
             .iter()
             .map(|e| {
-                let mut u = Update::new(e.id, State::InDoubt, Utc::now());
+                let mut u = Update::new(e.id, State::InDoubt, crate::clock::now());
                 u.unless_suppressed = true;
                 u
             })

@@ -1,6 +1,6 @@
 //! The suppression list: addresses that never receive mail again until resubscribed.
 
-use super::{address_key, SqliteStore};
+use super::{address_key, Store};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
@@ -73,22 +73,8 @@ pub struct Suppression {
     pub edition: Option<String>,
 }
 
-/// What every state store offers for suppressions.
-pub trait SuppressionList {
-    fn is_suppressed(&self, email: &str) -> Result<bool>;
-    /// Records a suppression; returns false if the address was already suppressed
-    /// (the first record is kept).
-    fn suppress(&self, s: &Suppression) -> Result<bool>;
-    /// Removes a suppression; returns false if the address was not suppressed.
-    fn resubscribe(&self, email: &str) -> Result<bool>;
-    /// Every suppression, oldest first.
-    fn suppressions(&self) -> Result<Vec<Suppression>>;
-    /// The suppression of one address, if any.
-    fn suppression(&self, email: &str) -> Result<Option<Suppression>>;
-}
-
-impl SuppressionList for SqliteStore {
-    fn is_suppressed(&self, email: &str) -> Result<bool> {
+impl Store {
+    pub fn is_suppressed(&self, email: &str) -> Result<bool> {
         let found: Option<i64> = self
             .conn
             .prepare_cached("SELECT 1 FROM suppressions WHERE address_key = ?1")?
@@ -97,7 +83,9 @@ impl SuppressionList for SqliteStore {
         Ok(found.is_some())
     }
 
-    fn suppress(&self, s: &Suppression) -> Result<bool> {
+    /// Records a suppression; returns false if the address was already suppressed
+    /// (the first record is kept).
+    pub fn suppress(&self, s: &Suppression) -> Result<bool> {
         // Cached: `brief serve` records many of these per transaction.
         let changed = self.conn.prepare_cached(
             "INSERT OR IGNORE INTO suppressions (address_key, address, suppressed_at, source, edition)
@@ -114,7 +102,8 @@ impl SuppressionList for SqliteStore {
         Ok(changed == 1)
     }
 
-    fn resubscribe(&self, email: &str) -> Result<bool> {
+    /// Removes a suppression; returns false if the address was not suppressed.
+    pub fn resubscribe(&self, email: &str) -> Result<bool> {
         let changed = self.conn.execute(
             "DELETE FROM suppressions WHERE address_key = ?1",
             [address_key(email)],
@@ -122,7 +111,8 @@ impl SuppressionList for SqliteStore {
         Ok(changed == 1)
     }
 
-    fn suppressions(&self) -> Result<Vec<Suppression>> {
+    /// Every suppression, oldest first.
+    pub fn suppressions(&self) -> Result<Vec<Suppression>> {
         let mut stmt = self.conn.prepare(
             "SELECT address, suppressed_at, source, edition FROM suppressions ORDER BY suppressed_at, address_key",
         )?;
@@ -134,7 +124,8 @@ impl SuppressionList for SqliteStore {
         Ok(out)
     }
 
-    fn suppression(&self, email: &str) -> Result<Option<Suppression>> {
+    /// The suppression of one address, if any.
+    pub fn suppression(&self, email: &str) -> Result<Option<Suppression>> {
         let row = self
             .conn
             .prepare_cached(
@@ -167,10 +158,10 @@ mod tests {
 
     #[test]
     fn suppress_is_idempotent_and_case_insensitive() {
-        let store = SqliteStore::in_memory().unwrap();
+        let store = Store::in_memory().unwrap();
         let s = Suppression {
             address: "Ann@Example.org".into(),
-            suppressed_at: Utc::now(),
+            suppressed_at: crate::clock::now(),
             source: SuppressionSource::OneClick,
             edition: Some("e1".into()),
         };

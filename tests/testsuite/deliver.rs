@@ -204,6 +204,8 @@ fn relay_down_is_a_session_failure_and_marks_nobody() {
 }
 
 #[test]
+// The wall clock only seeds the kill times (printed, to replay a failure).
+#[allow(clippy::disallowed_methods)]
 fn kill_during_a_send_then_resume_loses_nobody() {
     let sink = Server::smtp_sink(&[]);
     let nl = Newsletter::generated_with(300, Some(sink.port), "concurrency = 4");

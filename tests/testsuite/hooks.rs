@@ -7,7 +7,7 @@
 use crate::harness::*;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use brief::store::{ProviderEvents, SqliteStore};
+use brief::store::Store;
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
 use serde_json::{json, Value};
@@ -59,7 +59,7 @@ fn suppressed(nl: &Newsletter) -> BTreeMap<String, (String, String)> {
 }
 
 fn events(nl: &Newsletter) -> Vec<brief::store::ProviderEvent> {
-    SqliteStore::open(&nl.path("state/brief.db"))
+    Store::open(&nl.path("state/brief.db"))
         .unwrap()
         .provider_events()
         .unwrap()

@@ -1,13 +1,22 @@
 //! brief's integration tests: one binary (linked once) with a module per area, all on
 //! the one harness in `harness.rs`. tests/testsuite/README.md says how to add a test.
 
+// The harness's helpers are shared between the modules: `pub` is their interface.
+#![allow(unreachable_pub)]
+
 mod harness;
 
 mod archive;
+mod bounce_corpus;
+mod bounce_engine;
+mod bounce_mailto;
+mod broken_pipe;
 mod compose;
 mod deliver;
 mod dispatch;
 mod dkim;
+mod doctor;
+mod doctor_check;
 mod headers;
 mod hooks;
 mod preview;
