@@ -10,6 +10,7 @@ use super::{
     bare_address, enhanced_status, fetch, message_id_form, nonempty, status_or_default, text,
     Event, Kind, Provider, Refusal,
 };
+use crate::bounce;
 use crate::config::Config;
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
@@ -246,9 +247,16 @@ pub(super) fn events(sns_message_id: &str, n: &Value) -> Result<Vec<Event>, Refu
     let (kind_of, list, key, at) = match ty {
         Some("Bounce") => {
             let b = n.get("bounce").unwrap_or(&Value::Null);
-            let bounce_type = text(b, "bounceType").unwrap_or("");
+            let bounce_type = match (text(b, "bounceType"), text(b, "bounceSubType")) {
+                (
+                    Some("Permanent"),
+                    Some("NoEmail" | "Suppressed" | "OnAccountSuppressionList"),
+                ) => SesBounce::NoMailbox,
+                (Some("Permanent"), _) => SesBounce::Permanent,
+                _ => SesBounce::Transient,
+            };
             (
-                bounce_type,
+                Some(bounce_type),
                 b.get("bouncedRecipients"),
                 "bounce",
                 text(b, "timestamp"),
@@ -257,7 +265,7 @@ pub(super) fn events(sns_message_id: &str, n: &Value) -> Result<Vec<Event>, Refu
         Some("Complaint") => {
             let c = n.get("complaint").unwrap_or(&Value::Null);
             (
-                "Complaint",
+                None,
                 c.get("complainedRecipients"),
                 "complaint",
                 text(c, "timestamp"),
@@ -283,11 +291,8 @@ pub(super) fn events(sns_message_id: &str, n: &Value) -> Result<Vec<Event>, Refu
             .and_then(|s| enhanced_status(&s))
             .or_else(|| diagnostic.as_deref().and_then(enhanced_status));
         let kind = match kind_of {
-            "Complaint" => Kind::Complaint,
-            "Permanent" => Kind::Hard,
-            // SES calls an unknown host transient; the address is dead all the same.
-            _ if host_unknown(status.as_deref(), diagnostic.as_deref()) => Kind::Hard,
-            _ => Kind::Soft,
+            None => Kind::Complaint,
+            Some(ses) => kind_of_bounce(ses, status.as_deref(), diagnostic.as_deref()),
         };
         out.push(Event {
             provider: Provider::Ses,
@@ -303,12 +308,29 @@ pub(super) fn events(sns_message_id: &str, n: &Value) -> Result<Vec<Event>, Refu
     Ok(out)
 }
 
-fn host_unknown(status: Option<&str>, diagnostic: Option<&str>) -> bool {
-    matches!(status, Some("5.4.4" | "5.1.2"))
-        || diagnostic.is_some_and(|d| {
-            let d = d.to_ascii_lowercase();
-            d.contains("host or domain name not found") || d.contains("host not found")
-        })
+/// What SES says of a bounce.
+#[derive(Clone, Copy)]
+enum SesBounce {
+    /// `Permanent` because the address does not exist or is on a suppression list.
+    NoMailbox,
+    Permanent,
+    /// `Transient` or `Undetermined`.
+    Transient,
+}
+
+/// SES's verdict read through brief's own table (`bounce::classify`), so a webhook
+/// and a mailed DSN with the same status get the same kind: a "transient" unknown
+/// host (5.4.4) is hard, and a "permanent" refusal whose specific status is the
+/// sender's problem (5.7.1 policy, 5.2.2 full) is soft. A permanent bounce with no
+/// specific status stays hard.
+fn kind_of_bounce(ses: SesBounce, status: Option<&str>, diagnostic: Option<&str>) -> Kind {
+    let table = bounce::classify(Some("failed"), status, diagnostic.unwrap_or(""), false);
+    let specific = status.is_some_and(|s| !s.ends_with(".0"));
+    match (ses, table) {
+        (SesBounce::NoMailbox, _) | (_, bounce::Kind::Hard) => Kind::Hard,
+        (SesBounce::Permanent, _) if !specific => Kind::Hard,
+        _ => Kind::Soft,
+    }
 }
 
 /// brief's Message-ID as SES kept it: in `mail.headers` (when SES includes the
