@@ -4,7 +4,7 @@
 
 pub mod lint;
 
-use crate::compose::{Composer, Personal, TRACE_CLOSE, TRACE_OPEN};
+use crate::compose::{Composer, RecipientValues, TRACE_CLOSE, TRACE_OPEN};
 use crate::config::Config;
 use crate::diag::{line_col, Diagnostic, Diagnostics};
 use crate::edition::{self, Edition};
@@ -49,7 +49,7 @@ pub fn compile_edition(
     edition: Edition,
     columns: &[String],
 ) -> Result<Compiled, Diagnostics> {
-    let personal = Personal::markers(columns);
+    let personal = RecipientValues::markers(columns);
     let composed = composer.compose(config, &edition, &personal)?;
     let output = compile_mjml(&composed.mjml).map_err(|findings| {
         Diagnostics(locate(
@@ -238,7 +238,7 @@ fn locate(
     config: &Config,
     composer: &Composer,
     edition: &Edition,
-    personal: &Personal,
+    personal: &RecipientValues,
     mjml: &str,
     findings: &[Finding],
 ) -> Vec<Diagnostic> {
