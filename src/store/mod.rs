@@ -7,10 +7,12 @@
 //! sending machines) has to provide, after which `Store` holds one engine or the other
 //! and its callers do not change.
 
+mod events;
 mod journal;
 mod reports;
 mod suppressions;
 
+pub use events::ProviderEvent;
 pub use journal::{Counts, Entry, NewRecipient, SendInfo, State, Update, REAL, TEST};
 pub use reports::ReportKind;
 pub use suppressions::{Suppression, SuppressionSource};
@@ -102,6 +104,7 @@ impl Store {
         conn.execute_batch(suppressions::SCHEMA)?;
         conn.execute_batch(journal::SCHEMA)?;
         conn.execute_batch(reports::SCHEMA)?;
+        conn.execute_batch(events::SCHEMA)?;
         Ok(Store { conn })
     }
 
