@@ -30,9 +30,11 @@ CREATE TABLE IF NOT EXISTS suppression_reasons (
     status      TEXT,
     diagnostic  TEXT
 );
-CREATE INDEX IF NOT EXISTS journal_message_id ON journal (message_id);
-CREATE INDEX IF NOT EXISTS journal_address ON journal (address_key);
+CREATE INDEX IF NOT EXISTS journal_tried_address ON journal (address_key)
+    WHERE state <> 'pending';
 ";
+// Partial: freezing an audience writes `pending` rows and pays nothing for it. The
+// Message-ID look-up uses `journal_message_id` (store/events.rs).
 
 /// One recorded event, as the policy hands it to the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,12 +102,13 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// The address's real sends, newest first: (edition, journal state).
+    /// The address's real sends that got past `pending`, newest first: (edition,
+    /// journal state).
     pub fn sends_to(&self, email: &str) -> Result<Vec<(String, String)>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT j.edition, j.state FROM journal j
              JOIN sends s ON s.edition = j.edition AND s.namespace = j.namespace
-             WHERE j.address_key = ?1 AND j.namespace = ?2
+             WHERE j.address_key = ?1 AND j.namespace = ?2 AND j.state <> 'pending'
              ORDER BY s.started_at DESC, j.id DESC",
         )?;
         let rows = stmt.query_map([address_key(email), REAL.to_string()], |r| {

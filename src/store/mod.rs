@@ -8,11 +8,13 @@
 //! and its callers do not change.
 
 mod bounces;
+mod events;
 mod journal;
 mod reports;
 mod suppressions;
 
 pub use bounces::{BounceCounts, BounceEvent, SuppressionReason};
+pub use events::ProviderEvent;
 pub use journal::{Counts, Entry, NewRecipient, SendInfo, State, Update, REAL, TEST};
 pub use reports::ReportKind;
 pub use suppressions::{Suppression, SuppressionSource};
@@ -105,6 +107,7 @@ impl Store {
         conn.execute_batch(journal::SCHEMA)?;
         conn.execute_batch(reports::SCHEMA)?;
         conn.execute_batch(bounces::SCHEMA)?;
+        conn.execute_batch(events::SCHEMA)?;
         Ok(Store { conn })
     }
 

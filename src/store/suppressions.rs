@@ -30,8 +30,10 @@ pub enum SuppressionSource {
     Manual,
     /// Bounces past the `[bounces]` policy (a hard one, or soft ones in a row).
     Bounce,
-    /// A reader's spam report (ARF) or a provider's complaint notice.
+    /// A spam complaint (a feedback loop or a provider's complaint notice).
     Complaint,
+    /// An unsubscribe a sending provider (Mailgun, Postmark, SendGrid) received.
+    Provider,
 }
 
 impl SuppressionSource {
@@ -43,6 +45,7 @@ impl SuppressionSource {
             SuppressionSource::Manual => "manual",
             SuppressionSource::Bounce => "bounce",
             SuppressionSource::Complaint => "complaint",
+            SuppressionSource::Provider => "provider",
         }
     }
 
@@ -54,6 +57,7 @@ impl SuppressionSource {
             SuppressionSource::Manual,
             SuppressionSource::Bounce,
             SuppressionSource::Complaint,
+            SuppressionSource::Provider,
         ]
         .into_iter()
         .find(|v| v.as_str() == s)
