@@ -116,6 +116,10 @@ pub struct Delivery {
     pub outbox: PathBuf,
     /// The SMTP envelope sender (where bounces go); default: the From address.
     pub return_path: Option<String>,
+    /// VERP: each message's envelope sender is `local+TOKEN@domain` of the return path,
+    /// TOKEN the local part of its keyed Message-ID (opaque, no address in clear).
+    #[serde(default)]
+    pub verp: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -146,6 +146,7 @@ impl Plan {
                 .return_path
                 .clone()
                 .unwrap_or_else(|| from.email.to_string()),
+            verp: config.delivery.verp,
             resend_in_doubt: request.resend_in_doubt,
             concurrency: config.delivery.concurrency,
             rate_per_second: config.delivery.rate_per_second,

@@ -33,7 +33,6 @@
 use super::{Finding, Kind, Report};
 use crate::clock;
 use crate::store::{BounceEvent, Store, Suppression, SuppressionReason, SuppressionSource};
-use crate::token::Keyring;
 use anyhow::Result;
 use sha2::{Digest, Sha256};
 
@@ -194,23 +193,19 @@ pub fn message_key(raw: &[u8], recipient: &str) -> String {
 }
 
 /// Which real send (edition, address as sent) a finding belongs to, in this order:
-/// the VERP token (verified with the keyring), the keyed Message-ID found in the
+/// the VERP token (looked up in the journal), the keyed Message-ID found in the
 /// returned headers (looked up in the journal), the ENVID `brief.send.<slug>` with the
 /// reported recipient, and the reported recipient's newest send in the journal.
 /// `None` when none of them leads to a send this newsletter made to that address.
 pub fn attribute(
     store: &Store,
-    keyring: &Keyring,
     report: &Report,
     finding: &Finding,
 ) -> Result<Option<(String, String)>> {
-    if let Some(claims) = report
-        .hints
-        .verp_token
-        .as_deref()
-        .and_then(|t| keyring.verify(t))
-    {
-        return Ok((!claims.test).then_some((claims.edition, claims.email)));
+    if let Some(token) = &report.hints.verp_token {
+        if let Some(send) = store.send_by_verp_token(token)? {
+            return Ok(Some(send));
+        }
     }
     for id in &report.hints.message_ids {
         if let Some(send) = store.send_by_message_id(id)? {
@@ -407,6 +402,49 @@ mod tests {
         // Refusals are not bounces after acceptance.
         assert_eq!(store.bounce_counts("e1").unwrap().bounced, 0);
         assert_eq!(store.bounce_counts("e1").unwrap().suppressed, 1);
+    }
+
+    #[test]
+    fn a_verp_token_alone_attributes_the_report() {
+        let store = Store::in_memory().unwrap();
+        let t = clock::now();
+        store
+            .freeze(
+                "e1",
+                REAL,
+                t,
+                &mut std::iter::once(NewRecipient {
+                    address: "Ann@example.org".into(),
+                    name: String::new(),
+                    fields: "{}".into(),
+                }),
+                &mut || 0,
+            )
+            .unwrap();
+        let due = store.due("e1", REAL, 0, t, false, 10).unwrap();
+        let mut u = Update::new(due[0].id, State::Sent, t);
+        u.message_id = Some("<abc234xyz@news.example.org>".into());
+        store.apply(&[u]).unwrap();
+        let verp =
+            crate::token::verp_address("bounces@news.example.org", "<abc234xyz@news.example.org>");
+        assert_eq!(verp.as_deref(), Some("bounces+abc234xyz@news.example.org"));
+        let finding = Finding {
+            kind: Kind::Hard,
+            recipient: None,
+            original_recipient: None,
+            status: Some("5.1.1".into()),
+            action: Some("failed".into()),
+            diagnostic: None,
+        };
+        let mut report = Report {
+            findings: vec![finding.clone()],
+            hints: Default::default(),
+        };
+        report.hints.verp_token = Some("ABC234XYZ".into());
+        let found = attribute(&store, &report, &finding).unwrap();
+        assert_eq!(found, Some(("e1".into(), "Ann@example.org".into())));
+        report.hints.verp_token = Some("abc234xy".into());
+        assert_eq!(attribute(&store, &report, &finding).unwrap(), None);
     }
 
     #[test]

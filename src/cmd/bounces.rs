@@ -15,7 +15,6 @@ use brief::bounce::{self, Finding, Kind};
 use brief::config::Config;
 use brief::exit::{Outcome, UsageError};
 use brief::store::Store;
-use brief::token::Keyring;
 
 /// Messages parsed before each write transaction.
 const BATCH: usize = 500;
@@ -47,7 +46,6 @@ pub(super) fn run(config: &Config, args: &BouncesArgs) -> Result<Outcome> {
     if args.from_maildir.is_none() && args.from_mbox.is_none() {
         return Err(UsageError("give --from-maildir DIR or --from-mbox FILE".into()).into());
     }
-    let keyring = Keyring::for_verifying(config)?;
     // A dry run only reads: no store is created, none is written.
     let store = if args.dry_run {
         Store::open_existing(&config.state_path())?
@@ -57,7 +55,6 @@ pub(super) fn run(config: &Config, args: &BouncesArgs) -> Result<Outcome> {
     let mut run = Run {
         config,
         args,
-        keyring: &keyring,
         store: store.as_ref(),
         tally: Tally::default(),
     };
@@ -104,7 +101,6 @@ pub(super) fn run(config: &Config, args: &BouncesArgs) -> Result<Outcome> {
 struct Run<'a> {
     config: &'a Config,
     args: &'a BouncesArgs,
-    keyring: &'a Keyring,
     store: Option<&'a Store>,
     tally: Tally,
 }
@@ -120,7 +116,7 @@ impl Run<'_> {
             let mut lines = Vec::with_capacity(report.findings.len());
             for finding in &report.findings {
                 let send = match self.store {
-                    Some(store) => policy::attribute(store, self.keyring, &report, finding)?,
+                    Some(store) => policy::attribute(store, &report, finding)?,
                     None => None,
                 };
                 let recipient = send

@@ -149,6 +149,27 @@ impl Store {
             .optional()?)
     }
 
+    /// The (edition, address) of the real send whose VERP token (its Message-ID's
+    /// local part, see `token::verp_address`) this is.
+    pub fn send_by_verp_token(&self, token: &str) -> Result<Option<(String, String)>> {
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Ok(None);
+        }
+        // Every Message-ID `<token@…>`: from `<token@` up to `<tokenA` ('A' follows '@').
+        let token = token.to_ascii_lowercase();
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT edition, address FROM journal
+                 WHERE message_id >= ?1 AND message_id < ?2 AND namespace = ?3",
+            )?
+            .query_row(
+                params![format!("<{token}@"), format!("<{token}A"), REAL],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
     /// Keeps why a bounce or complaint suppressed the address (the first reason stays).
     pub fn record_suppression_reason(&self, email: &str, reason: &SuppressionReason) -> Result<()> {
         self.conn

@@ -82,6 +82,7 @@ alias_maps =
 alias_database =
 smtputf8_enable = no
 biff = no
+recipient_delimiter = +
 mx_restrictions = check_recipient_access texthash:{d}/etc/refuse, permit_mynetworks, reject
 "
         ),
@@ -226,7 +227,7 @@ fn postfix_bounces_suppress_exactly_the_dead_reader() {
     let nl = Newsletter::generated_with(
         0,
         Some(pf.port),
-        "return_path = \"bounces@news.example.org\"\nreport = true\n",
+        "return_path = \"bounces@news.example.org\"\nreport = true\nverp = true\n",
     );
     nl.write(
         "subscribers/readers.csv",
@@ -282,6 +283,19 @@ fn postfix_bounces_suppress_exactly_the_dead_reader() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let maildir = pf.maildir.to_str().unwrap();
+    // VERP: each DSN went back to bounces+TOKEN@, the token naming no address.
+    for dsn in messages(&pf.maildir, "new") {
+        let text = std::fs::read_to_string(&dsn).unwrap();
+        let sender = text
+            .lines()
+            .find(|l| l.starts_with("X-Postfix-Sender:"))
+            .unwrap_or_else(|| panic!("no X-Postfix-Sender in {text}"));
+        assert!(sender.contains("bounces+"), "{sender}");
+        assert!(
+            !sender.contains("example.org=") && !sender.contains("gone"),
+            "{sender}"
+        );
+    }
 
     // A dry run classifies and changes nothing.
     let dry = nl.run(&["bounces", "--from-maildir", maildir, "--dry-run", "--json"]);
@@ -290,7 +304,7 @@ fn postfix_bounces_suppress_exactly_the_dead_reader() {
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(lines.iter().all(|l| l["applied"] == false));
     assert_eq!(messages(&pf.maildir, "new").len(), 2);
-    assert!(nl.suppressions().is_empty());
+    assert_eq!(nl.suppressions(), list);
 
     let real = nl.run(&["bounces", "--from-maildir", maildir, "--json"]);
     assert_eq!(code(&real), Some(0));
