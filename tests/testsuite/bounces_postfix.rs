@@ -413,3 +413,52 @@ fn postfix_bounces_suppress_exactly_the_dead_reader() {
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(left[0]["address"], "refused@example.org");
 }
+
+/// Postfix's DSNs for another newsletter's sends (tests/fixtures/bounces/postfix), read
+/// from an mbox by a newsletter that never sent to those addresses: every message is
+/// classified and printed, none is applied, nothing is suppressed, the exit code is 0.
+#[test]
+fn bounces_for_sends_never_made_are_printed_and_never_applied() {
+    let nl = Newsletter::generated(0, None);
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bounces/postfix");
+    let mut mbox = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&fixtures)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for file in &files {
+        mbox.extend_from_slice(b"From MAILER-DAEMON Tue Dec  1 07:46:38 2026\n");
+        let text = std::fs::read(file).unwrap();
+        mbox.extend_from_slice(&text);
+        if !text.ends_with(b"\n") {
+            mbox.push(b'\n');
+        }
+        mbox.push(b'\n');
+    }
+    std::fs::write(nl.path("bounces.mbox"), &mbox).unwrap();
+    let out = nl.run(&["bounces", "--from-mbox", "bounces.mbox", "--json"]);
+    assert_eq!(code(&out), Some(0));
+    let lines = json_lines(&out);
+    let mut sources: Vec<String> = lines
+        .iter()
+        .map(|l| l["source"].as_str().unwrap().to_string())
+        .collect();
+    sources.dedup();
+    let expected: Vec<String> = (1..=files.len())
+        .map(|i| format!("bounces.mbox#{i}"))
+        .collect();
+    assert_eq!(sources, expected, "every message yields at least one line");
+    for l in &lines {
+        assert_eq!(l["applied"], false, "{l}");
+        assert!(l["edition"].is_null(), "{l}");
+        if matches!(l["kind"].as_str(), Some("hard" | "soft")) {
+            assert!(l["status"].is_string(), "{l}");
+        }
+    }
+    assert!(lines.iter().any(|l| l["kind"] == "hard"));
+    assert!(nl.suppressions().is_empty());
+    let human = nl.run(&["bounces", "--from-mbox", "bounces.mbox"]);
+    assert_eq!(code(&human), Some(0));
+    assert!(stdout(&human).contains(&format!("{} message(s)", files.len())));
+}
