@@ -13,6 +13,7 @@ mod deliver;
 mod dispatch;
 mod dkim;
 mod headers;
+mod journal_faults;
 mod preview;
 mod secrets_and_modes;
 mod serve;
