@@ -311,3 +311,33 @@ fn a_freeze_resumed_after_an_interruption_counts_duplicates_once() {
         "{text}"
     );
 }
+
+#[test]
+fn a_dispatch_stopped_by_a_held_write_lock_releases_the_edition_lock() {
+    let sink = Server::smtp_sink(&[]);
+    let nl = Newsletter::generated_with(20, Some(free_port()), "concurrency = 2");
+    nl.write(
+        "editions/due.md",
+        "+++\ntitle = \"Due this morning\"\ndate = 2026-11-20\nsend_at = 2026-11-20T08:30:00Z\n+++\n\nThe essay.\n",
+    );
+    // The relay is down: the audience is frozen, nobody marked.
+    assert_eq!(code(&nl.run(&["dispatch"])), Some(1));
+    nl.set_smtp(&[("port", &sink.port.to_string())]);
+    let mut holder = hold_write_lock(&nl.path("state/brief.db"), 35);
+    let mut dispatch = nl
+        .command(&["dispatch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_bounded(&mut dispatch, Duration::from_secs(120));
+    assert!(matches!(code(&out), Some(1) | Some(3)));
+    assert!(stderr(&out).contains("state/brief.db"), "{}", stderr(&out));
+    let _ = holder.wait();
+
+    let out = nl.run(&["dispatch"]);
+    assert_eq!(code(&out), Some(0), "not 75: {}", stderr(&out));
+    let counts = sink.counts();
+    assert_eq!(counts.len(), 20);
+    assert!(counts.values().all(|&c| c == 1));
+}
