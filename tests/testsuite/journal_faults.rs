@@ -127,6 +127,18 @@ fn a_journal_whose_wal_header_was_garbled_after_kill_9_is_refused() {
 }
 
 #[test]
+fn a_journal_whose_wal_was_damaged_inside_after_kill_9_is_refused() {
+    // SQLite drops every frame from the first bad checksum on: committed steps lost.
+    a_journal_that_lost_its_wal_is_refused(|wal| {
+        use std::os::unix::fs::FileExt;
+        // Inside the first frame (after the 32-byte header and the frame's own 24):
+        // wherever the live frames start after a checkpoint, this drops them all.
+        let f = std::fs::OpenOptions::new().write(true).open(wal).unwrap();
+        f.write_all_at(&[0x5A; 1024], 32 + 24 + 512).unwrap();
+    });
+}
+
+#[test]
 fn kill_9_with_the_wal_intact_resumes_without_refusal_or_loss() {
     let sink = Server::smtp_sink(&[]);
     let nl = Newsletter::generated_with(1500, Some(sink.port), "concurrency = 4");
