@@ -26,7 +26,7 @@ SOURCE=/usr/sbin/smtp-source
 [ -x "$SINK" ] && [ -x "$SOURCE" ] || { echo "needs Postfix's smtp-sink and smtp-source (Debian package postfix)"; exit 1; }
 
 cargo build --release --quiet
-BIN=$PWD/target/release/brief
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/brief
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }

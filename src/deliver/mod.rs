@@ -496,7 +496,9 @@ pub fn run(store: Store, job: Job, transport: Transport) -> Result<(Store, Repor
                 .ok()
                 .and_then(|max| now.checked_add_signed(max))
                 .unwrap_or(DateTime::<Utc>::MAX_UTC);
-            let moved = store.clamp_retries(&slug, namespace, now, latest)?;
+            let moved = store
+                .clamp_retries(&slug, namespace, now, latest)
+                .with_context(|| format!("cannot write the journal {}", store.name()))?;
             if moved > 0 {
                 tracing::warn!(
                     "{moved} deferred recipients had a retry time beyond retry_max from now (a clock that ran ahead?): retried by {latest}"
@@ -596,7 +598,9 @@ fn finish_report(store: Store, mut report: Report) -> Result<(Store, Report)> {
     };
     report.counts = store.counts(&report.edition, ns)?;
     if report.counts.complete() && report.session_failure.is_none() {
-        store.finish(&report.edition, ns, clock::now())?;
+        store
+            .finish(&report.edition, ns, clock::now())
+            .with_context(|| format!("cannot write the journal {}", store.name()))?;
     }
     if let Some(info) = store.send_info(&report.edition, ns)? {
         report.duplicates = info.duplicates;
