@@ -14,6 +14,7 @@ mod archive;
 pub(crate) mod build;
 pub(crate) mod check;
 mod dispatch;
+mod doctor;
 pub(crate) mod init;
 mod preview;
 pub(crate) mod send;
@@ -46,6 +47,7 @@ pub(crate) fn run(cli: Cli) -> Result<Outcome> {
         }
         Command::Archive(args) => with_config(&cli.config, |c| archive::run(&c, &args)),
         Command::Preview(args) => with_config(&cli.config, |c| preview::run(&c, &args)),
+        Command::Doctor(args) => with_config(&cli.config, |c| doctor::run(&c, &args)),
     }
 }
 

@@ -193,7 +193,7 @@ impl TextRenderer {
                 self.blank_line();
             }
             TagEnd::Heading(level) => {
-                let width = self.line.chars().count().min(78);
+                let width = super::text::width_of(&self.line).min(super::text::WIDTH);
                 self.flush_line();
                 if self.heading.take().is_some() {
                     let mark = if level == HeadingLevel::H1 { "=" } else { "-" };

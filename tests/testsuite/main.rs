@@ -7,13 +7,21 @@
 mod harness;
 
 mod archive;
+mod bounce_corpus;
+mod bounce_engine;
+mod bounce_mailto;
 mod broken_pipe;
 mod compose;
 mod deliver;
 mod dispatch;
 mod dkim;
+mod doctor;
+mod doctor_check;
+mod guarantees;
 mod headers;
+mod inbox;
 mod journal_faults;
+mod mrml_traps;
 mod preview;
 mod secrets_and_modes;
 mod serve;
