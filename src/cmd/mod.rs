@@ -13,6 +13,7 @@ macro_rules! outln {
 mod archive;
 pub(crate) mod build;
 pub(crate) mod check;
+mod correct;
 mod dispatch;
 pub(crate) mod init;
 mod preview;
@@ -46,6 +47,7 @@ pub(crate) fn run(cli: Cli) -> Result<Outcome> {
         }
         Command::Archive(args) => with_config(&cli.config, |c| archive::run(&c, &args)),
         Command::Preview(args) => with_config(&cli.config, |c| preview::run(&c, &args)),
+        Command::Correct(args) => with_config(&cli.config, |c| correct::run(&c, args)),
     }
 }
 

@@ -9,6 +9,7 @@ mod harness;
 mod archive;
 mod broken_pipe;
 mod compose;
+mod corrections;
 mod deliver;
 mod dispatch;
 mod dkim;
