@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need (Debian packages: Postfix's smtp-sink, aiosmtpd,
-# Chromium, openssl for the TLS tests' certificates) and runs every check and test.
+# Chromium, openssl for the TLS tests' certificates; pip: dkimpy, dnslib) and runs every check and test.
 # This is the README's test command and what CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +20,8 @@ fi
 python3 -c 'import aiosmtpd' >/dev/null 2>&1 || python3 -m pip install -q aiosmtpd
 # dkimpy (with PyNaCl for Ed25519) verifies brief's DKIM signatures in tests/testsuite/dkim.rs.
 python3 -c 'import dkim, nacl' >/dev/null 2>&1 || python3 -m pip install -q 'dkimpy[ed25519]'
+# dnslib: the small authoritative DNS server `brief doctor`'s tests ask (tests/testsuite/doctor.rs).
+python3 -c 'import dnslib' >/dev/null 2>&1 || python3 -m pip install -q dnslib
 
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings

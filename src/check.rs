@@ -66,6 +66,7 @@ pub fn check(config: &Config, only: Option<&str>) -> Findings {
         }
     }
     problems.extend(dkim_problem(config));
+    problems.extend(crate::doctor::rules::bulk_sender_problems(config));
     lists.sort();
     lists.dedup();
     for name in &lists {

@@ -52,6 +52,8 @@ pub(crate) enum Command {
     /// Add a dated correction to a sent edition (archive page, Atom entry), and mail it
     /// to the readers who received the edition.
     Correct(CorrectArgs),
+    /// Look up SPF, DKIM, DMARC and MX for the newsletter; print the records to publish.
+    Doctor(DoctorArgs),
 }
 
 #[derive(Debug, Args)]
@@ -213,6 +215,19 @@ pub(crate) struct PreviewArgs {
     /// Address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8026")]
     pub listen: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DoctorArgs {
+    /// Also fetch a test unsubscribe link and check the one-click POST (RFC 8058).
+    #[arg(long)]
+    pub online: bool,
+    /// Ask this DNS server instead of the system's resolvers.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub nameserver: Option<std::net::SocketAddr>,
+    /// Print the findings as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[cfg(test)]

@@ -432,11 +432,16 @@ impl Config {
         self.resolve(&self.delivery.outbox)
     }
 
-    /// The sender's domain (for Message-IDs).
-    pub fn sender_domain(&self) -> String {
+    /// The domain of the From address.
+    pub fn from_domain(&self) -> String {
         let mailbox: lettre::message::Mailbox =
             self.newsletter.from.parse().expect("validated at load");
         mailbox.email.domain().to_string()
+    }
+
+    /// The sender's domain (for Message-IDs): never a mailbox provider's.
+    pub fn sender_domain(&self) -> String {
+        crate::doctor::rules::message_id_domain(&self.from_domain(), &self.newsletter.base_url)
     }
 
     /// The HMAC secret for tokens and Message-IDs. With the outbox transport a missing

@@ -9,6 +9,7 @@
 
 pub mod archive;
 pub mod audience;
+pub mod bounce;
 pub mod check;
 pub mod clock;
 pub mod compile;
@@ -18,6 +19,7 @@ pub mod correct;
 pub mod deliver;
 pub mod diag;
 pub mod dispatch;
+pub mod doctor;
 pub mod edition;
 pub mod exit;
 pub mod fsutil;

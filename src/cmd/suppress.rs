@@ -74,19 +74,29 @@ struct MailTally {
 
 fn apply_mail(store: &Store, keyring: &Keyring, messages: &[mailto::Message]) -> Result<()> {
     let mut tally = MailTally::default();
-    store.transaction(|store| {
-        for msg in messages {
-            let claims: Vec<_> = mailto::candidate_tokens(&msg.raw)
+    // Parsed and verified before the write transaction: the lock is held only for
+    // the inserts, never while reading mail.
+    let claims: Vec<Vec<_>> = messages
+        .iter()
+        .map(|msg| {
+            msg.tokens
                 .iter()
                 .filter_map(|t| keyring.verify(t))
-                .collect();
+                .collect()
+        })
+        .collect();
+    store.transaction(|store| {
+        for (msg, claims) in messages.iter().zip(&claims) {
             if claims.is_empty() {
                 tally.unmatched += 1;
-                let subject = mailto::subject(&msg.raw).unwrap_or_default();
-                let subject: String = subject.chars().take(80).collect();
+                let why = msg
+                    .problem
+                    .as_deref()
+                    .unwrap_or("no valid unsubscribe token");
                 outln!(
-                    "{}: no valid unsubscribe token, not applied (subject: {subject:?})",
-                    msg.origin
+                    "{}: {why}, not applied (subject: {:?})",
+                    msg.origin,
+                    msg.subject
                 );
                 continue;
             }
@@ -118,6 +128,13 @@ fn apply_mail(store: &Store, keyring: &Keyring, messages: &[mailto::Message]) ->
         }
         Ok(())
     })?;
+    // Only after the commit: a message that asked for nothing is moved aside, so the
+    // next cron run does not report it again.
+    for (msg, claims) in messages.iter().zip(&claims) {
+        if let Some(aside) = msg.file_away(!claims.is_empty())? {
+            outln!("{}: moved to {}", msg.origin, aside.display());
+        }
+    }
     outln!(
         "{} message(s): {} unsubscribed, {} already unsubscribed, {} test, {} without a valid token",
         messages.len(),

@@ -7,12 +7,17 @@
 mod harness;
 
 mod archive;
+mod bounce_corpus;
+mod bounce_engine;
+mod bounce_mailto;
 mod broken_pipe;
 mod compose;
 mod corrections;
 mod deliver;
 mod dispatch;
 mod dkim;
+mod doctor;
+mod doctor_check;
 mod headers;
 mod preview;
 mod secrets_and_modes;

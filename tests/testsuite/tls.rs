@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A certificate authority and the certificates it signs, as PEM files in a temp dir.
-struct Ca {
+pub(crate) struct Ca {
     dir: tempfile::TempDir,
 }
 
 impl Ca {
-    fn new(name: &str) -> Ca {
+    pub(crate) fn new(name: &str) -> Ca {
         let dir = tempfile::tempdir().unwrap();
         openssl(
             dir.path(),
@@ -42,13 +42,13 @@ impl Ca {
         Ca { dir }
     }
 
-    fn cert(&self) -> PathBuf {
+    pub(crate) fn cert(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
     }
 
     /// A server certificate for `names` (e.g. `DNS:localhost,IP:127.0.0.1`) signed by
     /// this CA: (certificate, key).
-    fn issue(&self, stem: &str, names: &str) -> (PathBuf, PathBuf) {
+    pub(crate) fn issue(&self, stem: &str, names: &str) -> (PathBuf, PathBuf) {
         let d = self.dir.path();
         std::fs::write(
             d.join(format!("{stem}.ext")),
