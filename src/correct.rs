@@ -323,6 +323,39 @@ pub fn message(config: &Config, edition: &Edition, correction: &Correction) -> R
     })
 }
 
+/// What is wrong with the correction message's templates (for `brief check`): they
+/// are rendered and compiled for a sample correction.
+pub fn template_problems(config: &Config) -> Vec<Diagnostic> {
+    let sample = edition::parse(
+        &config.editions_dir().join("sample.md"),
+        "+++\ntitle = \"A sample edition\"\ndate = 2026-01-01\n+++\n\nText.\n",
+    );
+    let Ok(sample) = sample else {
+        return Vec::new();
+    };
+    let correction = Correction {
+        at: sample.date.and_time(NaiveTime::MIN).and_utc(),
+        note: "A *sample* note.".into(),
+    };
+    match message(config, &sample, &correction) {
+        Ok(_) => Vec::new(),
+        Err(e) => {
+            if let Some(d) = e.downcast_ref::<Diagnostic>() {
+                vec![d.clone()]
+            } else if let Some(d) = e.downcast_ref::<Diagnostics>() {
+                d.0.clone()
+            } else {
+                vec![Diagnostic::error(
+                    config.templates_dir().join(TEMPLATE_FILES[0]),
+                    1,
+                    1,
+                    format!("{e:#}"),
+                )]
+            }
+        }
+    }
+}
+
 /// A correction as the next edition's templates see it (`{{#each corrections}}`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Carried {

@@ -211,3 +211,69 @@ fn the_next_edition_carries_the_correction() {
     );
     assert!(!nl.read("out1/email.txt").contains("Correction to"));
 }
+
+#[test]
+fn check_locates_a_broken_corrections_file_and_correction_template() {
+    let nl = Newsletter::generated(3, None);
+    nl.write(
+        "editions/e1.corrections.toml",
+        "[[correction]]\nat = 2026-11-21T10:00:00Z\nnote = \"fine\"\nwhen = 1\n",
+    );
+    nl.write(
+        "templates/correction.txt.hbs",
+        "Correction\n{{#if correction.text}}\n{{correction.text}}\n",
+    );
+    let out = nl.run(&["check"]);
+    assert_eq!(code(&out), Some(1));
+    let all = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    assert!(all.contains("editions/e1.corrections.toml:4:1"), "{all}");
+    assert!(all.contains("unknown key `when`"), "{all}");
+    assert!(all.contains("templates/correction.txt.hbs:"), "{all}");
+    assert!(!all.contains("not a brief template"), "{all}");
+}
+
+#[test]
+fn a_published_archive_is_rebuilt_with_the_correction() {
+    let nl = Newsletter::generated(3, None);
+    assert_eq!(code(&nl.run(&["send", "--edition", "e1"])), Some(0));
+    assert_eq!(code(&nl.run(&["archive"])), Some(0));
+    assert!(!nl.read("site/e1/index.html").contains("brief-corrections"));
+    nl.write("fix.md", "The train leaves at 21:40.\n");
+    let out = nl.run_at(LATER, &["correct", "--edition", "e1", "--note", "fix.md"]);
+    assert_eq!(code(&out), Some(0));
+    assert!(stdout(&out).contains("archive rebuilt"), "{}", stdout(&out));
+    assert!(nl.read("site/e1/index.html").contains("brief-corrections"));
+    assert!(nl
+        .read("site/feed.xml")
+        .contains("<updated>2026-11-21T10:00:00Z</updated>"));
+}
+
+#[test]
+fn an_interrupted_correction_resumes_without_mailing_anyone_twice() {
+    let first = Server::aiosmtpd(json!({}));
+    let nl = Newsletter::generated(4, Some(first.port));
+    assert_eq!(code(&nl.run(&["send", "--edition", "e1"])), Some(0));
+    // The correction goes through a relay that defers one reader once.
+    let relay = Server::aiosmtpd(json!({"defer_once": ["reader0001@example.org"]}));
+    nl.set_smtp(&[("port", &relay.port.to_string())]);
+    nl.write("fix.md", "The train leaves at 21:40.\n");
+    let args = ["correct", "--edition", "e1", "--note", "fix.md", "--mail"];
+    let out = nl.run_at(LATER, &args);
+    assert_eq!(code(&out), Some(3), "a deferred reader remains");
+    assert!(
+        stdout(&out).contains("3 sent, 1 deferred"),
+        "{}",
+        stdout(&out)
+    );
+    let out = nl.run_at("2026-11-21T11:00:00Z", &args);
+    assert_eq!(code(&out), Some(0));
+    let counts = relay.counts();
+    assert_eq!(counts.len(), 4, "{counts:?}");
+    assert!(counts.values().all(|&c| c == 1), "{counts:?}");
+    assert_eq!(
+        nl.read("editions/e1.corrections.toml")
+            .matches("[[correction]]")
+            .count(),
+        1
+    );
+}
