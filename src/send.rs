@@ -124,7 +124,18 @@ impl Plan {
             (test_lists(config, &to), None, TEST)
         } else {
             let accepted = match Store::open_existing(&config.state_path())? {
-                Some(store) => store.accepted_recipients(edition, REAL)?,
+                Some(store) => {
+                    // Readers still to be tried may yet get the wrong edition: the
+                    // audience is frozen once, so the send has to be settled first.
+                    let c = store.counts(edition, REAL)?;
+                    if !c.complete() {
+                        bail!(
+                            "the send of {edition} is not finished ({} pending, {} deferred, {} in doubt): finish it with `brief send --edition {edition}` first, so the correction reaches everyone who got it",
+                            c.pending, c.deferred, c.in_doubt
+                        );
+                    }
+                    store.accepted_recipients(edition, REAL)?
+                }
                 None => Vec::new(),
             };
             if accepted.is_empty() {

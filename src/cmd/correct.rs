@@ -18,23 +18,44 @@ pub(super) fn run(config: &Config, args: CorrectArgs) -> Result<Outcome> {
     let edition = edition::load(&edition_path).map_err(anyhow::Error::new)?;
     let note = correct::read_note(&args.note)?;
     let existing = correct::load(&edition.path).map_err(anyhow::Error::new)?;
-    let corrections_file = correct::file_path(&edition.path);
-
-    // A dry run and a test change nothing on disk; a real run records the note once.
-    let record = !args.dry_run && !args.test;
-    let numbered = if record {
-        correct::record(&edition.path, &note, clock::now())?
-    } else {
-        correct::number_of(&existing, &note)
-    };
-    let correction = correct::load(&edition.path)
-        .map_err(anyhow::Error::new)?
-        .into_iter()
-        .nth(numbered.number - 1)
+    let numbered = correct::number_of(&existing, &note);
+    let correction = existing
+        .get(numbered.number - 1)
+        .cloned()
         .unwrap_or(Correction {
             at: clock::now(),
             note: note.trim().to_string(),
         });
+
+    // The mail is prepared first: when it cannot go (nobody accepted the edition, its
+    // send is not settled, a template is broken), nothing is recorded either.
+    let plan = if args.mail {
+        let request = Request {
+            edition: edition.slug.clone(),
+            test: args.test,
+            to: args.to,
+            resend_in_doubt: args.resend_in_doubt,
+            dry_run: args.dry_run,
+            progress: std::io::stderr().is_terminal(),
+        };
+        let message = correct::message(config, &edition, &correction)?;
+        let key = correct::journal_key(&edition.slug, numbered.number);
+        Some(Plan::prepare_correction(
+            config,
+            request,
+            &edition.slug,
+            key,
+            message,
+        )?)
+    } else {
+        None
+    };
+
+    // A dry run and a test change nothing on disk; a real run records the note once.
+    let record = !args.dry_run && !args.test;
+    if record && numbered.new {
+        correct::record(&edition.path, &correction.note, correction.at)?;
+    }
     let verb = match (numbered.new, record) {
         (true, true) => "recorded",
         (true, false) => "would be recorded",
@@ -44,7 +65,7 @@ pub(super) fn run(config: &Config, args: CorrectArgs) -> Result<Outcome> {
         "correction {} of {} {verb} in {}",
         numbered.number,
         edition.slug,
-        corrections_file.display()
+        correct::file_path(&edition.path).display()
     );
     if record && numbered.new {
         let out = config.resolve(&config.archive.out);
@@ -56,20 +77,10 @@ pub(super) fn run(config: &Config, args: CorrectArgs) -> Result<Outcome> {
         }
     }
 
-    if !args.mail {
+    let Some(plan) = plan else {
         return Ok(Outcome::Done);
-    }
-    let message = correct::message(config, &edition, &correction)?;
-    let request = Request {
-        edition: edition.slug.clone(),
-        test: args.test,
-        to: args.to,
-        resend_in_doubt: args.resend_in_doubt,
-        dry_run: args.dry_run,
-        progress: std::io::stderr().is_terminal(),
     };
-    let key = correct::journal_key(&edition.slug, numbered.number);
-    let plan = Plan::prepare_correction(config, request, &edition.slug, key.clone(), message)?;
+    let key = plan.slug().to_string();
     match plan.execute()? {
         Execution::Locked(lock) => {
             eprintln!(

@@ -171,6 +171,7 @@ fn an_edition_never_sent_has_nobody_to_correct() {
         "{out:?}"
     );
     assert!(server.messages().is_empty());
+    assert!(!nl.path("editions/e1.corrections.toml").exists());
 }
 
 #[test]
@@ -276,4 +277,22 @@ fn an_interrupted_correction_resumes_without_mailing_anyone_twice() {
             .count(),
         1
     );
+}
+
+#[test]
+fn a_correction_waits_for_the_send_to_be_settled() {
+    let server = Server::aiosmtpd(json!({"defer_once": ["reader0002@example.org"]}));
+    let nl = Newsletter::generated(4, Some(server.port));
+    assert_eq!(code(&nl.run(&["send", "--edition", "e1"])), Some(3));
+    nl.write("fix.md", "The train leaves at 21:40.\n");
+    let out = nl.run(&["correct", "--edition", "e1", "--note", "fix.md", "--mail"]);
+    assert_eq!(code(&out), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("the send of e1 is not finished (0 pending, 1 deferred, 0 in doubt)"),
+        "{out:?}"
+    );
+    assert!(!server.messages().iter().any(|(_, t)| t.contains(SUBJECT)));
+    // Nothing half done: the correction is not recorded either.
+    assert!(!nl.path("editions/e1.corrections.toml").exists());
 }
