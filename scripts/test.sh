@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the tests need (Debian packages: Postfix's smtp-sink, aiosmtpd,
-# Chromium, openssl for the TLS tests' certificates; pip: dkimpy, dnslib) and runs every check and test.
+# Installs what the tests need (Debian packages: Postfix's smtp-sink, aiosmtpd, Chromium,
+# openssl for the TLS certificates, SpamAssassin, rspamd; pip: dkimpy, dnslib) and runs
+# every check and test.
 # This is the README's test command and what CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,10 @@ command -v smtp-sink >/dev/null 2>&1 || [ -x /usr/sbin/smtp-sink ] || need+=(pos
 python3 -c 'import aiosmtpd' >/dev/null 2>&1 || need+=(python3-aiosmtpd)
 command -v chromium >/dev/null 2>&1 || need+=(chromium fonts-liberation)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# SpamAssassin and rspamd judge outbox messages in tests/testsuite/inbox.rs (rspamd
+# runs as a private instance started by the test).
+command -v spamassassin >/dev/null 2>&1 || need+=(spamassassin)
+command -v rspamd >/dev/null 2>&1 || need+=(rspamd)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -10,12 +10,30 @@ pub const NOW_ENV: &str = "BRIEF_NOW";
 // The one place that reads the system clock (clippy.toml bans it elsewhere).
 #[allow(clippy::disallowed_methods)]
 pub fn now() -> DateTime<Utc> {
-    match std::env::var(NOW_ENV) {
-        Ok(s) => DateTime::<FixedOffset>::parse_from_rfc3339(s.trim())
+    let frozen = std::env::var(NOW_ENV).ok().and_then(|s| {
+        DateTime::<FixedOffset>::parse_from_rfc3339(s.trim())
+            .ok()
             .map(|t| t.with_timezone(&Utc))
-            .unwrap_or_else(|_| Utc::now()),
-        Err(_) => Utc::now(),
+    });
+    match frozen {
+        Some(t) => {
+            warn_frozen_once(t);
+            t
+        }
+        None => Utc::now(),
     }
+}
+
+/// A frozen clock left set in production would silently mis-schedule every edition,
+/// so say so — once per process, not at every reading.
+fn warn_frozen_once(t: DateTime<Utc>) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            "{NOW_ENV} overrides the clock: it is {} (meant for tests)",
+            t.to_rfc3339()
+        );
+    });
 }
 
 /// Parses durations as used in brief.toml: `90s`, `5m`, `1h`, `2d`, or combinations

@@ -13,7 +13,7 @@ pub mod publish;
 
 use crate::clock;
 use crate::compile;
-use crate::compose::{Composer, Personal, WebView};
+use crate::compose::{Composer, RecipientValues, WebView};
 use crate::config::Config;
 use crate::diag::{Diagnostic, Diagnostics, Severity};
 use crate::edition::{self, Edition};
@@ -60,7 +60,7 @@ fn published(e: &Edition) -> DateTime<Utc> {
 
 /// What `brief archive` did.
 #[derive(Debug)]
-pub struct Report {
+pub struct ArchiveSummary {
     pub out: PathBuf,
     /// Slugs, newest first.
     pub published: Vec<String>,
@@ -175,7 +175,7 @@ pub fn render_entries(
 }
 
 /// `brief archive`: renders the chosen editions and replaces `out` with the new site.
-pub fn build(config: &Config, out: &Path, all: bool) -> Result<Report> {
+pub fn build(config: &Config, out: &Path, all: bool) -> Result<ArchiveSummary> {
     let now = clock::now();
     let sent = if all {
         Vec::new()
@@ -219,7 +219,7 @@ pub fn build(config: &Config, out: &Path, all: bool) -> Result<Report> {
     publish::replace_dir(out, &config.root, |dir| write_site(config, &entries, dir))?;
     let mut not_due: Vec<String> = not_due.into_iter().map(|e| e.slug).collect();
     not_due.sort();
-    Ok(Report {
+    Ok(ArchiveSummary {
         out: out.to_path_buf(),
         published: entries.iter().map(|e| e.edition.slug.clone()).collect(),
         not_due,
@@ -284,7 +284,7 @@ fn web_page(
     web: &WebView,
     columns: &[String],
 ) -> Result<(Entry, Vec<Diagnostic>), Diagnostics> {
-    let personal = Personal::markers(columns);
+    let personal = RecipientValues::markers(columns);
     let composed = composer.compose_web(config, &edition, &personal, web.clone())?;
     let output = compile::compile_mjml(&composed.mjml).map_err(|findings| {
         Diagnostics(

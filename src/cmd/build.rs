@@ -22,6 +22,7 @@ pub(crate) fn run(config: &Config, args: BuildArgs) -> Result<Outcome> {
                 for p in &problems.0 {
                     eprintln!("{p}");
                 }
+                write_failed_mjml(config, &args, &sample);
                 bail!("cannot build edition `{}`", args.edition);
             }
             None => return Err(e),
@@ -42,6 +43,28 @@ pub(crate) fn run(config: &Config, args: BuildArgs) -> Result<Outcome> {
         outln!("  {name:<11} {:>8}", human_size(bytes));
     }
     Ok(Outcome::Done)
+}
+
+/// After a failed compile, still writes `email.mjml` (when the edition composes) so the
+/// positions "composed MJML of …, line L" in the errors can be looked up.
+fn write_failed_mjml(config: &Config, args: &BuildArgs, sample: &SampleReader) {
+    let Some((slug, mjml)) = compile::composed_mjml(config, &args.edition, &sample.columns())
+    else {
+        return;
+    };
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| config.root.join("dist").join(&slug));
+    let written = std::fs::create_dir_all(&out)
+        .and_then(|()| std::fs::write(out.join("email.mjml"), mjml))
+        .is_ok();
+    if written {
+        eprintln!(
+            "the composed MJML is in {}",
+            out.join("email.mjml").display()
+        );
+    }
 }
 
 /// Writes the three files, filled in for the sample reader; returns their names and

@@ -1,22 +1,52 @@
 //! brief's own MJML lint. mrml does not validate (unknown elements pass through into
 //! the HTML, unknown attributes are dropped silently) and it recurses once per nesting
 //! level, so the composed MJML is checked here first: known `mj-*` elements only, the
-//! attributes each takes, the children each allows, `alt` on images, no `mj-carousel`
-//! or `mj-include`, no duplicate attributes, and a bound on nesting depth (elements and
-//! the HTML inside `mj-text` and friends).
+//! attributes each takes, the children each allows, no `mj-carousel` or `mj-include`,
+//! no conflicting duplicate attributes, and a bound on nesting depth (elements and the
+//! HTML inside `mj-text` and friends).
+//!
+//! Where mrml renders valid MJML differently from mjml, the lint also normalizes the
+//! MJML before mrml sees it (see [`Edit`]): `alt=""` on an image without `alt`, line
+//! breaks and tabs in attribute values (mrml prints them as a literal `\n`), and a bare
+//! `0` in a padding (`0 25px`, which stops mrml shrinking an image to its column).
 
 /// Deeper nesting than this is refused before mrml sees it.
 pub const MAX_DEPTH: usize = 100;
 
-/// One lint finding at a byte offset of the MJML.
+pub use super::Finding;
+
+/// A change the lint makes to the MJML before mrml parses it: `range` of the composed
+/// MJML becomes `replacement`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
-    pub offset: usize,
-    pub message: String,
-    pub error: bool,
-    /// The text brief looked at when it found the problem (`<mj-foo`, `colour=`), to
-    /// find it again in a template.
-    pub snippet: String,
+pub struct Edit {
+    pub range: std::ops::Range<usize>,
+    pub replacement: String,
+}
+
+/// `src` with `edits` (in document order, not overlapping) applied.
+pub fn apply(src: &str, edits: &[Edit]) -> String {
+    let mut out = String::with_capacity(src.len() + edits.len() * 8);
+    let mut copied = 0;
+    for e in edits {
+        out.push_str(&src[copied..e.range.start]);
+        out.push_str(&e.replacement);
+        copied = e.range.end;
+    }
+    out.push_str(&src[copied..]);
+    out
+}
+
+/// The offset in the original MJML of `offset` in the MJML with `edits` applied.
+pub fn original_offset(edits: &[Edit], offset: usize) -> usize {
+    let mut shift: isize = 0;
+    for e in edits {
+        let start = (e.range.start as isize + shift) as usize;
+        if start >= offset {
+            break;
+        }
+        shift += e.replacement.len() as isize - e.range.len() as isize;
+    }
+    (offset as isize - shift).max(0) as usize
 }
 
 /// What an element may contain.
@@ -66,7 +96,10 @@ fn rule(name: &str) -> Option<Rule> {
         })
     };
     match name {
-        "mjml" => r(&["lang", "dir", "owa"], Elements(&["mj-head", "mj-body"])),
+        "mjml" => r(
+            &["lang", "dir", "owa", "version"],
+            Elements(&["mj-head", "mj-body"]),
+        ),
         "mj-head" => r(
             &[],
             Elements(&[
@@ -544,17 +577,26 @@ fn parse_tag(src: &str, start: usize) -> Result<Tag<'_>, (usize, String)> {
 
 /// Lints composed MJML. Findings are in document order.
 pub fn lint(src: &str) -> Vec<Finding> {
+    lint_and_normalize(src).0
+}
+
+/// Lints composed MJML and returns the findings with the edits that make mrml render
+/// it as mjml does (see the module comment), in document order.
+pub fn lint_and_normalize(src: &str) -> (Vec<Finding>, Vec<Edit>) {
     let mut l = Linter {
         src,
         findings: Vec::new(),
+        edits: Vec::new(),
     };
     l.run();
-    l.findings
+    l.edits.sort_by_key(|e| e.range.start);
+    (l.findings, l.edits)
 }
 
 struct Linter<'a> {
     src: &'a str,
     findings: Vec<Finding>,
+    edits: Vec<Edit>,
 }
 
 impl<'a> Linter<'a> {
@@ -565,6 +607,33 @@ impl<'a> Linter<'a> {
             error: true,
             snippet: snippet.to_string(),
         });
+    }
+
+    fn edit(&mut self, range: std::ops::Range<usize>, replacement: String) {
+        self.edits.push(Edit { range, replacement });
+    }
+
+    /// Normalizes the values of `tag`'s attributes (in `self.src`): line breaks and
+    /// tabs become spaces; in a padding of several values a bare `0` becomes `0px`.
+    fn normalize_values(&mut self, tag: &Tag<'a>) {
+        for (attr, _, value) in &tag.attributes {
+            let Some(v) = value else { continue };
+            let start = v.as_ptr() as usize - self.src.as_ptr() as usize;
+            let mut normalized = v.replace(['\r', '\n', '\t'], " ");
+            if (attr.starts_with("padding") || attr.ends_with("-padding"))
+                && normalized.split_whitespace().count() > 1
+                && normalized.split_whitespace().any(|p| p == "0")
+            {
+                normalized = normalized
+                    .split_whitespace()
+                    .map(|p| if p == "0" { "0px" } else { p })
+                    .collect::<Vec<_>>()
+                    .join(" ");
+            }
+            if normalized != *v {
+                self.edit(start..start + v.len(), normalized);
+            }
+        }
     }
 
     fn warning(&mut self, offset: usize, snippet: &str, message: String) {
@@ -740,6 +809,7 @@ impl<'a> Linter<'a> {
         let parent_content = parent.and_then(rule).map(|r| r.content);
         // Inside mj-attributes, elements carry default attributes of any kind.
         if matches!(parent_content, Some(Content::Defaults)) && KNOWN.contains(&name) {
+            self.normalize_values(tag);
             return Some(Content::Elements(&[]));
         }
         let Some(rule) = rule(name) else {
@@ -771,12 +841,14 @@ impl<'a> Linter<'a> {
                 );
             }
         }
-        let mut seen: Vec<&str> = Vec::new();
+        self.normalize_values(tag);
+        let mut seen: Vec<(&str, Option<&str>)> = Vec::new();
         for (attr, attr_at, value) in &tag.attributes {
-            if seen.contains(attr) {
-                self.error(*attr_at, attr, format!("`{attr}` is given twice on `<{name}>` (mrml keeps the last, mjml the first)"));
+            // The same value twice renders the same in mrml (last) and mjml (first).
+            if seen.iter().any(|(a, v)| a == attr && v != value) {
+                self.error(*attr_at, attr, format!("`{attr}` is given twice on `<{name}>` with different values (mrml keeps the last, mjml the first)"));
             }
-            seen.push(attr);
+            seen.push((attr, *value));
             let known = rule.attributes.contains(attr)
                 || matches!(*attr, "css-class" | "mj-class")
                 || (takes_padding(name) && PADDING.contains(attr));
@@ -796,24 +868,15 @@ impl<'a> Linter<'a> {
                     format!("`<{name}>` has no attribute `{attr}`{hint}"),
                 );
             }
-            if let Some(v) = value {
-                if v.contains('\n') {
-                    self.error(*attr_at, attr, format!("the value of `{attr}` spans lines; mrml would print a literal line break"));
-                }
-                if (attr.starts_with("padding") || *attr == "inner-padding")
-                    && v.split_whitespace().count() > 1
-                    && v.split_whitespace().any(|p| p == "0")
-                {
-                    self.warning(*attr_at, attr, format!("write `0px` instead of a bare `0` in `{attr}=\"{v}\"` (mrml mis-sizes images otherwise)"));
-                }
-            }
         }
-        if name == "mj-image" && !seen.contains(&"alt") {
-            self.error(
+        if name == "mj-image" && !seen.iter().any(|(a, _)| *a == "alt") {
+            self.warning(
                 at,
                 &snippet,
-                "`<mj-image>` needs an `alt` text (mrml writes no alt at all otherwise)".into(),
+                "`<mj-image>` has no `alt`: brief writes `alt=\"\"` as mjml does (screen readers skip the image); describe it if it carries meaning".into(),
             );
+            let after_name = at + 1 + name.len();
+            self.edit(after_name..after_name, " alt=\"\"".to_string());
         }
         Some(rule.content)
     }
@@ -840,6 +903,11 @@ impl<'a> Linter<'a> {
                 .find(|c: char| c.is_whitespace() || c == '>' || c == '/')
                 .unwrap_or(rest.len() - 1);
             let name = &rest[1..1 + name_len];
+            if let Ok(tag) = parse_tag(self.src, from + at) {
+                if tag.end <= to {
+                    self.normalize_values(&tag);
+                }
+            }
             let gt = rest.find('>').unwrap_or(rest.len() - 1);
             let self_closing = rest[..gt].ends_with('/');
             if !name.is_empty()
@@ -935,11 +1003,34 @@ mod tests {
     }
 
     #[test]
-    fn image_needs_alt_and_carousel_is_refused() {
-        let m = messages(&doc("<mj-image src=\"https://x/y.png\" />"));
-        assert!(m[0].contains("alt"), "{m:?}");
+    fn image_without_alt_gets_an_empty_one_and_a_warning() {
+        let src = doc("<mj-image src=\"https://x/y.png\" />");
+        let (findings, edits) = lint_and_normalize(&src);
+        assert_eq!(findings.len(), 1);
+        assert!(!findings[0].error && findings[0].message.contains("alt=\"\""));
+        assert!(apply(&src, &edits).contains("<mj-image alt=\"\" src=\"https://x/y.png\" />"));
         let m = messages(&doc("<mj-carousel></mj-carousel>"));
         assert!(m[0].contains("mj-carousel"), "{m:?}");
+    }
+
+    #[test]
+    fn valid_mjml_is_accepted() {
+        let src = "<mjml version=\"4.15.3\"><mj-body><mj-section><mj-column><mj-text css-class=\"a\" css-class=\"a\">x</mj-text></mj-column></mj-section></mj-body></mjml>";
+        assert_eq!(messages(src), Vec::<String>::new());
+        let m = messages(&doc("<mj-text css-class=\"a\" css-class=\"b\">x</mj-text>"));
+        assert!(m[0].contains("with different values"), "{m:?}");
+    }
+
+    #[test]
+    fn line_breaks_and_tabs_in_attributes_become_spaces() {
+        let src = doc("<mj-text padding=\"0\t2px\"><p style=\"\n  color: red;\n\">a</p><span title=\"tab\there\">t</span></mj-text>");
+        let (findings, edits) = lint_and_normalize(&src);
+        assert!(findings.is_empty(), "{findings:?}");
+        let out = apply(&src, &edits);
+        assert!(out.contains("<p style=\"   color: red; \">"), "{out}");
+        assert!(out.contains("title=\"tab here\""), "{out}");
+        assert!(out.contains("padding=\"0px 2px\""), "{out}");
+        assert!(!out.contains(['\t']) && out.lines().count() == 1);
     }
 
     #[test]
@@ -959,11 +1050,25 @@ mod tests {
     }
 
     #[test]
-    fn bare_zero_padding_warns() {
-        let f = lint(&doc(
-            "<mj-image src=\"https://x/y.png\" alt=\"a\" padding=\"0 25px\" />",
-        ));
-        assert_eq!(f.len(), 1);
-        assert!(!f[0].error);
+    fn bare_zero_padding_becomes_0px() {
+        let src = doc("<mj-image src=\"https://x/y.png\" alt=\"a\" padding=\"0 25px\" />");
+        let (findings, edits) = lint_and_normalize(&src);
+        assert!(findings.is_empty(), "{findings:?}");
+        assert!(apply(&src, &edits).contains("padding=\"0px 25px\""));
+        // Also as a default in mj-attributes; a lone `0` is left alone (mrml reads it).
+        let src = "<mjml><mj-head><mj-attributes><mj-all padding=\"0 8px 0\" /></mj-attributes></mj-head><mj-body><mj-section padding=\"0\"></mj-section></mj-body></mjml>";
+        let (_, edits) = lint_and_normalize(src);
+        assert_eq!(edits.len(), 1);
+        assert_eq!(edits[0].replacement, "0px 8px 0px");
+    }
+
+    #[test]
+    fn offsets_map_back_through_edits() {
+        let edits = [Edit {
+            range: 10..10,
+            replacement: " alt=\"\"".to_string(),
+        }];
+        assert_eq!(original_offset(&edits, 5), 5);
+        assert_eq!(original_offset(&edits, 20), 13);
     }
 }

@@ -389,7 +389,7 @@ pub fn render_error(sources: &[Source], fallback: &Source, e: &RenderError) -> D
     Diagnostic::error(source.display(), line, column, message)
 }
 
-/// `{{underline text}}`: a row of `-` as long as the text (at most 78).
+/// `{{underline text}}`: a row of `-` as wide as the text (at most the wrap width).
 fn underline(
     h: &Helper,
     _: &Handlebars,
@@ -401,6 +401,6 @@ fn underline(
         .param(0)
         .and_then(|p| p.value().as_str())
         .ok_or(RenderErrorReason::ParamNotFoundForIndex("underline", 0))?;
-    out.write(&"-".repeat(text.chars().count().min(super::text::WIDTH)))?;
+    out.write(&"-".repeat(super::text::width_of(text).min(super::text::WIDTH)))?;
     Ok(())
 }

@@ -1,9 +1,13 @@
 //! The plain-text part after its template has run: trailing spaces removed, runs of
-//! blank lines collapsed, long lines wrapped at [`WIDTH`] columns. A URL or a
-//! personalization marker is never broken (a line holding only a long URL stays long).
+//! blank lines collapsed, long lines wrapped at [`WIDTH`] columns of display width (a
+//! CJK character takes two). A URL or a personalization marker is never broken (a line
+//! holding only a long URL stays long).
 
-/// The widest a line of the text part gets (unless one word is wider).
-pub const WIDTH: usize = 78;
+use unicode_width::UnicodeWidthStr;
+
+/// The widest a line of the text part gets (unless one word is wider): 76, the line
+/// length quoted-printable allows, so an ASCII line never needs a soft line break.
+pub const WIDTH: usize = 76;
 
 const MARK_OPEN: char = '\u{E000}';
 const MARK_CLOSE: char = '\u{E001}';
@@ -38,7 +42,7 @@ pub fn finish(rendered: &str) -> String {
 /// fit are copied as they are. Continuation lines keep the line's indentation, quote
 /// marks, and the room of a list bullet.
 pub fn wrap_line(line: &str, width: usize, out: &mut String) {
-    if line.len() <= width || line.chars().count() <= width {
+    if line.len() <= width || width_of(line) <= width {
         out.push_str(line);
         out.push('\n');
         return;
@@ -70,11 +74,12 @@ pub fn wrap_line(line: &str, width: usize, out: &mut String) {
     out.push('\n');
 }
 
-fn width_of(s: &str) -> usize {
+/// Columns `s` takes in a terminal or a mail app's monospace view.
+pub fn width_of(s: &str) -> usize {
     if s.is_ascii() {
         s.len()
     } else {
-        s.chars().count()
+        s.width()
     }
 }
 
@@ -143,8 +148,25 @@ mod tests {
         for l in out.lines() {
             assert!(l.chars().count() <= WIDTH, "{l:?}");
         }
+        assert_eq!(WIDTH, 76);
         assert!(out.lines().skip(1).all(|l| l.starts_with("  word")));
         assert_eq!(out.split_whitespace().filter(|w| *w == "word").count(), 30);
+    }
+
+    #[test]
+    fn wide_characters_count_two_columns() {
+        // 30 CJK words of two characters: 4 columns each, 5 with the space.
+        let line = "東京 ".repeat(30);
+        let out = finish(&line);
+        assert!(out.lines().count() > 1, "{out}");
+        for l in out.lines() {
+            assert!(width_of(l) <= WIDTH, "{l:?} is {} columns", width_of(l));
+        }
+        assert_eq!(out.lines().next().unwrap().split(' ').count(), 15);
+        // Accented Latin letters are one column each, like ASCII.
+        let latin = "café ".repeat(15);
+        assert_eq!(width_of(latin.trim_end()), 74);
+        assert_eq!(finish(&latin).lines().count(), 1);
     }
 
     #[test]

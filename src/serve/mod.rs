@@ -31,7 +31,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use writer::{Applied, Change, Writer, WriterHandle};
+use writer::{Applied, Change, SuppressionQueue, SuppressionWriter};
 
 /// Largest request body read (a one-click body is 26 bytes).
 const MAX_BODY: usize = 16 * 1024;
@@ -57,7 +57,7 @@ struct App {
     /// The path part of `base_url`, without a trailing slash ("" at the root).
     base_path: String,
     archive_root: PathBuf,
-    writer: WriterHandle,
+    writer: SuppressionQueue,
     limiter: Option<RateLimiter>,
     limits: http::Limits,
 }
@@ -68,7 +68,7 @@ pub fn run(config: &Config, listen: &str) -> Result<()> {
     let archive_root = config.resolve(&config.archive.out);
     archive::refuse_private_files(config, &archive_root)?;
     let store = Store::open(&config.state_path())?;
-    let (writer, handle) = Writer::start(store)?;
+    let (writer, handle) = SuppressionWriter::start(store)?;
     let app = Arc::new(App {
         keyring,
         site: Site {
