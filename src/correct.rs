@@ -13,6 +13,7 @@
 
 use crate::compile;
 use crate::compose::markdown;
+use crate::compose::templates::{Kind, Source};
 use crate::config::Config;
 use crate::diag::{toml_error, Diagnostic, Diagnostics};
 use crate::edition::{self, Edition};
@@ -238,13 +239,27 @@ fn correction_view(c: &Correction) -> CorrectionView {
 }
 
 /// A template of the newsletter's folder, or the built-in default.
-fn template(config: &Config, file: &str, default: &str) -> Result<(PathBuf, String)> {
+fn template(config: &Config, file: &str, default: &str) -> Result<Source> {
     let path = config.templates_dir().join(file);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Ok((path, text.replace("\r\n", "\n"))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((path, default.to_string())),
-        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot read {}", path.display()))),
-    }
+    let (text, overridden) = match std::fs::read_to_string(&path) {
+        Ok(text) => (text.replace("\r\n", "\n"), true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (default.to_string(), false),
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("cannot read {}", path.display())))
+        }
+    };
+    let html = file.ends_with(".mjml.hbs");
+    Ok(Source {
+        name: if html {
+            "correction"
+        } else {
+            "correction_text"
+        },
+        kind: if html { Kind::Layout } else { Kind::Text },
+        path,
+        text,
+        overridden,
+    })
 }
 
 /// Renders and compiles the correction message of `correction` to `edition`, subject
@@ -273,8 +288,10 @@ pub fn message(config: &Config, edition: &Edition, correction: &Correction) -> R
             email: personalize::marker(&personalize::subscriber_field("email")),
         },
     };
-    let render = |file: &str, default: &str, html: bool| -> Result<String> {
-        let (path, source) = template(config, file, default)?;
+    let mjml_source = template(config, TEMPLATE_FILES[0], DEFAULT_MJML)?;
+    let text_source = template(config, TEMPLATE_FILES[1], DEFAULT_TEXT)?;
+    let render = |template: &Source, html: bool| -> Result<String> {
+        let (path, source, file) = (&template.path, &template.text, template.name);
         let mut registry = Handlebars::new();
         registry.set_strict_mode(true);
         if html {
@@ -285,11 +302,11 @@ pub fn message(config: &Config, edition: &Edition, correction: &Correction) -> R
             registry.register_escape_fn(handlebars::no_escape);
         }
         registry
-            .register_template_string(file, &source)
+            .register_template_string(file, source)
             .map_err(|e| {
                 let (line, col) = e.pos().unwrap_or((1, 1));
                 Diagnostic::error(
-                    &path,
+                    path,
                     line,
                     col,
                     format!("template does not parse: {}", e.reason()),
@@ -297,15 +314,15 @@ pub fn message(config: &Config, edition: &Edition, correction: &Correction) -> R
             })?;
         registry.render(file, &view).map_err(|e| {
             anyhow::Error::new(Diagnostic::error(
-                &path,
+                path,
                 e.line_no.unwrap_or(1),
                 e.column_no.unwrap_or(1),
                 e.reason().to_string(),
             ))
         })
     };
-    let mjml = render(TEMPLATE_FILES[0], DEFAULT_MJML, true)?;
-    let text = render(TEMPLATE_FILES[1], DEFAULT_TEXT, false)?;
+    let mjml = render(&mjml_source, true)?;
+    let text = crate::compose::text::finish(&render(&text_source, false)?);
     let output = compile::compile_mjml(&mjml).map_err(|findings| {
         let path = config.templates_dir().join(TEMPLATE_FILES[0]);
         Diagnostics(
@@ -316,10 +333,17 @@ pub fn message(config: &Config, edition: &Edition, correction: &Correction) -> R
                 .collect(),
         )
     })?;
+    // The same guarantees as an edition: the unsubscribe link and the postal address
+    // in both parts, whatever an override says.
+    let missing =
+        compile::guarantee::check(config, &[mjml_source, text_source], &output.html, &text);
+    if !missing.is_empty() {
+        return Err(Diagnostics(missing).into());
+    }
     Ok(Message {
         subject,
         html: output.html,
-        text: crate::compose::text::finish(&text),
+        text,
     })
 }
 

@@ -53,7 +53,7 @@ pub fn composed_mjml(
     let edition = edition::load(&edition::resolve(config, edition_arg)).ok()?;
     let composer = Composer::new(config).ok()?;
     let composed = composer
-        .compose(config, &edition, &Personal::markers(columns))
+        .compose(config, &edition, &RecipientValues::markers(columns))
         .ok()?;
     Some((edition.slug, composed.mjml))
 }

@@ -296,3 +296,23 @@ fn a_correction_waits_for_the_send_to_be_settled() {
     // Nothing half done: the correction is not recorded either.
     assert!(!nl.path("editions/e1.corrections.toml").exists());
 }
+
+#[test]
+fn a_correction_template_without_the_unsubscribe_link_is_refused() {
+    let server = Server::aiosmtpd(json!({}));
+    let nl = Newsletter::generated(3, Some(server.port));
+    assert_eq!(code(&nl.run(&["send", "--edition", "e1"])), Some(0));
+    nl.write(
+        "templates/correction.txt.hbs",
+        "{{correction.text}}\n{{newsletter.postal_address}}\n",
+    );
+    nl.write("fix.md", "A wrong date.\n");
+    let out = nl.run(&["correct", "--edition", "e1", "--note", "fix.md", "--mail"]);
+    assert_eq!(code(&out), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("templates/correction.txt.hbs"), "{err}");
+    assert!(err.contains("unsubscribe_url"), "{err}");
+    assert!(!server.messages().iter().any(|(_, t)| t.contains(SUBJECT)));
+    assert!(!nl.path("editions/e1.corrections.toml").exists());
+    assert_eq!(code(&nl.run(&["check"])), Some(1));
+}
