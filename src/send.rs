@@ -188,7 +188,7 @@ impl Plan {
         let smtp_transport = config.delivery.transport == ConfigTransport::Smtp;
         let secret = config.secret(!smtp_transport || request.dry_run)?;
         let keyring = Keyring::new(&secret, &config.newsletter.list_id);
-        let from: lettre::message::Mailbox = config.newsletter.from.parse()?;
+        let from = config.newsletter.from_mailbox();
         let job = Job {
             slug: slug.clone(),
             namespace,

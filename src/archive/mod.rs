@@ -260,11 +260,7 @@ pub fn subscribe_url(config: &Config) -> String {
         return url.clone();
     }
     let n = &config.newsletter;
-    let mailbox = n.reply_to.as_deref().unwrap_or(&n.from);
-    let address = mailbox
-        .parse::<lettre::message::Mailbox>()
-        .map(|m| m.email.to_string())
-        .unwrap_or_default();
+    let address = n.contact_mailbox().email.to_string();
     let subject: String =
         percent_encoding::utf8_percent_encode(&format!("Subscribe to {}", n.name), QUERY)
             .to_string();

@@ -64,7 +64,7 @@ impl<'a> Notifier<'a> {
                 }),
             ),
         };
-        let from: Mailbox = config.newsletter.from.parse().context("newsletter.from")?;
+        let from = config.newsletter.from_mailbox();
         let now = clock::now();
         let stamp = now.format("%Y%m%dT%H%M%S%.6fZ").to_string();
         let mut messages = Vec::new();

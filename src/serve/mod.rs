@@ -472,14 +472,7 @@ fn strip_base<'a>(path: &'a str, base: &str) -> &'a str {
 }
 
 fn contact_address(config: &Config) -> String {
-    let raw = config
-        .newsletter
-        .reply_to
-        .as_deref()
-        .unwrap_or(&config.newsletter.from);
-    raw.parse::<lettre::message::Mailbox>()
-        .map(|m| m.email.to_string())
-        .unwrap_or_else(|_| raw.to_string())
+    config.newsletter.contact_mailbox().email.to_string()
 }
 
 #[cfg(test)]
