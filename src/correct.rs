@@ -406,6 +406,10 @@ pub fn carried_by(config: &Config, edition: &Edition) -> Vec<Carried> {
     let Ok(paths) = edition::all_paths(config) else {
         return Vec::new();
     };
+    // Most editions of most newsletters carry nothing: no edition is loaded then.
+    if !paths.iter().any(|p| file_path(p).is_file()) {
+        return Vec::new();
+    }
     let others: Vec<Edition> = paths
         .iter()
         .filter(|p| p.as_path() != edition.path.as_path())
