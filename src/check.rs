@@ -92,6 +92,13 @@ pub fn check(config: &Config, only: Option<&str>) -> Findings {
         problems.push(d);
     }
     problems.extend(secret_problem(config));
+    for (key, error, message) in crate::hooks::config_problems(config) {
+        let mut d = at_config_key(config, key, message);
+        if !error {
+            d.severity = crate::diag::Severity::Warning;
+        }
+        problems.push(d);
+    }
     Findings {
         editions: paths.len(),
         templates: crate::compose::templates::DEFAULTS.len(),

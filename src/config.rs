@@ -25,6 +25,9 @@ pub struct Config {
     pub state: State,
     #[serde(default)]
     pub archive: Archive,
+    /// Provider webhooks (`brief serve`'s `/hooks/<provider>`); a provider left out answers 404.
+    #[serde(default)]
+    pub hooks: Hooks,
     /// The folder that holds brief.toml; relative paths are resolved against it.
     #[serde(skip)]
     pub root: PathBuf,
@@ -212,6 +215,22 @@ pub struct Archive {
     /// Where the archive's "Subscribe" links point (a sign-up page); default: a
     /// `mailto:` to `newsletter.reply_to` (or the `from` address) asking to subscribe.
     pub subscribe_url: Option<String>,
+}
+
+/// `[hooks]`: which provider webhooks `brief serve` accepts, and their secrets.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    /// Environment variable holding Mailgun's HTTP webhook signing key.
+    pub mailgun_signing_key_env: Option<String>,
+    /// User name of Postmark's webhook basic authentication.
+    pub postmark_user: Option<String>,
+    /// Environment variable holding the password of Postmark's basic authentication.
+    pub postmark_password_env: Option<String>,
+    /// SendGrid's signed event webhook verification key (PEM or the console's base64).
+    pub sendgrid_public_key: Option<PathBuf>,
+    /// The SNS topic that carries SES notifications; others are refused.
+    pub ses_topic_arn: Option<String>,
 }
 
 impl Default for Delivery {

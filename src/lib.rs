@@ -23,6 +23,7 @@ pub mod doctor;
 pub mod edition;
 pub mod exit;
 pub mod fsutil;
+pub mod hooks;
 pub mod mailto;
 pub mod personalize;
 pub mod preview;

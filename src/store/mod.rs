@@ -8,10 +8,12 @@
 //! and its callers do not change.
 
 mod corrections;
+mod events;
 mod journal;
 mod reports;
 mod suppressions;
 
+pub use events::ProviderEvent;
 pub use journal::{Counts, Entry, NewRecipient, SendInfo, State, Update, REAL, TEST};
 pub use reports::ReportKind;
 pub use suppressions::{Suppression, SuppressionSource};
@@ -103,6 +105,7 @@ impl Store {
         conn.execute_batch(suppressions::SCHEMA)?;
         conn.execute_batch(journal::SCHEMA)?;
         conn.execute_batch(reports::SCHEMA)?;
+        conn.execute_batch(events::SCHEMA)?;
         Ok(Store { conn })
     }
 

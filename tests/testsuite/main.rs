@@ -20,6 +20,7 @@ mod doctor;
 mod doctor_check;
 mod guarantees;
 mod headers;
+mod hooks;
 mod inbox;
 mod mrml_traps;
 mod preview;
