@@ -7,6 +7,7 @@
 //! sending machines) has to provide, after which `Store` holds one engine or the other
 //! and its callers do not change.
 
+mod corrections;
 mod events;
 mod journal;
 mod reports;

@@ -12,6 +12,7 @@ mod bounce_engine;
 mod bounce_mailto;
 mod broken_pipe;
 mod compose;
+mod corrections;
 mod deliver;
 mod dispatch;
 mod dkim;
