@@ -3,7 +3,7 @@
 //! scripts/bench-mjml.sh compares with the official mjml compiler.
 
 use brief::compile::{compile_edition, compile_mjml};
-use brief::compose::{Composer, Personal};
+use brief::compose::{Composer, RecipientValues};
 use brief::config::Config;
 use brief::edition;
 use brief::personalize::{Escape, Template};
@@ -19,7 +19,7 @@ fn benches(c: &mut Criterion) {
     let composer = Composer::new(&config).expect("templates");
     let edition = edition::load(&root().join("editions/2026-11-20.md")).expect("sample edition");
     let columns = vec!["city".to_string()];
-    let personal = Personal::markers(&columns);
+    let personal = RecipientValues::markers(&columns);
 
     c.bench_function("compose+compile sample edition", |b| {
         b.iter(|| {

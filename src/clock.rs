@@ -11,7 +11,13 @@ pub const NOW_ENV: &str = "BRIEF_NOW";
 // The one place that reads the system clock (clippy.toml bans it elsewhere).
 #[allow(clippy::disallowed_methods)]
 pub fn now() -> DateTime<Utc> {
-    set_time().ok().flatten().unwrap_or_else(Utc::now)
+    match set_time().ok().flatten() {
+        Some(t) => {
+            warn_frozen_once(t);
+            t
+        }
+        None => Utc::now(),
+    }
 }
 
 /// Refuses a `BRIEF_NOW` that is not an RFC 3339 time: ignoring it would run on the
@@ -32,6 +38,18 @@ fn set_time() -> Result<Option<DateTime<Utc>>, String> {
         Err(std::env::VarError::NotPresent) => Ok(None),
         Err(std::env::VarError::NotUnicode(_)) => Err(format!("{NOW_ENV} is not valid UTF-8")),
     }
+}
+
+/// A frozen clock left set in production would silently mis-schedule every edition,
+/// so say so — once per process, not at every reading.
+fn warn_frozen_once(t: DateTime<Utc>) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            "{NOW_ENV} overrides the clock: it is {} (meant for tests)",
+            t.to_rfc3339()
+        );
+    });
 }
 
 /// Parses durations as used in brief.toml: `90s`, `5m`, `1h`, `2d`, or combinations

@@ -5,6 +5,7 @@
 use crate::clock::parse_duration;
 use crate::diag::{from_toml_strict, Diagnostic};
 use anyhow::{bail, Context, Result};
+use lettre::message::Mailbox;
 use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,6 +25,9 @@ pub struct Config {
     pub state: State,
     #[serde(default)]
     pub archive: Archive,
+    /// Provider webhooks (`brief serve`'s `/hooks/<provider>`); a provider left out answers 404.
+    #[serde(default)]
+    pub hooks: Hooks,
     /// The folder that holds brief.toml; relative paths are resolved against it.
     #[serde(skip)]
     pub root: PathBuf,
@@ -54,6 +58,28 @@ pub struct Newsletter {
     /// Language of the HTML (`<html lang>`).
     #[serde(default = "default_language")]
     pub language: String,
+    /// `from` and `reply_to`, parsed once when the config is loaded.
+    #[serde(skip)]
+    mailboxes: Option<(Mailbox, Option<Mailbox>)>,
+}
+
+impl Newsletter {
+    /// The From mailbox.
+    pub fn from_mailbox(&self) -> &Mailbox {
+        &self.parsed().0
+    }
+
+    /// Where readers' replies go: `reply_to`, else From.
+    pub fn contact_mailbox(&self) -> &Mailbox {
+        let (from, reply_to) = self.parsed();
+        reply_to.as_ref().unwrap_or(from)
+    }
+
+    fn parsed(&self) -> &(Mailbox, Option<Mailbox>) {
+        self.mailboxes
+            .as_ref()
+            .expect("Config::parse sets the mailboxes")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -191,6 +217,22 @@ pub struct Archive {
     pub subscribe_url: Option<String>,
 }
 
+/// `[hooks]`: which provider webhooks `brief serve` accepts, and their secrets.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    /// Environment variable holding Mailgun's HTTP webhook signing key.
+    pub mailgun_signing_key_env: Option<String>,
+    /// User name of Postmark's webhook basic authentication.
+    pub postmark_user: Option<String>,
+    /// Environment variable holding the password of Postmark's basic authentication.
+    pub postmark_password_env: Option<String>,
+    /// SendGrid's signed event webhook verification key (PEM or the console's base64).
+    pub sendgrid_public_key: Option<PathBuf>,
+    /// The SNS topic that carries SES notifications; others are refused.
+    pub ses_topic_arn: Option<String>,
+}
+
 impl Default for Delivery {
     fn default() -> Self {
         toml::from_str("").expect("all delivery keys have defaults")
@@ -317,25 +359,29 @@ impl Config {
 
     /// Parses config text; `path` is used for messages only.
     pub fn parse(path: &Path, source: &str) -> Result<Config> {
-        let config: Config = from_toml_strict(path, source, 0)?;
-        config.validate(path, source)?;
+        let mut config: Config = from_toml_strict(path, source, 0)?;
+        config.newsletter.mailboxes = Some(config.validate(path, source)?);
         Ok(config)
     }
 
-    fn validate(&self, path: &Path, source: &str) -> Result<()> {
+    /// Checks the values serde cannot, and returns the parsed From and Reply-To.
+    fn validate(&self, path: &Path, source: &str) -> Result<(Mailbox, Option<Mailbox>)> {
         let at = |key: &str, msg: String| -> anyhow::Error {
             // Point at the key's line when we can find it.
             let offset = source.find(&format!("\n{key}")).map_or(0, |i| i + 1);
             Diagnostic::at_offset(path, source, offset, msg).into()
         };
         let n = &self.newsletter;
-        for (key, value) in [("from", Some(&n.from)), ("reply_to", n.reply_to.as_ref())] {
-            if let Some(v) = value {
-                if v.parse::<lettre::message::Mailbox>().is_err() {
-                    return Err(at(key, format!("`{key}` is not a valid address: {v}")));
-                }
-            }
-        }
+        let mailbox = |key: &str, v: &str| -> Result<Mailbox> {
+            v.parse::<Mailbox>()
+                .map_err(|_| at(key, format!("`{key}` is not a valid address: {v}")))
+        };
+        let from = mailbox("from", &n.from)?;
+        let reply_to = n
+            .reply_to
+            .as_deref()
+            .map(|v| mailbox("reply_to", v))
+            .transpose()?;
         if !(n.base_url.starts_with("https://") || n.base_url.starts_with("http://")) {
             return Err(at(
                 "base_url",
@@ -401,7 +447,7 @@ impl Config {
                 ));
             }
         }
-        Ok(())
+        Ok((from, reply_to))
     }
 
     /// A path from the config, resolved against the newsletter folder.
@@ -434,9 +480,7 @@ impl Config {
 
     /// The domain of the From address.
     pub fn from_domain(&self) -> String {
-        let mailbox: lettre::message::Mailbox =
-            self.newsletter.from.parse().expect("validated at load");
-        mailbox.email.domain().to_string()
+        self.newsletter.from_mailbox().email.domain().to_string()
     }
 
     /// The sender's domain (for Message-IDs): never a mailbox provider's.

@@ -30,17 +30,29 @@ pub fn prepare_private_file(path: &Path) -> io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         create_private_dir_all(dir)?;
     }
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)?;
-    let mode = file.metadata()?.permissions().mode();
-    if mode & 0o077 != 0 {
-        file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700))?;
+    // An existing file is not opened: closing a descriptor drops every POSIX lock this
+    // process holds on the file, so a SQLite connection already open on it (brief
+    // serve's writer, when the hooks open theirs) would lose its locks, and another
+    // process closing the database would then delete the write-ahead log under it.
+    match std::fs::metadata(path) {
+        Ok(meta) => {
+            let mode = meta.permissions().mode();
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)?;
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
-    Ok(())
 }
 
 #[cfg(test)]

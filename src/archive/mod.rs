@@ -13,7 +13,7 @@ pub mod publish;
 
 use crate::clock;
 use crate::compile;
-use crate::compose::{Composer, Personal, WebView};
+use crate::compose::{Composer, RecipientValues, WebView};
 use crate::config::Config;
 use crate::diag::{Diagnostic, Diagnostics, Severity};
 use crate::edition::{self, Edition};
@@ -33,12 +33,22 @@ pub struct Entry {
     pub preheader: String,
     /// The page, complete (no markers).
     pub html: String,
+    /// Its corrections, oldest first (`brief correct`).
+    pub corrections: Vec<crate::correct::Correction>,
 }
 
 impl Entry {
     /// When the edition went (or goes) out: `send_at`, or midnight UTC of its date.
     pub fn published(&self) -> DateTime<Utc> {
         published(&self.edition)
+    }
+
+    /// When the page last changed: its latest correction, or its publication.
+    pub fn updated(&self) -> DateTime<Utc> {
+        self.corrections
+            .iter()
+            .map(|c| c.at)
+            .fold(self.published(), DateTime::max)
     }
 }
 
@@ -50,7 +60,7 @@ fn published(e: &Edition) -> DateTime<Utc> {
 
 /// What `brief archive` did.
 #[derive(Debug)]
-pub struct Report {
+pub struct ArchiveSummary {
     pub out: PathBuf,
     /// Slugs, newest first.
     pub published: Vec<String>,
@@ -165,7 +175,7 @@ pub fn render_entries(
 }
 
 /// `brief archive`: renders the chosen editions and replaces `out` with the new site.
-pub fn build(config: &Config, out: &Path, all: bool) -> Result<Report> {
+pub fn build(config: &Config, out: &Path, all: bool) -> Result<ArchiveSummary> {
     let now = clock::now();
     let sent = if all {
         Vec::new()
@@ -209,7 +219,7 @@ pub fn build(config: &Config, out: &Path, all: bool) -> Result<Report> {
     publish::replace_dir(out, &config.root, |dir| write_site(config, &entries, dir))?;
     let mut not_due: Vec<String> = not_due.into_iter().map(|e| e.slug).collect();
     not_due.sort();
-    Ok(Report {
+    Ok(ArchiveSummary {
         out: out.to_path_buf(),
         published: entries.iter().map(|e| e.edition.slug.clone()).collect(),
         not_due,
@@ -250,11 +260,7 @@ pub fn subscribe_url(config: &Config) -> String {
         return url.clone();
     }
     let n = &config.newsletter;
-    let mailbox = n.reply_to.as_deref().unwrap_or(&n.from);
-    let address = mailbox
-        .parse::<lettre::message::Mailbox>()
-        .map(|m| m.email.to_string())
-        .unwrap_or_default();
+    let address = n.contact_mailbox().email.to_string();
     let subject: String =
         percent_encoding::utf8_percent_encode(&format!("Subscribe to {}", n.name), QUERY)
             .to_string();
@@ -274,7 +280,7 @@ fn web_page(
     web: &WebView,
     columns: &[String],
 ) -> Result<(Entry, Vec<Diagnostic>), Diagnostics> {
-    let personal = Personal::markers(columns);
+    let personal = RecipientValues::markers(columns);
     let composed = composer.compose_web(config, &edition, &personal, web.clone())?;
     let output = compile::compile_mjml(&composed.mjml).map_err(|findings| {
         Diagnostics(
@@ -324,11 +330,14 @@ fn web_page(
         html = template.render(&values, Escape::Html);
     }
     let html = pages::with_head_links(config, &edition, &html);
+    let corrections = crate::correct::load(&edition.path).map_err(|d| Diagnostics(vec![d]))?;
+    let html = pages::with_corrections(&html, &corrections);
     Ok((
         Entry {
             preheader: composed.preheader,
             edition,
             html,
+            corrections,
         },
         warnings,
     ))

@@ -13,6 +13,7 @@ macro_rules! outln {
 mod archive;
 pub(crate) mod build;
 pub(crate) mod check;
+mod correct;
 mod dispatch;
 mod doctor;
 pub(crate) mod init;
@@ -47,6 +48,7 @@ pub(crate) fn run(cli: Cli) -> Result<Outcome> {
         }
         Command::Archive(args) => with_config(&cli.config, |c| archive::run(&c, &args)),
         Command::Preview(args) => with_config(&cli.config, |c| preview::run(&c, &args)),
+        Command::Correct(args) => with_config(&cli.config, |c| correct::run(&c, args)),
         Command::Doctor(args) => with_config(&cli.config, |c| doctor::run(&c, &args)),
     }
 }

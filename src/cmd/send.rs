@@ -82,8 +82,10 @@ pub(crate) fn print_report(r: &Report, json: bool, resend_in_doubt: bool) -> Res
     } else if r.dry_run {
         outln!("{}{what}: {} messages rendered.", r.edition, r.attempted);
     }
+    // A dry run hands nothing to a relay: its "sent" messages were only rendered.
+    let handed = if r.dry_run { "rendered" } else { "sent" };
     let mut line = format!(
-        "{}{what}: {} sent, {} deferred",
+        "{}{what}: {} {handed}, {} deferred",
         r.edition, c.sent, c.deferred
     );
     if let Some(t) = c.next_retry {

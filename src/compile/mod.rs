@@ -5,7 +5,7 @@
 pub mod guarantee;
 pub mod lint;
 
-use crate::compose::{Composer, Personal, TRACE_CLOSE, TRACE_OPEN};
+use crate::compose::{Composer, RecipientValues, TRACE_CLOSE, TRACE_OPEN};
 use crate::config::Config;
 use crate::diag::{line_col, Diagnostic, Diagnostics};
 use crate::edition::{self, Edition};
@@ -53,7 +53,7 @@ pub fn composed_mjml(
     let edition = edition::load(&edition::resolve(config, edition_arg)).ok()?;
     let composer = Composer::new(config).ok()?;
     let composed = composer
-        .compose(config, &edition, &Personal::markers(columns))
+        .compose(config, &edition, &RecipientValues::markers(columns))
         .ok()?;
     Some((edition.slug, composed.mjml))
 }
@@ -65,7 +65,7 @@ pub fn compile_edition(
     edition: Edition,
     columns: &[String],
 ) -> Result<Compiled, Diagnostics> {
-    let personal = Personal::markers(columns);
+    let personal = RecipientValues::markers(columns);
     let composed = composer.compose(config, &edition, &personal)?;
     let output = compile_mjml(&composed.mjml).map_err(|findings| {
         Diagnostics(locate(
@@ -271,7 +271,7 @@ fn locate(
     config: &Config,
     composer: &Composer,
     edition: &Edition,
-    personal: &Personal,
+    personal: &RecipientValues,
     mjml: &str,
     findings: &[Finding],
 ) -> Vec<Diagnostic> {

@@ -8,14 +8,14 @@ use std::borrow::Cow;
 
 /// One Markdown field rendered both ways.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Rendered {
+pub struct RenderedMarkdown {
     pub html: String,
     pub text: String,
 }
 
 /// The essay: block Markdown.
-pub fn block(source: &str) -> Rendered {
-    Rendered {
+pub fn block(source: &str) -> RenderedMarkdown {
+    RenderedMarkdown {
         html: html(source, false),
         text: text(source),
     }
@@ -23,8 +23,8 @@ pub fn block(source: &str) -> Rendered {
 
 /// A short field (sponsor text, roundup text, agenda text): paragraphs are joined
 /// with line breaks instead of becoming `<p>` blocks.
-pub fn inline(source: &str) -> Rendered {
-    Rendered {
+pub fn inline(source: &str) -> RenderedMarkdown {
+    RenderedMarkdown {
         html: html(source, true),
         text: text(source).trim_end().to_string(),
     }

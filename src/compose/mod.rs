@@ -12,7 +12,7 @@ use crate::edition::{Edition, Link};
 use crate::personalize;
 use crate::token;
 use handlebars::{Context, Handlebars};
-use markdown::Rendered;
+use markdown::RenderedMarkdown;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,17 +28,17 @@ pub struct Composed {
 }
 
 /// The per-recipient values templates can use. For compile-once these are markers
-/// ([`Personal::markers`]); a test renders real values to compare.
+/// ([`RecipientValues::markers`]); a test renders real values to compare.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Personal {
+pub struct RecipientValues {
     pub unsubscribe_url: String,
     /// `email`, `name` and every other subscriber column.
     pub subscriber: BTreeMap<String, String>,
 }
 
-impl Personal {
+impl RecipientValues {
     /// Markers for the unsubscribe URL, `email`, `name` and each of `columns`.
-    pub fn markers(columns: &[String]) -> Personal {
+    pub fn markers(columns: &[String]) -> RecipientValues {
         let mut subscriber = BTreeMap::new();
         for column in ["email", "name"]
             .into_iter()
@@ -49,7 +49,7 @@ impl Personal {
                 personalize::marker(&personalize::subscriber_field(column)),
             );
         }
-        Personal {
+        RecipientValues {
             unsubscribe_url: personalize::marker(personalize::UNSUBSCRIBE_URL),
             subscriber,
         }
@@ -103,7 +103,7 @@ impl Composer {
         &self,
         config: &Config,
         edition: &Edition,
-        personal: &Personal,
+        personal: &RecipientValues,
     ) -> Result<Composed, Diagnostics> {
         self.compose_for(config, edition, personal, None)
     }
@@ -115,7 +115,7 @@ impl Composer {
         &self,
         config: &Config,
         edition: &Edition,
-        personal: &Personal,
+        personal: &RecipientValues,
         web: WebView,
     ) -> Result<Composed, Diagnostics> {
         self.compose_for(config, edition, personal, Some(web))
@@ -125,7 +125,7 @@ impl Composer {
         &self,
         config: &Config,
         edition: &Edition,
-        personal: &Personal,
+        personal: &RecipientValues,
         web: Option<WebView>,
     ) -> Result<Composed, Diagnostics> {
         let parts = Parts::render(edition);
@@ -173,7 +173,7 @@ impl Composer {
         &self,
         config: &Config,
         edition: &Edition,
-        personal: &Personal,
+        personal: &RecipientValues,
     ) -> Option<String> {
         let traced = templates::registries(&self.sources, true).ok()?;
         let parts = Parts::render(edition);
@@ -191,10 +191,10 @@ pub const TRACE_CLOSE: &str = "/brief-template";
 
 /// The Markdown fields of an edition, rendered.
 struct Parts {
-    essay: Rendered,
-    sponsor: Option<Rendered>,
-    roundup: Vec<Option<Rendered>>,
-    agenda: Vec<Rendered>,
+    essay: RenderedMarkdown,
+    sponsor: Option<RenderedMarkdown>,
+    roundup: Vec<Option<RenderedMarkdown>>,
+    agenda: Vec<RenderedMarkdown>,
 }
 
 impl Parts {
@@ -225,7 +225,7 @@ struct View<'a> {
     subject: &'a str,
     preheader: String,
     sponsor: Option<SponsorView<'a>>,
-    essay: &'a Rendered,
+    essay: &'a RenderedMarkdown,
     roundup: Option<SectionView<'a, RoundupItemView<'a>>>,
     agenda: Option<SectionView<'a, AgendaItemView<'a>>>,
     editors: &'a [String],
@@ -235,6 +235,8 @@ struct View<'a> {
     subscriber: &'a BTreeMap<String, String>,
     /// Set only on the web (archive) version: links for its footer.
     web: Option<WebView>,
+    /// Corrections of earlier editions this one carries (`brief correct`).
+    corrections: Vec<crate::correct::Carried>,
 }
 
 /// What the web version of an edition offers instead of personal links.
@@ -312,7 +314,7 @@ impl<'a> View<'a> {
         config: &'a Config,
         e: &'a Edition,
         parts: &'a Parts,
-        personal: &'a Personal,
+        personal: &'a RecipientValues,
     ) -> View<'a> {
         let n = &config.newsletter;
         View {
@@ -386,6 +388,7 @@ impl<'a> View<'a> {
             unsubscribe_url: &personal.unsubscribe_url,
             subscriber: &personal.subscriber,
             web: None,
+            corrections: crate::correct::carried_by(config, e),
         }
     }
 }
@@ -436,7 +439,7 @@ mod tests {
 
     #[test]
     fn markers_cover_columns() {
-        let p = Personal::markers(&["city".to_string()]);
+        let p = RecipientValues::markers(&["city".to_string()]);
         assert_eq!(
             p.subscriber.keys().collect::<Vec<_>>(),
             ["city", "email", "name"]

@@ -6,7 +6,8 @@ use super::{dkim, smtp, write_eml, Transport};
 use crate::clock;
 use crate::config::Config;
 use anyhow::{anyhow, Context, Result};
-use lettre::message::{header::ContentType, Mailbox};
+use lettre::message::header::{ContentType, MIME_VERSION_1_0};
+use lettre::message::Mailbox;
 use std::io::Write;
 use std::sync::Arc;
 
@@ -63,7 +64,7 @@ impl<'a> Notifier<'a> {
                 }),
             ),
         };
-        let from: Mailbox = config.newsletter.from.parse().context("newsletter.from")?;
+        let from = config.newsletter.from_mailbox();
         let now = clock::now();
         let stamp = now.format("%Y%m%dT%H%M%S%.6fZ").to_string();
         let mut messages = Vec::new();
@@ -75,6 +76,7 @@ impl<'a> Notifier<'a> {
                 .subject(notice.subject)
                 .date(now.into())
                 .message_id(Some(message_id.clone()))
+                .header(MIME_VERSION_1_0)
                 .header(ContentType::TEXT_PLAIN)
                 .body(notice.body.to_string())
                 .context("cannot build the report")?;

@@ -642,7 +642,11 @@ fn certificate_problem(problem: &rustls::CertificateError, ca_file: Option<&Path
     }
 }
 
-/// The name to send in EHLO when the config gives none: the machine's host name.
+/// The name to send in EHLO when the config gives none: the machine's host name, or
+/// the address literal RFC 5321 4.1.4 asks for when there is no usable name.
 pub fn default_hello_name() -> String {
-    lettre::transport::smtp::extension::ClientId::default().to_string()
+    hostname::get()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .unwrap_or_else(|| "[127.0.0.1]".to_string())
 }

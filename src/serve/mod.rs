@@ -31,10 +31,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use writer::{Applied, Change, Writer, WriterHandle};
+use writer::{Applied, Change, SuppressionQueue, SuppressionWriter};
 
 /// Largest request body read (a one-click body is 26 bytes).
 const MAX_BODY: usize = 16 * 1024;
+/// Largest provider webhook body (SendGrid batches events; SES notifications carry headers).
+const MAX_HOOK_BODY: usize = 1024 * 1024;
 /// Time a request has to be answered in full once its head is read.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -57,9 +59,10 @@ struct App {
     /// The path part of `base_url`, without a trailing slash ("" at the root).
     base_path: String,
     archive_root: PathBuf,
-    writer: WriterHandle,
+    writer: SuppressionQueue,
     limiter: Option<RateLimiter>,
     limits: http::Limits,
+    hooks: crate::hooks::Hooks,
 }
 
 /// Runs the server on `listen` until SIGTERM or SIGINT, then drains requests in flight.
@@ -68,7 +71,7 @@ pub fn run(config: &Config, listen: &str) -> Result<()> {
     let archive_root = config.resolve(&config.archive.out);
     archive::refuse_private_files(config, &archive_root)?;
     let store = Store::open(&config.state_path())?;
-    let (writer, handle) = Writer::start(store)?;
+    let (writer, handle) = SuppressionWriter::start(store)?;
     let app = Arc::new(App {
         keyring,
         site: Site {
@@ -84,6 +87,7 @@ pub fn run(config: &Config, listen: &str) -> Result<()> {
             config.unsubscribe.client_burst,
         ),
         limits: limits(config),
+        hooks: crate::hooks::Hooks::from_config(config)?,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -145,6 +149,10 @@ async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<
     let rel = strip_base(&path, &app.base_path);
     if rel == "/healthz" {
         return text_response(StatusCode::OK, "ok\n");
+    }
+    // Providers deliver in bursts from a few addresses: not subject to the per-reader limit.
+    if let Some(provider) = rel.strip_prefix("/hooks/") {
+        return hooks_route(app, provider, req).await;
     }
     if let Some(limiter) = &app.limiter {
         if !limiter.allow(limits::client_ip(peer, req.headers())) {
@@ -281,19 +289,70 @@ fn store_failed(app: &App, err: &anyhow::Error) -> Response<Body> {
     res
 }
 
+/// `POST /hooks/<provider>`: a provider's webhook, answered in plain text; 404 for a
+/// provider `[hooks]` does not configure.
+async fn hooks_route(app: &App, provider: &str, req: Request<Incoming>) -> Response<Body> {
+    use crate::hooks::Refusal;
+    if !app.hooks.accepts(provider) {
+        return http::response(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found\n",
+        );
+    }
+    if req.method() != Method::POST {
+        let mut res = http::response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "POST only\n",
+        );
+        res.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return res;
+    }
+    let headers = req.headers().clone();
+    let body = match read_body_within(req, MAX_HOOK_BODY).await {
+        Ok(body) => body,
+        Err(page) => return page(app),
+    };
+    let (status, text) = match app.hooks.handle(provider, &headers, &body).await {
+        Ok(summary) => (StatusCode::OK, summary),
+        Err(Refusal::Unauthorized(why)) => (StatusCode::UNAUTHORIZED, format!("{why}\n")),
+        Err(Refusal::Forbidden(why)) => (StatusCode::FORBIDDEN, format!("{why}\n")),
+        Err(Refusal::Malformed(why)) => (StatusCode::BAD_REQUEST, format!("{why}\n")),
+        Err(Refusal::Unavailable(why)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+    };
+    if status != StatusCode::OK {
+        tracing::warn!("{provider} webhook refused ({status}): {}", text.trim_end());
+    }
+    let mut res = http::response(status, "text/plain; charset=utf-8", text);
+    if status == StatusCode::UNAUTHORIZED && provider == "postmark" {
+        res.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"brief hooks\""),
+        );
+    }
+    res
+}
+
 type ErrorPage = fn(&App) -> Response<Body>;
 
 /// Reads a request body of at most [`MAX_BODY`] bytes.
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, ErrorPage> {
+    read_body_within(req, MAX_BODY).await
+}
+
+/// Reads a request body of at most `max` bytes.
+async fn read_body_within(req: Request<Incoming>, max: usize) -> Result<Bytes, ErrorPage> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+    if declared.is_some_and(|n| n > max as u64) {
         return Err(too_large);
     }
-    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+    match Limited::new(req.into_body(), max).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(too_large),
         Err(_) => Err(bad_request),
@@ -472,14 +531,7 @@ fn strip_base<'a>(path: &'a str, base: &str) -> &'a str {
 }
 
 fn contact_address(config: &Config) -> String {
-    let raw = config
-        .newsletter
-        .reply_to
-        .as_deref()
-        .unwrap_or(&config.newsletter.from);
-    raw.parse::<lettre::message::Mailbox>()
-        .map(|m| m.email.to_string())
-        .unwrap_or_else(|_| raw.to_string())
+    config.newsletter.contact_mailbox().email.to_string()
 }
 
 #[cfg(test)]

@@ -44,11 +44,11 @@ struct Job {
 
 /// The handle requests use to send changes to the writer thread.
 #[derive(Clone)]
-pub(super) struct WriterHandle {
+pub(super) struct SuppressionQueue {
     tx: mpsc::Sender<Job>,
 }
 
-impl WriterHandle {
+impl SuppressionQueue {
     /// Applies a change and returns once it is committed to disk.
     pub(super) async fn apply(&self, change: Change) -> Result<Applied> {
         let (reply, answer) = oneshot::channel();
@@ -63,19 +63,19 @@ impl WriterHandle {
     }
 }
 
-/// The writer thread; it stops once every [`WriterHandle`] is dropped.
-pub(super) struct Writer {
+/// The writer thread; it stops once every [`SuppressionQueue`] is dropped.
+pub(super) struct SuppressionWriter {
     thread: JoinHandle<()>,
 }
 
-impl Writer {
-    pub(super) fn start(store: Store) -> Result<(Writer, WriterHandle)> {
+impl SuppressionWriter {
+    pub(super) fn start(store: Store) -> Result<(SuppressionWriter, SuppressionQueue)> {
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("brief-store-writer".into())
             .spawn(move || run(&store, &rx))
             .context("cannot start the store writer thread")?;
-        Ok((Writer { thread }, WriterHandle { tx }))
+        Ok((SuppressionWriter { thread }, SuppressionQueue { tx }))
     }
 
     /// Waits (bounded) for the thread to finish its last group after the handles are gone.
@@ -162,7 +162,7 @@ mod tests {
     async fn concurrent_changes_are_committed_and_answered() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
-        let (writer, handle) = Writer::start(Store::open(&path).unwrap()).unwrap();
+        let (writer, handle) = SuppressionWriter::start(Store::open(&path).unwrap()).unwrap();
         let mut tasks = Vec::new();
         for i in 0..200 {
             let h = handle.clone();

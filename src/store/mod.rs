@@ -7,11 +7,14 @@
 //! sending machines) has to provide, after which `Store` holds one engine or the other
 //! and its callers do not change.
 
+mod corrections;
+mod events;
 mod journal;
 mod mark;
 mod reports;
 mod suppressions;
 
+pub use events::ProviderEvent;
 pub use journal::{Counts, Entry, NewRecipient, SendInfo, State, Update, REAL, TEST};
 pub use mark::RolledBack;
 pub use reports::ReportKind;
@@ -115,6 +118,7 @@ impl Store {
         conn.execute_batch(suppressions::SCHEMA)?;
         conn.execute_batch(journal::SCHEMA)?;
         conn.execute_batch(reports::SCHEMA)?;
+        conn.execute_batch(events::SCHEMA)?;
         conn.execute_batch(mark::SCHEMA)?;
         Ok(Store {
             conn,

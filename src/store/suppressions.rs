@@ -30,6 +30,10 @@ pub enum SuppressionSource {
     Manual,
     /// A permanent bounce.
     Bounce,
+    /// A spam complaint (a feedback loop or a provider's complaint notice).
+    Complaint,
+    /// An unsubscribe a sending provider (Mailgun, Postmark, SendGrid) received.
+    Provider,
 }
 
 impl SuppressionSource {
@@ -40,6 +44,8 @@ impl SuppressionSource {
             SuppressionSource::Mailto => "mailto",
             SuppressionSource::Manual => "manual",
             SuppressionSource::Bounce => "bounce",
+            SuppressionSource::Complaint => "complaint",
+            SuppressionSource::Provider => "provider",
         }
     }
 
@@ -50,6 +56,8 @@ impl SuppressionSource {
             SuppressionSource::Mailto,
             SuppressionSource::Manual,
             SuppressionSource::Bounce,
+            SuppressionSource::Complaint,
+            SuppressionSource::Provider,
         ]
         .into_iter()
         .find(|v| v.as_str() == s)

@@ -4,7 +4,7 @@
 
 use crate::harness::stdout;
 use brief::compile::{self, compile_edition, compile_mjml};
-use brief::compose::{templates, Composer, Personal};
+use brief::compose::{templates, Composer, RecipientValues};
 use brief::config::Config;
 use brief::edition;
 use brief::personalize::{self, Escape, Template};
@@ -208,7 +208,7 @@ fn default_templates_compile_clean_with_every_section_and_with_none() {
         edition::parse(Path::new("editions/minimal.md"), MINIMAL).unwrap(),
     ] {
         let composed = default_composer()
-            .compose(repo_config(), &e, &Personal::markers(&[]))
+            .compose(repo_config(), &e, &RecipientValues::markers(&[]))
             .unwrap();
         let findings = compile::lint::lint(&composed.mjml);
         assert!(findings.is_empty(), "{}: {findings:?}", e.slug);
@@ -312,7 +312,7 @@ fn compile_once_then_personalize_equals_rendering_each_recipient() {
             Escape::None,
         );
 
-        let personal = Personal {
+        let personal = RecipientValues {
             unsubscribe_url: unsubscribe.clone(),
             subscriber: r.clone(),
         };

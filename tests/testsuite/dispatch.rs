@@ -47,13 +47,27 @@ fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn assert_silent(o: &std::process::Output) {
+/// The warning brief prints (once) because the harness sets `BRIEF_NOW`.
+fn clock_warning(now: &str) -> String {
+    let t = chrono::DateTime::parse_from_rfc3339(now)
+        .unwrap()
+        .to_rfc3339();
+    format!(" WARN BRIEF_NOW overrides the clock: it is {t} (meant for tests)\n")
+}
+
+/// Nothing printed but the clock warning for `now`, which must come exactly once.
+fn assert_silent_at(o: &std::process::Output, now: &str) {
+    let rest = stderr(o).replacen(&clock_warning(now), "", 1);
     assert!(
-        o.stdout.is_empty() && o.stderr.is_empty(),
-        "expected no output at all, got stdout {:?} stderr {:?}",
+        o.stdout.is_empty() && rest.is_empty(),
+        "expected no output but the clock warning, got stdout {:?} stderr {:?}",
         stdout(o),
         stderr(o)
     );
+}
+
+fn assert_silent(o: &std::process::Output) {
+    assert_silent_at(o, NOW);
 }
 
 fn status_of(nl: &Newsletter, slug: &str, now: &str) -> serde_json::Value {
@@ -258,7 +272,7 @@ fn deferred_recipients_are_retried_only_when_due() {
     // Not due yet: nothing sent, nothing printed, no report; still incomplete (3).
     let early = nl.run_at("2026-11-20T09:04:00Z", &["dispatch"]);
     assert_eq!(code(&early), Some(3));
-    assert_silent(&early);
+    assert_silent_at(&early, "2026-11-20T09:04:00Z");
     assert_eq!(server.messages().len(), 6);
 
     let later = nl.run_at("2026-11-20T09:06:00Z", &["dispatch"]);
@@ -424,6 +438,7 @@ fn dispatch_dry_run_renders_and_records_nothing() {
     let out = nl.run(&["dispatch", "--dry-run"]);
     assert_eq!(code(&out), Some(0));
     assert!(stdout(&out).contains("due (dry run"), "{}", stdout(&out));
+    assert!(stdout(&out).contains(": 3 rendered,"), "{}", stdout(&out));
     assert!(sink.messages().is_empty());
     assert!(!nl.root().join("state/brief.db").exists(), "no state store");
     assert_eq!(status_of(&nl, "due", NOW)["state"], "due");
@@ -474,7 +489,7 @@ fn in_doubt_addresses_are_reported_once_the_relay_takes_the_report() {
 
     let again = nl.run_at("2026-11-20T09:10:00Z", &["dispatch"]);
     assert_eq!(code(&again), Some(3));
-    assert_silent(&again);
+    assert_silent_at(&again, "2026-11-20T09:10:00Z");
     assert_eq!(sink.messages().len(), 2, "reported once");
 }
 
@@ -490,4 +505,28 @@ fn an_edition_a_manual_send_holds_is_left_to_it() {
     assert!(stderr(&out).contains("is running"), "{}", stderr(&out));
     assert!(sink.messages().is_empty());
     assert_eq!(status_of(&nl, "due", NOW)["state"], "sending");
+}
+
+#[test]
+fn a_frozen_clock_is_warned_about_once() {
+    let nl = reporting(3, None);
+    edition(&nl, "due", "Due", Some("2026-11-20T08:00:00Z"), "");
+    // `status` reads the clock for every edition; the warning still comes once.
+    edition(&nl, "later", "Later", Some("2026-11-21T08:00:00Z"), "");
+    let out = nl.run(&["status"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).matches(&clock_warning(NOW)).count(),
+        1,
+        "{}",
+        stderr(&out)
+    );
+    // Without BRIEF_NOW the system clock is used, silently.
+    let out = nl
+        .command(&["status"])
+        .env_remove("BRIEF_NOW")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("BRIEF_NOW"), "{}", stderr(&out));
 }

@@ -177,3 +177,36 @@ fn ascii_names_are_quoted_strings_not_encoded_words() {
         ]
     );
 }
+
+#[test]
+fn report_mails_carry_every_header_a_newsletter_message_has() {
+    let nl = Newsletter::generated_with(2, None, "report = true");
+    let out = nl.run(&["send", "--edition", "e1"]);
+    assert_eq!(code(&out), Some(0));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(nl.root().join("outbox/reports"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "one report per editor");
+    let verdicts = parse_strict(&files);
+    for file in &files {
+        let v = &verdicts[file.to_str().unwrap()];
+        assert_eq!(v["defects"], json!([]), "{}: {v}", file.display());
+        for name in [
+            "From",
+            "To",
+            "Subject",
+            "Date",
+            "Message-ID",
+            "MIME-Version",
+        ] {
+            assert!(
+                v["headers"][name].as_array().is_some_and(|a| a.len() == 1),
+                "{}: {name} missing: {v}",
+                file.display()
+            );
+        }
+        assert_eq!(v["headers"]["MIME-Version"], json!(["1.0"]));
+    }
+}
