@@ -260,7 +260,11 @@ impl Plan {
         let store = if request.dry_run {
             Store::dry_run_copy(&state, &slug, namespace)?
         } else {
-            Store::open(&state)?
+            let store = Store::open(&state)?;
+            // A journal that went back in time would send again to readers it had
+            // sent to: refuse before anything is frozen or sent.
+            store.check_progress()?;
+            store
         };
         if request.test {
             // Every test send starts afresh.

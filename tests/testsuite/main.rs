@@ -22,6 +22,7 @@ mod guarantees;
 mod headers;
 mod hooks;
 mod inbox;
+mod journal_faults;
 mod mrml_traps;
 mod preview;
 mod secrets_and_modes;
