@@ -4,18 +4,29 @@
 # 16 connections with ~60 KB messages; then a 1,000,000-address list: peak memory and
 # time to the first message.
 #
+# Then cost against list size: a SMALL-reader and a LARGE-reader send, whole, in the
+# same run (messages/s and CPU per message of the brief process); with FULL_BIG=1 also
+# a whole BIG-reader send against smtp-source's time for BIG messages.
+#
 #   scripts/bench-send.sh            # N=20000 messages per measurement, BIG=1000000
 #   N=5000 BIG=200000 scripts/bench-send.sh
+#   PARTS=scale SMALL=20000 LARGE=300000 scripts/bench-send.sh   # only the scale part
+#   PARTS=scale FULL_BIG=1 scripts/bench-send.sh                 # and the whole 1M send
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-20000}
 BIG=${BIG:-1000000}
+PARTS=${PARTS:-"throughput big scale"}
+SMALL=${SMALL:-20000}
+LARGE=${LARGE:-300000}
+FULL_BIG=${FULL_BIG:-0}
+has() { [[ " $PARTS " == *" $1 "* ]]; }
 SINK=/usr/sbin/smtp-sink
 SOURCE=/usr/sbin/smtp-source
 [ -x "$SINK" ] && [ -x "$SOURCE" ] || { echo "needs Postfix's smtp-sink and smtp-source (Debian package postfix)"; exit 1; }
 
 cargo build --release --quiet
-BIN=$PWD/target/release/brief
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/brief
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -76,7 +87,16 @@ echo "brief message size: $size bytes; smtp-source payload: $size bytes"
 now() { date +%s.%N; }
 rate() { python3 -c "print(round($1/($3-$2)))"; }
 
-for conc in 8 16; do
+# Wall time and CPU (user + system) of one command, as "wall cpu" in seconds.
+timed() { python3 -c '
+import resource, subprocess, sys, time
+t = time.time()
+subprocess.run(sys.argv[1:], check=False, stdout=subprocess.DEVNULL)
+w = time.time() - t
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(round(w, 2), round(r.ru_utime + r.ru_stime, 2))' "$@"; }
+
+has throughput && for conc in 8 16; do
   t0=$(now)
   "$SOURCE" -s "$conc" -m "$N" -l "$size" -d -f brief@news.example.org -t reader@example.org "127.0.0.1:$port"
   t1=$(now)
@@ -95,6 +115,7 @@ done
 # smtp-sink at concurrency 8. The send is stopped (SIGKILL) after BIG_SECONDS: memory is
 # flat once sending runs.
 BIG_SECONDS=${BIG_SECONDS:-60}
+if has big; then
 make_newsletter "$work/big" "$BIG" smtp 8
 cd "$work/big"
 t0=$(now)
@@ -116,3 +137,25 @@ t1=$(now)
 done_n=$(python3 -c "import sqlite3; c=sqlite3.connect('file:state/brief.db?mode=ro', uri=True); print(c.execute(\"select count(*) from journal where state = 'sent'\").fetchone()[0])")
 rows=$(python3 -c "import sqlite3; c=sqlite3.connect('file:state/brief.db?mode=ro', uri=True); print(c.execute('select count(*) from journal').fetchone()[0])")
 echo "$BIG addresses: first message after ${first:-?} s, peak RSS $((hwm/1024)) MB, $rows rows frozen, $done_n sent in $(python3 -c "print(round($t1-$t0,1))") s (stopped after ${BIG_SECONDS} s)"
+cd - >/dev/null
+fi
+
+# Cost against list size: whole sends, concurrency 8, same sink, same run.
+if has scale; then
+  echo "load average before the scale runs: $(cut -d' ' -f1-3 /proc/loadavg)"
+  sizes=("$SMALL" "$LARGE")
+  [ "$FULL_BIG" = 1 ] && sizes+=("$BIG")
+  for n in "${sizes[@]}"; do
+    make_newsletter "$work/s$n" "$n" smtp 8
+    read -r wall cpu < <(cd "$work/s$n" && timed "$BIN" -q send --edition bench)
+    sent=$(python3 -c "import sqlite3; c=sqlite3.connect('file:$work/s$n/state/brief.db?mode=ro', uri=True); print(c.execute(\"select count(*) from journal where state = 'sent'\").fetchone()[0])")
+    echo "$n readers: $sent sent in $wall s: $(rate "$sent" 0 "$wall") msg/s, $(python3 -c "print(round($cpu*1e6/max($sent,1)))") µs CPU per message (load $(cut -d' ' -f1 /proc/loadavg))"
+    rm -rf "$work/s$n"
+  done
+  if [ "$FULL_BIG" = 1 ]; then
+    t0=$(now)
+    "$SOURCE" -s 8 -m "$BIG" -l "$size" -d -f brief@news.example.org -t reader@example.org "127.0.0.1:$port"
+    t1=$(now)
+    echo "smtp-source: $BIG messages in $(python3 -c "print(round($t1-$t0,1))") s at 8 connections"
+  fi
+fi

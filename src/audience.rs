@@ -141,7 +141,7 @@ impl ListReader {
         };
         if let Some(c) = name.chars().find(|c| c.is_control()) {
             return Err(err(format!(
-                "the name of {email} contains a control character ({:?}); the row is skipped",
+                "the name of {email} contains a control character ({:?})",
                 c
             )));
         }

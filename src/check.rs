@@ -55,6 +55,7 @@ pub fn check(config: &Config, only: Option<&str>) -> Findings {
             Err(d) => problems.extend(d.0),
             Ok(e) => {
                 problems.extend(audience_problems(config, &e));
+                problems.extend(crate::correct::load(&e.path).err());
                 lists.extend(e.audience.iter().flatten().cloned());
                 if let Some(composer) = &composer {
                     match compile::compile_edition(config, composer, e, &columns) {
@@ -65,6 +66,7 @@ pub fn check(config: &Config, only: Option<&str>) -> Findings {
             }
         }
     }
+    problems.extend(crate::correct::template_problems(config));
     problems.extend(dkim_problem(config));
     problems.extend(crate::doctor::rules::bulk_sender_problems(config));
     lists.sort();

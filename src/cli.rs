@@ -51,6 +51,9 @@ pub(crate) enum Command {
     Archive(ArchiveArgs),
     /// Live-reloading local preview of an edition.
     Preview(PreviewArgs),
+    /// Add a dated correction to a sent edition (archive page, Atom entry), and mail it
+    /// to the readers who received the edition.
+    Correct(CorrectArgs),
     /// Look up SPF, DKIM, DMARC and MX for the newsletter; print the records to publish.
     Doctor(DoctorArgs),
 }
@@ -193,6 +196,33 @@ pub(crate) struct ArchiveArgs {
     /// Include every edition, not only those sent or due.
     #[arg(long)]
     pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CorrectArgs {
+    /// The corrected edition (slug or path).
+    #[arg(long, value_name = "E")]
+    pub edition: String,
+    /// The correction note (Markdown).
+    #[arg(long, value_name = "FILE")]
+    pub note: PathBuf,
+    /// Also mail the correction to every reader the journal shows as having accepted the
+    /// edition (minus those suppressed since); resumable and exactly-once.
+    #[arg(long)]
+    pub mail: bool,
+    /// Record nothing and send nothing: show what would be recorded and sent.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Mail the correction message to the editors (or --to) only, subject prefixed
+    /// [TEST]; the correction is not recorded.
+    #[arg(long, requires = "mail")]
+    pub test: bool,
+    /// With --test: send only to these addresses (repeatable).
+    #[arg(long, value_name = "ADDR", requires = "test")]
+    pub to: Vec<String>,
+    /// Also resend recipients whose outcome is unknown, with the same Message-ID.
+    #[arg(long, requires = "mail")]
+    pub resend_in_doubt: bool,
 }
 
 #[derive(Debug, Args)]

@@ -6,21 +6,37 @@ use chrono::{DateTime, FixedOffset, Utc};
 /// Name of the environment variable that freezes the clock (tests only).
 pub const NOW_ENV: &str = "BRIEF_NOW";
 
-/// The current time: `BRIEF_NOW` if set and valid, the system clock otherwise.
+/// The current time: `BRIEF_NOW` if set, the system clock otherwise. The binary
+/// calls [`check`] first, so a `BRIEF_NOW` that does not parse never gets here.
 // The one place that reads the system clock (clippy.toml bans it elsewhere).
 #[allow(clippy::disallowed_methods)]
 pub fn now() -> DateTime<Utc> {
-    let frozen = std::env::var(NOW_ENV).ok().and_then(|s| {
-        DateTime::<FixedOffset>::parse_from_rfc3339(s.trim())
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
-    });
-    match frozen {
+    match set_time().ok().flatten() {
         Some(t) => {
             warn_frozen_once(t);
             t
         }
         None => Utc::now(),
+    }
+}
+
+/// Refuses a `BRIEF_NOW` that is not an RFC 3339 time: ignoring it would run on the
+/// system clock while the operator believes the clock is set.
+pub fn check() -> Result<(), String> {
+    set_time().map(|_| ())
+}
+
+fn set_time() -> Result<Option<DateTime<Utc>>, String> {
+    match std::env::var(NOW_ENV) {
+        Ok(s) => DateTime::<FixedOffset>::parse_from_rfc3339(s.trim())
+            .map(|t| Some(t.with_timezone(&Utc)))
+            .map_err(|e| {
+                format!(
+                    "{NOW_ENV}=`{s}` is not an RFC 3339 time such as 2026-11-20T09:00:00Z ({e})"
+                )
+            }),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!("{NOW_ENV} is not valid UTF-8")),
     }
 }
 

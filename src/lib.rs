@@ -15,6 +15,7 @@ pub mod clock;
 pub mod compile;
 pub mod compose;
 pub mod config;
+pub mod correct;
 pub mod deliver;
 pub mod diag;
 pub mod dispatch;

@@ -10,6 +10,10 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.quiet, cli.verbose);
+    if let Err(e) = brief::clock::check() {
+        eprintln!("error: {e}");
+        return ExitCode::from(USAGE);
+    }
     match cmd::run(cli) {
         Ok(outcome) => outcome.into(),
         // A reader that stopped reading (`brief suppressions | head -1`) is not an error.

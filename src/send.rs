@@ -16,7 +16,7 @@ use crate::deliver::{
 use crate::diag::Diagnostic;
 use crate::edition;
 use crate::exit::UsageError;
-use crate::store::{Store, REAL, TEST};
+use crate::store::{NewRecipient, Store, REAL, TEST};
 use crate::token::Keyring;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -49,6 +49,8 @@ pub struct Plan {
     lists: Vec<PathBuf>,
     /// A test send's `--to` addresses, normalized.
     to: Vec<String>,
+    /// A correction's audience, read from the edition's journal (instead of `lists`).
+    recipients: Option<Vec<NewRecipient>>,
     job: Job,
     /// What compiling the edition warned about, for the caller to show.
     pub warnings: Vec<Diagnostic>,
@@ -68,28 +70,14 @@ impl Plan {
     /// edition that does not compile or a missing secret stop here, before anything
     /// is locked, frozen or sent.
     pub fn prepare(config: &Config, request: Request) -> Result<Plan> {
-        let namespace = if request.test { TEST } else { REAL };
-        let dkim = config
-            .dkim
-            .as_ref()
-            .map(|d| dkim::Signer::load(d, |p| config.resolve(p)).map(Arc::new))
-            .transpose()?;
         let edition_path = edition::resolve(config, &request.edition);
         let edition = edition::load(&edition_path).map_err(anyhow::Error::new)?;
 
         // Who: the edition's lists (or the config's), or for a test the editors list or
         // the --to addresses. A test never falls back to the real lists.
-        let to = request
-            .to
-            .iter()
-            .map(|a| audience::normalize_address(a).map_err(|e| UsageError(format!("--to {e}"))))
-            .collect::<std::result::Result<Vec<String>, UsageError>>()?;
+        let to = test_addresses(&request)?;
         let lists: Vec<PathBuf> = if request.test {
-            if to.is_empty() {
-                vec![config.list_path(&config.newsletter.editors)]
-            } else {
-                Vec::new()
-            }
+            test_lists(config, &to)
         } else {
             edition
                 .audience
@@ -106,12 +94,85 @@ impl Plan {
         compiled
             .warnings
             .splice(0..0, composer.warnings.iter().cloned());
-        let slug = compiled.slug.clone();
-        let subject = if request.test {
-            format!("[TEST] {}", compiled.subject)
-        } else {
-            compiled.subject.clone()
+        let parts = EditionParts {
+            subject: compiled.subject,
+            html: compiled.html,
+            text: compiled.text,
         };
+        let namespace = if request.test { TEST } else { REAL };
+        let slug = compiled.slug;
+        let mut plan = Plan::assemble(config, request, slug, namespace, parts, columns)?;
+        plan.lists = lists;
+        plan.to = to;
+        plan.warnings = compiled.warnings;
+        Ok(plan)
+    }
+
+    /// A correction message to everyone the journal shows as having accepted `edition`
+    /// (or, for a test, to the editors or `--to`), journaled under `journal_key` in the
+    /// correction namespace: resumable and exactly-once like a send. Who is suppressed
+    /// by the time their turn comes is skipped by delivery, as in a send.
+    pub fn prepare_correction(
+        config: &Config,
+        request: Request,
+        edition: &str,
+        journal_key: String,
+        message: crate::correct::Message,
+    ) -> Result<Plan> {
+        let to = test_addresses(&request)?;
+        let (lists, recipients, namespace) = if request.test {
+            (test_lists(config, &to), None, TEST)
+        } else {
+            let accepted = match Store::open_existing(&config.state_path())? {
+                Some(store) => {
+                    // Readers still to be tried may yet get the wrong edition: the
+                    // audience is frozen once, so the send has to be settled first.
+                    let c = store.counts(edition, REAL)?;
+                    if !c.complete() {
+                        bail!(
+                            "the send of {edition} is not finished ({} pending, {} deferred, {} in doubt): finish it with `brief send --edition {edition}` first, so the correction reaches everyone who got it",
+                            c.pending, c.deferred, c.in_doubt
+                        );
+                    }
+                    store.accepted_recipients(edition, REAL)?
+                }
+                None => Vec::new(),
+            };
+            if accepted.is_empty() {
+                bail!("the journal shows no reader who accepted {edition}: nobody to correct");
+            }
+            (Vec::new(), Some(accepted), crate::correct::NAMESPACE)
+        };
+        let parts = EditionParts {
+            subject: message.subject,
+            html: message.html,
+            text: message.text,
+        };
+        let mut plan = Plan::assemble(config, request, journal_key, namespace, parts, Vec::new())?;
+        plan.lists = lists;
+        plan.to = to;
+        plan.recipients = recipients;
+        Ok(plan)
+    }
+
+    /// The job for compiled `parts`, journaled as `slug` in `namespace`: the envelope,
+    /// keys and delivery settings (no audience yet).
+    fn assemble(
+        config: &Config,
+        request: Request,
+        slug: String,
+        namespace: &'static str,
+        mut parts: EditionParts,
+        columns: Vec<String>,
+    ) -> Result<Plan> {
+        let dkim = config
+            .dkim
+            .as_ref()
+            .map(|d| dkim::Signer::load(d, |p| config.resolve(p)).map(Arc::new))
+            .transpose()?;
+        if request.test {
+            parts.subject = format!("[TEST] {}", parts.subject);
+        }
         let prepared = Prepared::new(
             &Envelope {
                 from: config.newsletter.from.clone(),
@@ -121,11 +182,7 @@ impl Plan {
                 date: clock::now(),
                 columns: columns.clone(),
             },
-            &EditionParts {
-                subject,
-                html: compiled.html,
-                text: compiled.text,
-            },
+            &parts,
         )?;
 
         let smtp_transport = config.delivery.transport == ConfigTransport::Smtp;
@@ -164,10 +221,11 @@ impl Plan {
             request,
             slug,
             namespace,
-            lists,
-            to,
+            lists: Vec::new(),
+            to: Vec::new(),
+            recipients: None,
             job,
-            warnings: compiled.warnings,
+            warnings: Vec::new(),
         })
     }
 
@@ -186,6 +244,7 @@ impl Plan {
             namespace,
             lists,
             to,
+            recipients,
             mut job,
             warnings: _,
         } = self;
@@ -202,7 +261,11 @@ impl Plan {
         let store = if request.dry_run {
             Store::dry_run_copy(&state, &slug, namespace)?
         } else {
-            Store::open(&state)?
+            let store = Store::open(&state)?;
+            // A journal that went back in time would send again to readers it had
+            // sent to: refuse before anything is frozen or sent.
+            store.check_progress()?;
+            store
         };
         if request.test {
             // Every test send starts afresh.
@@ -211,7 +274,15 @@ impl Plan {
         let frozen = store.send_info(&slug, namespace)?.is_some_and(|i| i.frozen);
         let mut freezer = None;
         if !frozen {
-            if request.test && !to.is_empty() {
+            if let Some(recipients) = recipients {
+                store.freeze(
+                    &slug,
+                    namespace,
+                    clock::now(),
+                    &mut recipients.into_iter(),
+                    &mut || 0,
+                )?;
+            } else if request.test && !to.is_empty() {
                 deliver::freeze_addresses(&store, &slug, namespace, &to)?;
             } else if request.test || request.dry_run {
                 deliver::freeze_lists(
@@ -265,6 +336,24 @@ impl Plan {
         }
         crate::report::after_send(&config, &notifier, &store, &report);
         Ok(Execution::Ran(report))
+    }
+}
+
+/// A test send's `--to` addresses, normalized.
+fn test_addresses(request: &Request) -> Result<Vec<String>> {
+    Ok(request
+        .to
+        .iter()
+        .map(|a| audience::normalize_address(a).map_err(|e| UsageError(format!("--to {e}"))))
+        .collect::<std::result::Result<Vec<String>, UsageError>>()?)
+}
+
+/// A test goes to the editors list, or only to the `--to` addresses.
+fn test_lists(config: &Config, to: &[String]) -> Vec<PathBuf> {
+    if to.is_empty() {
+        vec![config.list_path(&config.newsletter.editors)]
+    } else {
+        Vec::new()
     }
 }
 

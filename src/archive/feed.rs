@@ -10,7 +10,7 @@ use std::fmt::Write;
 pub(super) fn atom(config: &Config, entries: &[Entry], now: DateTime<Utc>) -> String {
     let n = &config.newsletter;
     let base = n.base_url.trim_end_matches('/');
-    let updated = entries.iter().map(Entry::published).max().unwrap_or(now);
+    let updated = entries.iter().map(Entry::updated).max().unwrap_or(now);
     let mut out = String::new();
     let _ = write!(
         out,
@@ -39,16 +39,28 @@ pub(super) fn atom(config: &Config, entries: &[Entry], now: DateTime<Utc>) -> St
              \x20   <id>{url}</id>\n\
              \x20   <link rel=\"alternate\" type=\"text/html\" href=\"{url}\"/>\n\
              \x20   <published>{when}</published>\n\
-             \x20   <updated>{when}</updated>\n",
+             \x20   <updated>{updated}</updated>\n",
             title = xml(&ed.title),
+            updated = time(e.updated()),
         );
         if let Some(kicker) = &ed.kicker {
             let _ = writeln!(out, "    <category term=\"{}\"/>", xml(kicker));
         }
+        // A correction leads the summary, so feed readers show what changed.
+        let mut summary = String::new();
+        for c in e.corrections.iter().rev() {
+            let note = crate::compose::markdown::block(&c.note).text;
+            summary.push_str(&format!(
+                "Correction ({}): {} ",
+                c.at.format("%Y-%m-%d"),
+                note.split_whitespace().collect::<Vec<_>>().join(" ")
+            ));
+        }
+        summary.push_str(&e.preheader);
         let _ = write!(
             out,
             "    <summary>{}</summary>\n  </entry>\n",
-            xml(&e.preheader)
+            xml(&summary)
         );
     }
     out.push_str("</feed>\n");

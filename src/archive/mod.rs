@@ -33,12 +33,22 @@ pub struct Entry {
     pub preheader: String,
     /// The page, complete (no markers).
     pub html: String,
+    /// Its corrections, oldest first (`brief correct`).
+    pub corrections: Vec<crate::correct::Correction>,
 }
 
 impl Entry {
     /// When the edition went (or goes) out: `send_at`, or midnight UTC of its date.
     pub fn published(&self) -> DateTime<Utc> {
         published(&self.edition)
+    }
+
+    /// When the page last changed: its latest correction, or its publication.
+    pub fn updated(&self) -> DateTime<Utc> {
+        self.corrections
+            .iter()
+            .map(|c| c.at)
+            .fold(self.published(), DateTime::max)
     }
 }
 
@@ -320,11 +330,14 @@ fn web_page(
         html = template.render(&values, Escape::Html);
     }
     let html = pages::with_head_links(config, &edition, &html);
+    let corrections = crate::correct::load(&edition.path).map_err(|d| Diagnostics(vec![d]))?;
+    let html = pages::with_corrections(&html, &corrections);
     Ok((
         Entry {
             preheader: composed.preheader,
             edition,
             html,
+            corrections,
         },
         warnings,
     ))

@@ -90,3 +90,18 @@ pub(super) fn with_head_links(config: &Config, edition: &Edition, html: &str) ->
         None => html.to_string(),
     }
 }
+
+/// Puts the corrections block at the top of an edition page's body.
+pub(super) fn with_corrections(html: &str, corrections: &[crate::correct::Correction]) -> String {
+    if corrections.is_empty() {
+        return html.to_string();
+    }
+    let block = crate::correct::archive_block(corrections);
+    match html
+        .find("<body")
+        .and_then(|i| html[i..].find('>').map(|j| i + j + 1))
+    {
+        Some(at) => format!("{}\n{block}{}", &html[..at], &html[at..]),
+        None => format!("{block}{html}"),
+    }
+}

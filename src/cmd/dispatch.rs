@@ -145,8 +145,9 @@ pub(super) fn run(config: Config, args: DispatchArgs) -> Result<Outcome> {
             continue;
         }
         if let (Some(store), false) = (&store, args.dry_run) {
-            report::cleared(store, &slug, ReportKind::Check)?;
-            report::cleared(store, &slug, ReportKind::Late)?;
+            report::cleared(store, &slug, ReportKind::Check)
+                .and_then(|()| report::cleared(store, &slug, ReportKind::Late))
+                .with_context(|| format!("cannot write the state store {}", store.name()))?;
         }
 
         let request = Request {

@@ -14,6 +14,7 @@ mod archive;
 mod bounces;
 pub(crate) mod build;
 pub(crate) mod check;
+mod correct;
 mod dispatch;
 mod doctor;
 pub(crate) mod init;
@@ -49,6 +50,7 @@ pub(crate) fn run(cli: Cli) -> Result<Outcome> {
         Command::Bounces(args) => with_config(&cli.config, |c| bounces::run(&c, &args)),
         Command::Archive(args) => with_config(&cli.config, |c| archive::run(&c, &args)),
         Command::Preview(args) => with_config(&cli.config, |c| preview::run(&c, &args)),
+        Command::Correct(args) => with_config(&cli.config, |c| correct::run(&c, args)),
         Command::Doctor(args) => with_config(&cli.config, |c| doctor::run(&c, &args)),
     }
 }

@@ -1,7 +1,7 @@
 //! `brief send`: compile the edition once, freeze its audience into the journal (or
 //! resume), deliver, and report ([`brief::send`] does the work). Exit 0 when every
 //! recipient is settled, 3 when deferred or in-doubt recipients remain, 75 when another
-//! send holds the lock, 1 when the relay refuses the session.
+//! send holds the lock, 1 when the relay refuses or keeps losing the session.
 
 use crate::cli::SendArgs;
 use anyhow::{bail, Result};
@@ -52,7 +52,7 @@ pub(crate) fn send(config: &Config, request: Request) -> Result<Execution> {
 /// The exit of a run: the relay refusing the session is an error (after the report).
 pub(crate) fn outcome(report: &Report) -> Result<Outcome> {
     if let Some(why) = &report.session_failure {
-        bail!("the relay refused the session: {why}");
+        bail!("the send stopped: {why}");
     }
     Ok(if report.dry_run || report.counts.complete() {
         Outcome::Done

@@ -235,6 +235,8 @@ struct View<'a> {
     subscriber: &'a BTreeMap<String, String>,
     /// Set only on the web (archive) version: links for its footer.
     web: Option<WebView>,
+    /// Corrections of earlier editions this one carries (`brief correct`).
+    corrections: Vec<crate::correct::Carried>,
 }
 
 /// What the web version of an edition offers instead of personal links.
@@ -386,6 +388,7 @@ impl<'a> View<'a> {
             unsubscribe_url: &personal.unsubscribe_url,
             subscriber: &personal.subscriber,
             web: None,
+            corrections: crate::correct::carried_by(config, e),
         }
     }
 }

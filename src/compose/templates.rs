@@ -125,7 +125,12 @@ pub fn load_sources(dir: &Path) -> (Vec<Source>, Vec<Diagnostic>) {
         });
     }
     if let Ok(entries) = std::fs::read_dir(dir) {
-        let known: Vec<&str> = DEFAULTS.iter().map(|d| d.file).collect();
+        // The correction message's templates are read by `correct`.
+        let known: Vec<&str> = DEFAULTS
+            .iter()
+            .map(|d| d.file)
+            .chain(crate::correct::TEMPLATE_FILES)
+            .collect();
         let mut unknown: Vec<PathBuf> = entries
             .filter_map(Result::ok)
             .map(|e| e.path())

@@ -11,7 +11,8 @@
 //! over the body and records the answer: `sent`, `deferred` (4xx, or the connection lost
 //! before the body), `bounced` (5xx). A connection lost after the body leaves the
 //! recipient `in_doubt`. Session failures (connect, greeting, TLS, AUTH, ten identical
-//! permanent refusals in a row) stop the run and mark nobody.
+//! permanent refusals in a row) stop the run and mark nobody; a streak of connections
+//! lost after the body (see [`in_doubt_limit`]) stops it too.
 
 pub mod dkim;
 pub mod lock;
@@ -35,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use writer::Writer;
+use writer::JournalWriter;
 
 /// Where messages go.
 #[derive(Debug, Clone)]
@@ -193,7 +194,8 @@ pub struct Report {
     pub in_doubt_addresses: Vec<String>,
     /// The run stopped early for this reason (throttling): a later run continues.
     pub stopped: Option<String>,
-    /// The relay refused the session: the run stopped, nobody was marked.
+    /// Why the run stopped because of the relay (refused or lost sessions, a
+    /// misconfigured relay): the rest is still pending.
     pub session_failure: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -278,7 +280,7 @@ fn fields_json(columns: &[String], values: &[String]) -> String {
 struct Ctx {
     job: Job,
     transport: Transport,
-    writer: Writer,
+    writer: JournalWriter,
     rate: rate::RateLimiter,
     stop: AtomicBool,
     attempted: AtomicU64,
@@ -299,10 +301,18 @@ struct Streaks {
     tripped: bool,
     transient: u32,
     pauses: u32,
+    /// Recipients in doubt (connection lost after the body) since the last accepted
+    /// message.
+    in_doubt: usize,
 }
 
 /// Ten permanent refusals in a row with the same reply: the relay is misconfigured.
 const PERMANENT_STREAK: usize = 10;
+/// Most recipients a streak of lost-after-the-body connections leaves in doubt:
+/// max(10, 2 × concurrency).
+fn in_doubt_limit(concurrency: usize) -> usize {
+    (2 * concurrency).max(10)
+}
 /// This many temporary failures in a row are throttling: pause every connection.
 const TRANSIENT_STREAK: u32 = 5;
 /// Pauses (1 s doubling) before the run gives up for now and leaves the rest pending.
@@ -342,6 +352,30 @@ impl Ctx {
         s.permanent_ids.clear();
         s.transient = 0;
         s.pauses = 0;
+        s.in_doubt = 0;
+    }
+
+    /// The connection was lost after a body was handed over, with no answer. A relay
+    /// that does this every time would put the whole list in doubt: after a streak
+    /// with no accepted message in between, the run stops like a session failure.
+    /// The streak trips early enough that, with the bodies still in flight on the
+    /// other connections, at most `in_doubt_limit` recipients end up in doubt.
+    fn lost_after_body(&self, why: &str) {
+        let concurrency = self.job.concurrency.max(1);
+        let limit = in_doubt_limit(concurrency);
+        let mut s = self.streaks.lock().expect("lock");
+        s.in_doubt += 1;
+        if s.in_doubt + concurrency - 1 < limit {
+            return;
+        }
+        let n = s.in_doubt;
+        drop(s);
+        self.session_failed(format!(
+            "the relay dropped the connection after the message was handed over, {n} times in a row without accepting any ({why}): stopped, the rest is still pending. \
+             The readers concerned are in doubt: the relay may or may not have delivered to them. \
+             Once the relay is fixed, `brief send` sends to the pending readers and holds those in doubt; \
+             `brief send --resend-in-doubt` also sends those again (same Message-ID; a reader may get two copies)"
+        ));
     }
 
     /// A 5xx for one recipient; after ten identical ones in a row the run stops and
@@ -458,6 +492,21 @@ pub fn run(store: Store, job: Job, transport: Transport) -> Result<(Store, Repor
     let dry_run = matches!(transport, Transport::DryRun);
     let total = {
         let c = store.counts(&slug, namespace)?;
+        if c.deferred > 0 {
+            let now = clock::now();
+            let latest = chrono::Duration::from_std(job.retry.max)
+                .ok()
+                .and_then(|max| now.checked_add_signed(max))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC);
+            let moved = store
+                .clamp_retries(&slug, namespace, now, latest)
+                .with_context(|| format!("cannot write the journal {}", store.name()))?;
+            if moved > 0 {
+                tracing::warn!(
+                    "{moved} deferred recipients had a retry time beyond retry_max from now (a clock that ran ahead?): retried by {latest}"
+                );
+            }
+        }
         c.pending + c.deferred + if job.resend_in_doubt { c.in_doubt } else { 0 }
     };
     let still_freezing = job.freezing.clone();
@@ -497,7 +546,7 @@ pub fn run(store: Store, job: Job, transport: Transport) -> Result<(Store, Repor
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let (writer, thread) = Writer::spawn(store, &slug, namespace);
+    let (writer, thread) = JournalWriter::spawn(store, &slug, namespace);
     let progress = if job.progress {
         let bar = indicatif::ProgressBar::new(total);
         bar.set_style(
@@ -534,7 +583,7 @@ pub fn run(store: Store, job: Job, transport: Transport) -> Result<(Store, Repor
     report.session_failure = ctx.session_failure.lock().expect("lock").take();
     report.stopped = ctx.stopped.lock().expect("lock").take();
     let fatal = ctx.fatal.lock().expect("lock").take();
-    drop(ctx); // the last Writer handle: lets the writer thread finish
+    drop(ctx); // the last JournalWriter handle: lets the writer thread finish
     drop(runtime);
     let store = thread.join()?;
     if let Some(e) = fatal {
@@ -551,7 +600,9 @@ fn finish_report(store: Store, mut report: Report) -> Result<(Store, Report)> {
     };
     report.counts = store.counts(&report.edition, ns)?;
     if report.counts.complete() && report.session_failure.is_none() {
-        store.finish(&report.edition, ns, clock::now())?;
+        store
+            .finish(&report.edition, ns, clock::now())
+            .with_context(|| format!("cannot write the journal {}", store.name()))?;
     }
     if let Some(info) = store.send_info(&report.edition, ns)? {
         report.duplicates = info.duplicates;
@@ -588,6 +639,9 @@ async fn drive(ctx: Arc<Ctx>, first_page: Vec<Entry>, concurrency: usize) {
         let conn = first_conn.take();
         workers.push(tokio::spawn(worker(ctx.clone(), rx.clone(), conn)));
     }
+    // Only the workers hold the queue: once they have all stopped (the run stopping),
+    // the producer's next send fails instead of waiting for room forever.
+    drop(rx);
     produce(&ctx, first_page, tx).await;
     for w in workers {
         if let Err(e) = w.await {
@@ -863,6 +917,7 @@ async fn smtp_one(
                     "no answer after the message was handed over: {why}"
                 ));
                 ctx.record(u);
+                ctx.lost_after_body(&why);
             }
             smtp::Outcome::Aborted if suppressed => {
                 // Unsubscribed while the send ran: the body was never sent, and the

@@ -132,7 +132,13 @@ fn send_smtp(
             {
                 smtp::Outcome::Accepted(_) => {}
                 smtp::Outcome::Refused(r) => refused.push(format!("{to}: {r}")),
-                other => refused.push(format!("{to}: {other:?}")),
+                smtp::Outcome::LostBeforeBody(why) => refused.push(format!(
+                    "{to}: connection lost before the report was sent: {why}"
+                )),
+                smtp::Outcome::LostAfterBody(why) => refused.push(format!(
+                    "{to}: no answer after the report was handed over (it may have arrived): {why}"
+                )),
+                smtp::Outcome::Aborted => refused.push(format!("{to}: not sent")),
             }
             if conn.broken {
                 break;

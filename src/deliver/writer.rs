@@ -25,25 +25,29 @@ enum Request {
 
 /// A handle to the writer thread; clone it freely.
 #[derive(Clone)]
-pub(super) struct Writer {
+pub(super) struct JournalWriter {
     tx: mpsc::Sender<Request>,
 }
 
 /// Joins the writer and gives the store back.
-pub(super) struct WriterThread(std::thread::JoinHandle<Result<Store>>);
+pub(super) struct JournalWriterThread(std::thread::JoinHandle<Result<Store>>);
 
 /// Most changes applied in one transaction.
 const MAX_BATCH: usize = 8192;
 
-impl Writer {
-    pub(super) fn spawn(store: Store, edition: &str, namespace: &str) -> (Writer, WriterThread) {
+impl JournalWriter {
+    pub(super) fn spawn(
+        store: Store,
+        edition: &str,
+        namespace: &str,
+    ) -> (JournalWriter, JournalWriterThread) {
         let (tx, rx) = mpsc::channel();
         let (edition, namespace) = (edition.to_string(), namespace.to_string());
         let handle = std::thread::Builder::new()
             .name("brief-journal".into())
             .spawn(move || run(store, &edition, &namespace, rx))
             .expect("spawning a thread");
-        (Writer { tx }, WriterThread(handle))
+        (JournalWriter { tx }, JournalWriterThread(handle))
     }
 
     /// Queues a change; returns when it is queued, not when it is durable.
@@ -64,10 +68,7 @@ impl Writer {
         self.tx
             .send(Request::Update(update, Some(ack)))
             .map_err(|_| anyhow!("the journal writer stopped"))?;
-        Ok(async move {
-            rx.await
-                .map_err(|_| anyhow!("the journal could not be written"))
-        })
+        Ok(async move { rx.await.map_err(|_| anyhow!("the journal writer stopped")) })
     }
 
     /// The next page of due recipients, after every change queued before.
@@ -93,8 +94,8 @@ impl Writer {
     }
 }
 
-impl WriterThread {
-    /// Waits for every queued change to be committed (all `Writer` handles must be
+impl JournalWriterThread {
+    /// Waits for every queued change to be committed (all `JournalWriter` handles must be
     /// dropped first) and returns the store.
     pub(super) fn join(self) -> Result<Store> {
         self.0
@@ -124,7 +125,7 @@ fn run(store: Store, edition: &str, namespace: &str, rx: mpsc::Receiver<Request>
                 } => {
                     commit(&store, &mut updates, &mut acks, &mut failure);
                     let page = match &failure {
-                        Some(e) => Err(anyhow!("the journal could not be written: {e:#}")),
+                        Some(e) => Err(anyhow!("{e:#}")),
                         None => store.due(edition, namespace, after, now, include_in_doubt, limit),
                     };
                     let _ = reply.send(page);
@@ -138,13 +139,16 @@ fn run(store: Store, edition: &str, namespace: &str, rx: mpsc::Receiver<Request>
     }
     commit(&store, &mut updates, &mut acks, &mut failure);
     match failure {
-        Some(e) => Err(e.context("the journal could not be written")),
+        Some(e) => Err(e),
         None => Ok(store),
     }
 }
 
-/// Applies the gathered changes in one transaction and acknowledges them. After a
-/// failure nothing is acknowledged again (the waiting senders see an error).
+/// Applies the gathered changes in one transaction and acknowledges them, once the
+/// journal's high-water mark covers them. A change that cannot be committed within
+/// the store's busy timeout (another process holding the write lock) is a failure:
+/// nothing is acknowledged again (the waiting senders stop, sending nothing more),
+/// and every later request gets the error.
 fn commit(
     store: &Store,
     updates: &mut Vec<Update>,
@@ -153,9 +157,20 @@ fn commit(
 ) {
     let mut suppressed = Vec::new();
     if failure.is_none() && !updates.is_empty() {
-        match store.apply(updates) {
+        let committed = store.apply(updates).and_then(|ids| {
+            if !acks.is_empty() {
+                store.record_high_water()?;
+            }
+            Ok(ids)
+        });
+        match committed {
             Ok(ids) => suppressed = ids,
-            Err(e) => *failure = Some(e),
+            Err(e) => {
+                *failure = Some(e.context(format!(
+                    "the journal {} could not be written (its write lock was held too long by another process, or the disk failed); the run stopped, and a later run resumes where it stopped",
+                    store.name()
+                )))
+            }
         }
     }
     updates.clear();

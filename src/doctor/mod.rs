@@ -39,7 +39,7 @@ pub enum Status {
 
 /// One thing `brief doctor` found.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct Finding {
+pub struct Verdict {
     pub check: Check,
     pub status: Status,
     pub message: String,
@@ -47,9 +47,9 @@ pub struct Finding {
     pub record: Option<String>,
 }
 
-impl Finding {
-    fn new(check: Check, status: Status, message: impl Into<String>) -> Finding {
-        Finding {
+impl Verdict {
+    fn new(check: Check, status: Status, message: impl Into<String>) -> Verdict {
+        Verdict {
             check,
             status,
             message: message.into(),
@@ -57,13 +57,13 @@ impl Finding {
         }
     }
 
-    fn publish(mut self, record: String) -> Finding {
+    fn publish(mut self, record: String) -> Verdict {
         self.record = Some(record);
         self
     }
 }
 
-impl std::fmt::Display for Finding {
+impl std::fmt::Display for Verdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let check = match self.check {
             Check::Spf => "SPF",
@@ -123,7 +123,7 @@ fn dkim_keys(dkim: &crate::config::Dkim) -> Vec<(String, String, std::path::Path
 }
 
 /// Runs every check; never stops at the first problem.
-pub async fn examine(config: &Config, options: &Options) -> Result<Vec<Finding>> {
+pub async fn examine(config: &Config, options: &Options) -> Result<Vec<Verdict>> {
     let dns = Dns::new(options.nameserver)?;
     let mut findings = vec![spf_finding(config, &dns).await];
     findings.extend(dkim_findings(config, &dns).await);
@@ -154,8 +154,8 @@ fn txt_record(name: &str, text: &str) -> String {
     format!("{name}. {TTL} IN TXT {}", strings.join(" "))
 }
 
-fn lookup_failed(check: Check, e: &anyhow::Error) -> Finding {
-    Finding::new(check, Status::Error, format!("{e:#}"))
+fn lookup_failed(check: Check, e: &anyhow::Error) -> Verdict {
+    Verdict::new(check, Status::Error, format!("{e:#}"))
 }
 
 /// The relay's addresses that the world sees: `smtp.host` resolved, private and
@@ -206,7 +206,7 @@ fn relay_term(config: &Config, relay: &[IpAddr]) -> String {
     }
 }
 
-async fn spf_finding(config: &Config, dns: &Dns) -> Finding {
+async fn spf_finding(config: &Config, dns: &Dns) -> Verdict {
     let domain = return_path_domain(config);
     let relay = relay_addresses(config, dns).await;
     let term = relay_term(config, &relay);
@@ -215,7 +215,7 @@ async fn spf_finding(config: &Config, dns: &Dns) -> Finding {
         Ok(t) => t,
         Err(e) => return lookup_failed(Check::Spf, &e),
     };
-    let err = |message: String| Finding::new(Check::Spf, Status::Error, message);
+    let err = |message: String| Verdict::new(Check::Spf, Status::Error, message);
     let text = match spf::select(&txt) {
         Err(e) => return err(format!("{domain}: {e}")).publish(fresh),
         Ok(None) => {
@@ -256,7 +256,7 @@ async fn spf_finding(config: &Config, dns: &Dns) -> Finding {
         match spf::check_host(dns, *ip, &domain, &record).await {
             spf::Verdict::Pass => {}
             spf::Verdict::TempError(e) => {
-                return Finding::new(
+                return Verdict::new(
                     Check::Spf,
                     Status::Warning,
                     format!("{domain}: \"{text}\": cannot evaluate it for the relay {ip}: {e}"),
@@ -284,7 +284,7 @@ async fn spf_finding(config: &Config, dns: &Dns) -> Finding {
             Transport::Smtp => format!("the relay {} has no public address", config.smtp.host),
             Transport::Outbox => "the outbox transport names no relay".to_string(),
         };
-        Finding::new(
+        Verdict::new(
             Check::Spf,
             Status::Ok,
             format!(
@@ -293,7 +293,7 @@ async fn spf_finding(config: &Config, dns: &Dns) -> Finding {
         )
     } else {
         let ips: Vec<String> = relay.iter().map(ToString::to_string).collect();
-        Finding::new(
+        Verdict::new(
             Check::Spf,
             Status::Ok,
             format!(
@@ -304,9 +304,9 @@ async fn spf_finding(config: &Config, dns: &Dns) -> Finding {
     }
 }
 
-async fn dkim_findings(config: &Config, dns: &Dns) -> Vec<Finding> {
+async fn dkim_findings(config: &Config, dns: &Dns) -> Vec<Verdict> {
     let Some(dkim) = &config.dkim else {
-        return vec![Finding::new(
+        return vec![Verdict::new(
             Check::Dkim,
             Status::Warning,
             format!(
@@ -329,7 +329,7 @@ async fn dkim_key_finding(
     domain: &str,
     selector: &str,
     key_file: &std::path::Path,
-) -> Finding {
+) -> Verdict {
     let path = config.resolve(key_file);
     let key = match std::fs::read_to_string(&path)
         .map_err(anyhow::Error::from)
@@ -337,7 +337,7 @@ async fn dkim_key_finding(
     {
         Ok(k) => k,
         Err(e) => {
-            return Finding::new(
+            return Verdict::new(
                 Check::Dkim,
                 Status::Error,
                 format!("[dkim] key_file {}: {e:#}", path.display()),
@@ -355,7 +355,7 @@ async fn dkim_key_finding(
         .map(|t| dkim_key::tags(t))
         .filter(|tags| tags.iter().any(|(k, _)| k == "p"))
         .collect();
-    let err = |message: String| Finding::new(Check::Dkim, Status::Error, message);
+    let err = |message: String| Verdict::new(Check::Dkim, Status::Error, message);
     if records.is_empty() {
         return err(format!(
             "{name} has no DKIM key record: receivers cannot verify brief's signatures"
@@ -369,7 +369,7 @@ async fn dkim_key_finding(
         let kind = tag(tags, "k").unwrap_or_else(|| "rsa".to_string());
         let p = tag(tags, "p").unwrap_or_default();
         if key.matches(&kind, &p) {
-            return Finding::new(
+            return Verdict::new(
                 Check::Dkim,
                 Status::Ok,
                 format!(
@@ -432,7 +432,7 @@ async fn dmarc_record(
     Ok(None)
 }
 
-async fn dmarc_findings(config: &Config, dns: &Dns) -> Vec<Finding> {
+async fn dmarc_findings(config: &Config, dns: &Dns) -> Vec<Verdict> {
     let from = config.from_domain();
     let org = organizational_domain(&from);
     let fresh = |policy: &str| {
@@ -441,7 +441,7 @@ async fn dmarc_findings(config: &Config, dns: &Dns) -> Vec<Finding> {
             &format!("v=DMARC1; p={policy}; rua=mailto:postmaster@{org}"),
         )
     };
-    let err = |message: String| Finding::new(Check::Dmarc, Status::Error, message);
+    let err = |message: String| Verdict::new(Check::Dmarc, Status::Error, message);
     let (at, text, tags) = match dmarc_record(dns, &from).await {
         Err(e) => return vec![err(e).publish(fresh("none"))],
         Ok(None) => {
@@ -477,7 +477,7 @@ async fn dmarc_findings(config: &Config, dns: &Dns) -> Vec<Finding> {
                     _ => format!("{k}={v}"),
                 })
                 .collect();
-            let f = Finding::new(
+            let f = Verdict::new(
                 Check::Dmarc,
                 Status::Warning,
                 format!(
@@ -519,13 +519,13 @@ async fn dmarc_findings(config: &Config, dns: &Dns) -> Vec<Finding> {
     });
     let mode = |t: &str| if strict(t) { "strict" } else { "relaxed" };
     match (&dkim_aligned, spf_aligned) {
-        (Some((_, true)), true) => findings.push(Finding::new(
+        (Some((_, true)), true) => findings.push(Verdict::new(
             Check::Dmarc,
             Status::Ok,
             format!("{name}: \"{text}\": DKIM ({}) and SPF ({}) are aligned with From {from}", mode("adkim"), mode("aspf")),
         )),
         // Common with a provider's bounce domain; DKIM survives forwarding.
-        (Some((_, true)), false) => findings.push(Finding::new(
+        (Some((_, true)), false) => findings.push(Verdict::new(
             Check::Dmarc,
             Status::Ok,
             format!("{name}: \"{text}\": DKIM ({}) is aligned with From {from}; SPF is not (return path {rp}), so DMARC passes on DKIM", mode("adkim")),
@@ -537,7 +537,7 @@ async fn dmarc_findings(config: &Config, dns: &Dns) -> Vec<Finding> {
             } else {
                 "and SPF is not aligned either: DMARC fails for every message"
             };
-            let mut f = Finding::new(
+            let mut f = Verdict::new(
                 Check::Dmarc,
                 status,
                 format!(
@@ -558,7 +558,7 @@ async fn dmarc_findings(config: &Config, dns: &Dns) -> Vec<Finding> {
             }
             findings.push(f);
         }
-        (None, true) => findings.push(Finding::new(
+        (None, true) => findings.push(Verdict::new(
             Check::Dmarc,
             Status::Warning,
             format!("{name}: \"{text}\": only SPF ({}) aligns with From {from}, and no [dkim]: DMARC rests on SPF alone, which forwarding breaks", mode("aspf")),
@@ -571,17 +571,17 @@ async fn dmarc_findings(config: &Config, dns: &Dns) -> Vec<Finding> {
     findings
 }
 
-async fn mx_finding(config: &Config, dns: &Dns) -> Finding {
+async fn mx_finding(config: &Config, dns: &Dns) -> Verdict {
     let domain = return_path_domain(config);
     let wanted = format!("{domain}. {TTL} IN MX 10 mail.{domain}.");
-    let err = |message: String| Finding::new(Check::Mx, Status::Error, message);
+    let err = |message: String| Verdict::new(Check::Mx, Status::Error, message);
     let mx = match dns.mx(&domain).await {
         Ok(mx) => mx,
         Err(e) => return lookup_failed(Check::Mx, &e),
     };
     if mx.is_empty() {
         return match dns.addresses(&domain).await {
-            Ok(a) if !a.is_empty() => Finding::new(
+            Ok(a) if !a.is_empty() => Verdict::new(
                 Check::Mx,
                 Status::Warning,
                 format!("{domain} (the return-path domain) has no MX record; bounces go to its address record instead: publish an MX for the host that receives its mail (mail.{domain} here is an example)"),
@@ -615,7 +615,7 @@ async fn mx_finding(config: &Config, dns: &Dns) -> Finding {
             hosts.join(", ")
         ));
     }
-    Finding::new(
+    Verdict::new(
         Check::Mx,
         Status::Ok,
         format!(

@@ -3,7 +3,7 @@
 //! changes nothing) is fetched with GET, then POSTed the RFC 8058 one-click body; both
 //! must answer 200 without a redirect.
 
-use super::{Check, Finding, Status};
+use super::{Check, Status, Verdict};
 use crate::config::Config;
 use crate::token::{self, Keyring};
 use anyhow::{anyhow, bail, Context, Result};
@@ -20,11 +20,11 @@ const PROBE_ADDRESS: &str = "brief-doctor@example.invalid";
 const PROBE_EDITION: &str = "brief-doctor";
 const TIMEOUT: Duration = Duration::from_secs(15);
 
-pub(super) async fn one_click(config: &Config) -> Vec<Finding> {
+pub(super) async fn one_click(config: &Config) -> Vec<Verdict> {
     let mut findings = Vec::new();
     let base = &config.newsletter.base_url;
     if !base.starts_with("https://") {
-        findings.push(Finding::new(
+        findings.push(Verdict::new(
             Check::OneClick,
             Status::Error,
             format!("base_url {base} is not https://: mailbox providers only make one-click (RFC 8058) POSTs to https URLs"),
@@ -33,7 +33,7 @@ pub(super) async fn one_click(config: &Config) -> Vec<Finding> {
     let secret = match config.secret(false) {
         Ok(s) => s,
         Err(e) => {
-            findings.push(Finding::new(
+            findings.push(Verdict::new(
                 Check::OneClick,
                 Status::Error,
                 format!("cannot make a test link: {e:#}"),
@@ -45,7 +45,7 @@ pub(super) async fn one_click(config: &Config) -> Vec<Finding> {
         Keyring::new(&secret, &config.newsletter.list_id).issue(PROBE_ADDRESS, PROBE_EDITION, true);
     let url = token::unsubscribe_url(base, &token);
     let shown = token::unsubscribe_url(base, "<test token>");
-    let err = |message: String| Finding::new(Check::OneClick, Status::Error, message);
+    let err = |message: String| Verdict::new(Check::OneClick, Status::Error, message);
     match fetch(&url, Method::GET, None).await {
         Err(e) => {
             findings.push(err(format!("GET {shown}: {e:#}")));
@@ -77,7 +77,7 @@ pub(super) async fn one_click(config: &Config) -> Vec<Finding> {
     .await;
     findings.push(match post {
         Err(e) => err(format!("POST {shown}: {e:#}")),
-        Ok((StatusCode::OK, _)) => Finding::new(
+        Ok((StatusCode::OK, _)) => Verdict::new(
             Check::OneClick,
             Status::Ok,
             format!("POST {shown} with List-Unsubscribe=One-Click answers 200 (a test link: nobody was unsubscribed)"),

@@ -272,7 +272,9 @@ impl Store {
             "INSERT OR IGNORE INTO sends (edition, namespace, started_at) VALUES (?1, ?2, ?3)",
             params![edition, namespace, ts(at)],
         )?;
-        let mut duplicates: u64 = 0;
+        // Duplicates are what was read less what the journal holds: a freeze resumed
+        // after an interruption finds its earlier rows again and must not count them.
+        let mut read: u64 = 0;
         let mut recipients = recipients.peekable();
         while recipients.peek().is_some() {
             let tx = self.conn.unchecked_transaction()?;
@@ -282,7 +284,7 @@ impl Store {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')",
                 )?;
                 for r in recipients.by_ref().take(CHUNK) {
-                    let n = insert.execute(params![
+                    insert.execute(params![
                         edition,
                         namespace,
                         super::address_key(&r.address),
@@ -290,13 +292,17 @@ impl Store {
                         r.name,
                         r.fields
                     ])?;
-                    if n == 0 {
-                        duplicates += 1;
-                    }
+                    read += 1;
                 }
             }
             tx.commit()?;
         }
+        let held: i64 = self.conn.query_row(
+            "SELECT count(*) FROM journal WHERE edition = ?1 AND namespace = ?2",
+            params![edition, namespace],
+            |r| r.get(0),
+        )?;
+        let duplicates = read.saturating_sub(held as u64);
         self.conn.execute(
             "UPDATE sends SET frozen_at = ?3, invalid = ?4, duplicates = ?5
              WHERE edition = ?1 AND namespace = ?2",
@@ -313,7 +319,9 @@ impl Store {
     }
 
     /// Up to `limit` recipients with id > `after` that are due now: pending, deferred
-    /// with a next attempt time passed, and (if asked) in doubt.
+    /// with a next attempt time passed, and (if asked) in doubt. One query per state,
+    /// each a range of the `(edition, namespace, state)` index (whose entries are in id
+    /// order), so a page costs the same at the start of a list as at its end.
     pub fn due(
         &self,
         edition: &str,
@@ -323,39 +331,74 @@ impl Store {
         include_in_doubt: bool,
         limit: usize,
     ) -> Result<Vec<Entry>> {
-        let mut stmt = self.conn.prepare_cached(
+        const SELECT: &str =
             "SELECT j.id, j.address, j.name, j.fields, j.state, j.attempts, j.first_attempt_at,
                     s.address_key IS NOT NULL
              FROM journal j LEFT JOIN suppressions s ON s.address_key = j.address_key
-             WHERE j.edition = ?1 AND j.namespace = ?2 AND j.id > ?3
-               AND (j.state = 'pending'
-                    OR (j.state = 'deferred' AND j.next_attempt_at <= ?4)
-                    OR (?5 AND j.state = 'in_doubt'))
-             ORDER BY j.id LIMIT ?6",
+             WHERE j.edition = ?1 AND j.namespace = ?2 AND j.state = ?3 AND j.id > ?4
+               AND (?3 <> 'deferred' OR j.next_attempt_at <= ?5)
+             ORDER BY j.id LIMIT ?6";
+        let mut states = vec![State::Pending, State::Deferred];
+        if include_in_doubt {
+            states.push(State::InDoubt);
+        }
+        let mut page = Vec::new();
+        let mut stmt = self.conn.prepare_cached(SELECT)?;
+        for state in states {
+            let rows = stmt.query_map(
+                params![
+                    edition,
+                    namespace,
+                    state.as_str(),
+                    after,
+                    ts(now),
+                    limit as i64
+                ],
+                |r| {
+                    Ok(Entry {
+                        id: r.get(0)?,
+                        address: r.get(1)?,
+                        name: r.get(2)?,
+                        fields: r.get(3)?,
+                        state,
+                        attempts: r.get::<_, i64>(5)? as u32,
+                        first_attempt_at: parse_ts(r.get(6)?),
+                        suppressed: r.get(7)?,
+                    })
+                },
+            )?;
+            for row in rows {
+                page.push(row?);
+            }
+        }
+        page.sort_by_key(|e| e.id);
+        page.truncate(limit);
+        Ok(page)
+    }
+
+    /// Brings back retry times a clock that ran ahead left in the future: a deferred
+    /// recipient is retried no later than `latest` (now + `retry_max`), and a first
+    /// attempt is never later than `now` (so `give_up_after` runs from a real time).
+    pub fn clamp_retries(
+        &self,
+        edition: &str,
+        namespace: &str,
+        now: DateTime<Utc>,
+        latest: DateTime<Utc>,
+    ) -> Result<usize> {
+        let tx = self.conn.unchecked_transaction()?;
+        let moved = tx.execute(
+            "UPDATE journal SET next_attempt_at = ?3
+             WHERE edition = ?1 AND namespace = ?2 AND state = 'deferred' AND next_attempt_at > ?3",
+            params![edition, namespace, ts(latest)],
         )?;
-        let rows = stmt.query_map(
-            params![
-                edition,
-                namespace,
-                after,
-                ts(now),
-                include_in_doubt,
-                limit as i64
-            ],
-            |r| {
-                Ok(Entry {
-                    id: r.get(0)?,
-                    address: r.get(1)?,
-                    name: r.get(2)?,
-                    fields: r.get(3)?,
-                    state: State::parse(&r.get::<_, String>(4)?).unwrap_or(State::Pending),
-                    attempts: r.get::<_, i64>(5)? as u32,
-                    first_attempt_at: parse_ts(r.get(6)?),
-                    suppressed: r.get(7)?,
-                })
-            },
+        tx.execute(
+            "UPDATE journal SET first_attempt_at = ?3
+             WHERE edition = ?1 AND namespace = ?2 AND state = 'deferred' AND first_attempt_at > ?3",
+            params![edition, namespace, ts(now)],
         )?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        tx.commit()?;
+        Ok(moved)
     }
 
     /// Applies changes in one transaction. Returns the ids of `unless_suppressed`
@@ -396,7 +439,9 @@ impl Store {
                 ])?;
             }
         }
+        let step = Store::count_step(&tx)?;
         tx.commit()?;
+        self.progress.set(step);
         Ok(suppressed)
     }
 

@@ -8,25 +8,33 @@
 //! and its callers do not change.
 
 mod bounces;
+mod corrections;
 mod events;
 mod journal;
+mod mark;
 mod reports;
 mod suppressions;
 
 pub use bounces::{BounceCounts, BounceEvent, SuppressionReason};
 pub use events::ProviderEvent;
 pub use journal::{Counts, Entry, NewRecipient, SendInfo, State, Update, REAL, TEST};
+pub use mark::RolledBack;
 pub use reports::ReportKind;
 pub use suppressions::{Suppression, SuppressionSource};
 
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OpenFlags};
-use std::path::Path;
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The state store. One connection; callers that share it across tasks wrap it.
 pub struct Store {
     conn: Connection,
+    /// The database file (`None` in memory), for errors and the high-water mark.
+    path: Option<PathBuf>,
+    /// The journal's progress counter after this connection's last journal commit.
+    progress: Cell<i64>,
 }
 
 impl Store {
@@ -36,8 +44,10 @@ impl Store {
             .with_context(|| format!("cannot create {}", path.display()))?;
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open state store {}", path.display()))?;
-        Self::init(conn)
-            .with_context(|| format!("cannot initialise state store {}", path.display()))
+        let mut store = Self::init(conn)
+            .with_context(|| format!("cannot initialise state store {}", path.display()))?;
+        store.path = Some(path.to_path_buf());
+        Ok(store)
     }
 
     /// Opens the store at `path` for reading only, or `None` when there is none yet
@@ -58,7 +68,11 @@ impl Store {
             [],
             |r| r.get(0),
         )?;
-        Ok((tables == 3).then_some(Store { conn }))
+        Ok((tables == 3).then_some(Store {
+            conn,
+            path: Some(path.to_path_buf()),
+            progress: Cell::new(0),
+        }))
     }
 
     /// An in-memory store, for tests.
@@ -108,7 +122,19 @@ impl Store {
         conn.execute_batch(reports::SCHEMA)?;
         conn.execute_batch(bounces::SCHEMA)?;
         conn.execute_batch(events::SCHEMA)?;
-        Ok(Store { conn })
+        conn.execute_batch(mark::SCHEMA)?;
+        Ok(Store {
+            conn,
+            path: None,
+            progress: Cell::new(0),
+        })
+    }
+
+    /// The database file, for messages (`memory` for an in-memory store).
+    pub fn name(&self) -> String {
+        self.path
+            .as_ref()
+            .map_or_else(|| "memory".into(), |p| p.display().to_string())
     }
 
     /// Runs `f` in one write transaction: all of its changes, or none.

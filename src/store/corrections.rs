@@ -1,0 +1,105 @@
+//! What a correction needs from the journal: who accepted the edition it corrects.
+
+use super::{NewRecipient, Store};
+use anyhow::Result;
+
+impl Store {
+    /// The recipients who got `edition`: accepted by the relay (`sent`), minus those a
+    /// provider reported as hard-bounced for it after acceptance, in journal order,
+    /// with their name and fields. This is the one place that defines "delivered".
+    pub fn accepted_recipients(&self, edition: &str, namespace: &str) -> Result<Vec<NewRecipient>> {
+        // A store last written by an older brief (opened read-only) has no events table.
+        let events: i64 = self.conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'provider_events'",
+            [],
+            |r| r.get(0),
+        )?;
+        let bounced_after = if events == 1 {
+            "AND NOT EXISTS (SELECT 1 FROM provider_events p WHERE p.edition = j.edition
+                 AND p.address_key = j.address_key AND p.kind = 'hard')"
+        } else {
+            ""
+        };
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT j.address, j.name, j.fields FROM journal j
+             WHERE j.edition = ?1 AND j.namespace = ?2 AND j.state = 'sent' {bounced_after}
+             ORDER BY j.id"
+        ))?;
+        let rows = stmt.query_map([edition, namespace], |r| {
+            Ok(NewRecipient {
+                address: r.get(0)?,
+                name: r.get(1)?,
+                fields: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{State, Update, REAL};
+
+    #[test]
+    fn only_accepted_recipients_of_the_real_send() {
+        let store = Store::in_memory().unwrap();
+        let people = ["a@x.org", "b@x.org", "c@x.org"].map(|a| NewRecipient {
+            address: a.into(),
+            name: String::new(),
+            fields: "{}".into(),
+        });
+        store
+            .freeze(
+                "e1",
+                REAL,
+                crate::clock::now(),
+                &mut people.clone().into_iter(),
+                &mut || 0,
+            )
+            .unwrap();
+        store
+            .freeze(
+                "e1",
+                "test",
+                crate::clock::now(),
+                &mut people.into_iter(),
+                &mut || 0,
+            )
+            .unwrap();
+        let due = store
+            .due("e1", REAL, 0, crate::clock::now(), false, 10)
+            .unwrap();
+        let states = [State::Sent, State::Bounced, State::Sent];
+        let updates: Vec<Update> = due
+            .iter()
+            .zip(states)
+            .map(|(e, s)| Update::new(e.id, s, crate::clock::now()))
+            .collect();
+        store.apply(&updates).unwrap();
+        // A's message bounced after the relay accepted it.
+        store
+            .record_event(&crate::store::ProviderEvent {
+                provider: "ses".into(),
+                event_id: "1".into(),
+                kind: "hard".into(),
+                recipient: Some("a@x.org".into()),
+                status: None,
+                diagnostic: None,
+                message_id: None,
+                occurred_at: None,
+                received_at: crate::clock::now(),
+                edition: Some("e1".into()),
+                outcome: "suppressed".into(),
+            })
+            .unwrap();
+        let accepted: Vec<String> = store
+            .accepted_recipients("e1", REAL)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.address)
+            .collect();
+        assert_eq!(accepted, ["c@x.org"]);
+        assert!(store.accepted_recipients("e2", REAL).unwrap().is_empty());
+    }
+}

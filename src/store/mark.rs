@@ -1,0 +1,195 @@
+//! The journal's high-water mark: a guard against a journal that went back in time.
+//!
+//! Until SQLite checkpoints it, recent progress lives only in the `-wal` file. A copy
+//! or restore without that file, or a damaged one, silently turns the journal back to
+//! an older state, and the next send would mail again readers it had already sent
+//! to. So every journal commit also counts one step in the database (`progress`), and
+//! before a sender is told that its in-doubt mark is durable (the step before a body
+//! goes out), the step reached is written and fsynced to a small file beside the
+//! database, outside the WAL: `brief.db.mark`. A send first checks that the journal
+//! reached at least that step; one that did not is refused with the way to recover.
+
+use super::Store;
+use anyhow::{Context, Result};
+use rusqlite::OptionalExtension;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS progress (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    step INTEGER NOT NULL
+);
+";
+
+/// The journal lost progress that its high-water mark says was durably recorded.
+#[derive(Debug)]
+pub struct RolledBack {
+    pub database: PathBuf,
+    pub mark: PathBuf,
+    pub journal_step: i64,
+    pub marked_step: i64,
+}
+
+impl fmt::Display for RolledBack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let db = self.database.display();
+        write!(
+            f,
+            "the journal {db} went back in time: it is at step {}, but {} records that step {} had been durably written. \
+             It was probably restored or copied without its -wal file, or that file was damaged. \
+             Sending now would mail again readers who already got their copy, so nothing was sent. \
+             Recover by putting back {db} together with its {db}-wal from the same moment; \
+             or, to accept the loss (readers recorded since then may get a second copy), delete {} and run again",
+            self.journal_step,
+            self.mark.display(),
+            self.marked_step,
+            self.mark.display()
+        )
+    }
+}
+
+impl std::error::Error for RolledBack {}
+
+/// `state/brief.db` → `state/brief.db.mark`.
+fn mark_path(database: &Path) -> PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push(".mark");
+    PathBuf::from(name)
+}
+
+impl Store {
+    /// Counts one journal step inside the open transaction `tx`.
+    pub(super) fn count_step(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<i64> {
+        tx.prepare_cached(
+            "INSERT INTO progress (id, step) VALUES (1, 1)
+             ON CONFLICT (id) DO UPDATE SET step = step + 1 RETURNING step",
+        )?
+        .query_row([], |r| r.get(0))
+    }
+
+    fn journal_step(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("SELECT step FROM progress WHERE id = 1", [], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    /// Refuses (with [`RolledBack`]) a journal behind its high-water mark. One that is
+    /// ahead (the process died between a commit and the mark) moves the mark up.
+    pub fn check_progress(&self) -> Result<()> {
+        let Some(database) = &self.path else {
+            return Ok(());
+        };
+        let mark = mark_path(database);
+        let journal_step = self.journal_step()?;
+        let marked_step = raise(&mark, journal_step)
+            .with_context(|| format!("cannot update {}", mark.display()))?;
+        if journal_step < marked_step {
+            return Err(RolledBack {
+                database: database.clone(),
+                mark,
+                journal_step,
+                marked_step,
+            }
+            .into());
+        }
+        self.progress.set(journal_step);
+        Ok(())
+    }
+
+    /// Makes the high-water mark durable at the step of this connection's last
+    /// journal commit (called before acknowledging in-doubt marks).
+    pub fn record_high_water(&self) -> Result<()> {
+        let Some(database) = &self.path else {
+            return Ok(());
+        };
+        let mark = mark_path(database);
+        raise(&mark, self.progress.get())
+            .with_context(|| format!("cannot write {}", mark.display()))?;
+        Ok(())
+    }
+}
+
+/// Raises the mark in `path` to `step` (never lowers it: two sends of different
+/// editions share it, under an exclusive lock) and returns the mark as it was.
+fn raise(path: &Path, step: i64) -> std::io::Result<i64> {
+    let created = !path.exists();
+    let mut file: File = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    file.lock()?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    let old: i64 = match text.trim() {
+        "" => 0,
+        t => t.parse().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not a journal step: {t:?}"),
+            )
+        })?,
+    };
+    if step > old {
+        // One fixed-width write in place: a kill cannot leave it half written.
+        file.write_all_at(format!("{step:020}\n").as_bytes(), 0)?;
+        file.sync_data()?;
+    }
+    if created {
+        // The new file's name must survive a power cut too.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir)?.sync_all()?;
+        }
+    }
+    Ok(old)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NewRecipient, State, Update, REAL};
+
+    #[test]
+    fn a_journal_behind_its_mark_is_refused_and_one_ahead_moves_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("brief.db");
+        let s = Store::open(&db).unwrap();
+        s.check_progress().unwrap();
+        let now = crate::clock::now();
+        s.freeze(
+            "e",
+            REAL,
+            now,
+            &mut std::iter::once(NewRecipient {
+                address: "a@x.org".into(),
+                name: String::new(),
+                fields: "{}".into(),
+            }),
+            &mut || 0,
+        )
+        .unwrap();
+        let id = s.due("e", REAL, 0, now, false, 1).unwrap()[0].id;
+        s.apply(&[Update::new(id, State::InDoubt, now)]).unwrap();
+        s.record_high_water().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(mark_path(&db)).unwrap().trim(),
+            "00000000000000000001"
+        );
+        s.check_progress().unwrap();
+        drop(s);
+        // The journal as it was before that commit.
+        std::fs::write(mark_path(&db), "5\n").unwrap();
+        let err = Store::open(&db).unwrap().check_progress().unwrap_err();
+        let rolled = err.downcast_ref::<RolledBack>().expect("RolledBack");
+        assert_eq!((rolled.journal_step, rolled.marked_step), (1, 5));
+        assert!(err.to_string().contains("brief.db.mark and run again"));
+    }
+}
