@@ -51,6 +51,7 @@ fn job() -> Job {
         mailto: config.unsubscribe.mailto.clone(),
         domain: config.sender_domain(),
         envelope_from: "brief@news.example.org".into(),
+        verp: false,
         resend_in_doubt: false,
         concurrency: 1,
         rate_per_second: 0.0,

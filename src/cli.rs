@@ -45,6 +45,8 @@ pub(crate) enum Command {
     Resubscribe(ResubscribeArgs),
     /// List or export the suppression list.
     Suppressions(SuppressionsArgs),
+    /// Read the bounce mailbox: classify every message and apply the [bounces] policy.
+    Bounces(BouncesArgs),
     /// Write a static web archive of the editions, with an Atom feed.
     Archive(ArchiveArgs),
     /// Live-reloading local preview of an edition.
@@ -168,6 +170,22 @@ pub(crate) struct SuppressionsArgs {
     /// Print as CSV (for export).
     #[arg(long)]
     pub csv: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BouncesArgs {
+    /// Read the messages in this maildir's new/ (moved to cur/ once processed).
+    #[arg(long, value_name = "DIR", required_unless_present = "from_mbox")]
+    pub from_maildir: Option<PathBuf>,
+    /// Read the messages of this mbox file.
+    #[arg(long, value_name = "FILE")]
+    pub from_mbox: Option<PathBuf>,
+    /// Classify and print; change nothing (no counts, no suppressions, no moves).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON Lines, one object per finding, and nothing else on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -25,6 +25,8 @@ pub struct Config {
     pub state: State,
     #[serde(default)]
     pub archive: Archive,
+    #[serde(default)]
+    pub bounces: Bounces,
     /// Provider webhooks (`brief serve`'s `/hooks/<provider>`); a provider left out answers 404.
     #[serde(default)]
     pub hooks: Hooks,
@@ -114,6 +116,10 @@ pub struct Delivery {
     pub outbox: PathBuf,
     /// The SMTP envelope sender (where bounces go); default: the From address.
     pub return_path: Option<String>,
+    /// VERP: each message's envelope sender is `local+TOKEN@domain` of the return path,
+    /// TOKEN the local part of its keyed Message-ID (opaque, no address in clear).
+    #[serde(default)]
+    pub verp: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -152,6 +158,27 @@ pub struct Smtp {
     /// PEM file of the CA certificates that sign the relay's certificate (a private
     /// relay with its own CA); when set, it replaces the system's roots.
     pub ca_file: Option<PathBuf>,
+}
+
+/// `[bounces]`: how many bounces or complaints suppress an address (0: never).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Bounces {
+    /// Hard bounces (in different editions) before suppression.
+    pub hard: u32,
+    /// Soft bounces in a row (editions with no delivery between) before suppression.
+    pub soft: u32,
+    pub complaint: u32,
+}
+
+impl Default for Bounces {
+    fn default() -> Bounces {
+        Bounces {
+            hard: 1,
+            soft: 3,
+            complaint: 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

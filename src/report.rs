@@ -127,7 +127,12 @@ fn send_report(config: &Config, notifier: &Notifier, store: &Store, run: &Run) -
     ] {
         body.push_str(&format!("{label:>13}: {n}\n"));
     }
-    body.push('\n');
+    // Bounces that come back after acceptance are read later by `brief bounces`.
+    let later = store.bounce_counts(slug)?;
+    body.push_str(&format!(
+        "\nBounced after acceptance so far: {}\nComplaints: {}\nSuppressed by bounces and complaints: {}\n\n",
+        later.bounced, later.complained, later.suppressed
+    ));
     if let Some(started) = run.started_at {
         let end = run.finished_at.unwrap_or_else(clock::now);
         let took = (end - started).to_std().unwrap_or_default();

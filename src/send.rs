@@ -203,6 +203,7 @@ impl Plan {
                 .return_path
                 .clone()
                 .unwrap_or_else(|| from.email.to_string()),
+            verp: config.delivery.verp,
             resend_in_doubt: request.resend_in_doubt,
             concurrency: config.delivery.concurrency,
             rate_per_second: config.delivery.rate_per_second,
@@ -321,6 +322,13 @@ impl Plan {
             );
         }
         let (store, mut report) = result?;
+        if !request.test && !request.dry_run {
+            // Refusals at send time count toward the bounce policy like mailed bounces.
+            let suppressed = crate::bounce::policy::apply_refusals(&store, &config.bounces, &slug)?;
+            if suppressed > 0 {
+                tracing::info!("{suppressed} refused address(es) suppressed by the bounce policy");
+            }
+        }
         // The freeze may have finished after the run counted: the one count is here.
         report.counts = store.counts(&slug, namespace)?;
         if let Some(info) = store.send_info(&slug, namespace)? {

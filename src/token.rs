@@ -232,6 +232,15 @@ impl Keyring {
     }
 }
 
+/// The VERP envelope sender of one message: `local+TOKEN@domain` of `return_path`,
+/// TOKEN the local part of the message's keyed Message-ID ([`Keyring::message_id`]):
+/// opaque, lowercase (it survives MTAs that fold case), found again in the journal.
+pub fn verp_address(return_path: &str, message_id: &str) -> Option<String> {
+    let (local, domain) = return_path.rsplit_once('@')?;
+    let token = message_id.trim_start_matches('<').split('@').next()?;
+    (!token.is_empty()).then(|| format!("{local}+{token}@{domain}"))
+}
+
 fn open(key: &Key, sealed: &[u8]) -> Option<Claims> {
     let mut cipher = Aes128Siv::new((&key.siv_key).into());
     let plain = cipher.decrypt([[key.id]], sealed).ok()?;

@@ -12,6 +12,10 @@
 //!   plain-text bounces of real MTAs, on the `mail-parser` crate.
 //! - [`mailbox`]: streaming readers for a Maildir and an mbox, one bounded message at
 //!   a time, and the Maildir moves (`new/` → `cur/`, poison → `.brief-rejected/`).
+//! - [`policy`]: `policy::attribute` (which send a report belongs to) and
+//!   `policy::apply(&Store, &Policy, &Event) -> Applied`, the one function that
+//!   counts an event and suppresses past the `[bounces]` thresholds — for
+//!   `brief bounces`, provider webhooks and refusals at send time alike.
 //!
 //! # Wiring `brief bounces` (for the command, the policy and the store)
 //!
@@ -47,6 +51,7 @@
 
 pub mod mailbox;
 pub mod parse;
+pub mod policy;
 pub mod rules;
 
 pub use parse::read_report;

@@ -11,6 +11,7 @@ macro_rules! outln {
 }
 
 mod archive;
+mod bounces;
 pub(crate) mod build;
 pub(crate) mod check;
 mod correct;
@@ -46,6 +47,7 @@ pub(crate) fn run(cli: Cli) -> Result<Outcome> {
         Command::Suppressions(args) => {
             with_config(&cli.config, |c| suppress::suppressions(&c, &args))
         }
+        Command::Bounces(args) => with_config(&cli.config, |c| bounces::run(&c, &args)),
         Command::Archive(args) => with_config(&cli.config, |c| archive::run(&c, &args)),
         Command::Preview(args) => with_config(&cli.config, |c| preview::run(&c, &args)),
         Command::Correct(args) => with_config(&cli.config, |c| correct::run(&c, args)),

@@ -12,7 +12,7 @@ use brief::config::Config;
 use brief::deliver::lock;
 use brief::dispatch;
 use brief::exit::{Outcome, UsageError};
-use brief::store::{Counts, State, Store, REAL, TEST};
+use brief::store::{BounceCounts, Counts, State, Store, REAL, TEST};
 use chrono::{DateTime, FixedOffset, Utc};
 use serde::Serialize;
 use std::path::Path;
@@ -29,6 +29,11 @@ pub(crate) struct EditionStatus {
     pub state: String,
     #[serde(flatten)]
     pub counts: Counts,
+    /// Recipients whose message bounced after the relay accepted it (`brief bounces`).
+    pub bounced_async: u64,
+    pub complained: u64,
+    /// Addresses suppressed because of this edition's bounces and complaints.
+    pub suppressed_by_bounces: u64,
     pub duplicates: u64,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -51,6 +56,10 @@ pub(crate) fn edition_status(
     let counts = match (store, &info) {
         (Some(s), Some(_)) => s.counts(slug, namespace)?,
         _ => Counts::default(),
+    };
+    let later = match (store, test) {
+        (Some(s), false) => s.bounce_counts(slug)?,
+        _ => BounceCounts::default(),
     };
     let locked = lock::is_locked(&state_path, slug);
     let state = if test {
@@ -79,6 +88,9 @@ pub(crate) fn edition_status(
         send_at: if test { None } else { send_at },
         state: state.into(),
         counts,
+        bounced_async: later.bounced,
+        complained: later.complained,
+        suppressed_by_bounces: later.suppressed,
         duplicates: info.as_ref().map_or(0, |i| i.duplicates),
         started_at: info.as_ref().map(|i| i.started_at),
         finished_at: info.and_then(|i| i.finished_at),
@@ -186,6 +198,8 @@ fn print_table(rows: &[EditionStatus]) -> Result<()> {
         "SENT",
         "DEFERRED",
         "BOUNCED",
+        "BOUNCED_LATER",
+        "COMPLAINED",
         "IN_DOUBT",
         "SUPPRESSED",
         "INVALID",
@@ -203,6 +217,8 @@ fn print_table(rows: &[EditionStatus]) -> Result<()> {
             c.sent.to_string(),
             c.deferred.to_string(),
             c.bounced.to_string(),
+            r.bounced_async.to_string(),
+            r.complained.to_string(),
             c.in_doubt.to_string(),
             c.suppressed.to_string(),
             c.invalid.to_string(),

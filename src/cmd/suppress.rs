@@ -165,7 +165,17 @@ pub(super) fn suppressions(config: &Config, args: &SuppressionsArgs) -> Result<O
     let store = Store::open(&config.state_path())?;
     let list = store.suppressions()?;
     if args.json {
-        outln!("{}", serde_json::to_string_pretty(&list)?);
+        // A suppression made by a bounce or complaint also says its status and diagnostic.
+        let reasons = store.suppression_reasons()?;
+        let mut rows = Vec::with_capacity(list.len());
+        for s in &list {
+            let reason = reasons.get(&brief::store::address_key(&s.address));
+            let mut row = serde_json::to_value(s)?;
+            row["status"] = reason.and_then(|r| r.status.clone()).into();
+            row["diagnostic"] = reason.and_then(|r| r.diagnostic.clone()).into();
+            rows.push(row);
+        }
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
     } else if args.csv {
         let mut out = csv::Writer::from_writer(std::io::stdout().lock());
         out.write_record(["address", "suppressed_at", "source", "edition"])?;

@@ -128,6 +128,8 @@ pub struct Job {
     pub domain: String,
     /// The envelope sender (MAIL FROM).
     pub envelope_from: String,
+    /// Per-message VERP envelope senders (`[delivery] verp`).
+    pub verp: bool,
     pub resend_in_doubt: bool,
     pub concurrency: usize,
     pub rate_per_second: f64,
@@ -826,6 +828,11 @@ async fn smtp_one(
 ) -> bool {
     let mut retried = false;
     let envid = smtp::envid(ctx.job.namespace, &ctx.job.slug);
+    let verp_from = if ctx.job.verp {
+        token::verp_address(&ctx.job.envelope_from, &message_id)
+    } else {
+        None
+    };
     loop {
         if conn.is_none() {
             match smtp::Connection::open(settings).await {
@@ -853,7 +860,7 @@ async fn smtp_one(
         let outcome = c
             .send(
                 &smtp::MailFrom {
-                    address: &ctx.job.envelope_from,
+                    address: verp_from.as_deref().unwrap_or(&ctx.job.envelope_from),
                     envid: envid.as_deref(),
                 },
                 &entry.address,

@@ -7,6 +7,7 @@
 //! sending machines) has to provide, after which `Store` holds one engine or the other
 //! and its callers do not change.
 
+mod bounces;
 mod corrections;
 mod events;
 mod journal;
@@ -14,6 +15,7 @@ mod mark;
 mod reports;
 mod suppressions;
 
+pub use bounces::{BounceCounts, BounceEvent, SuppressionReason};
 pub use events::ProviderEvent;
 pub use journal::{Counts, Entry, NewRecipient, SendInfo, State, Update, REAL, TEST};
 pub use mark::RolledBack;
@@ -118,6 +120,7 @@ impl Store {
         conn.execute_batch(suppressions::SCHEMA)?;
         conn.execute_batch(journal::SCHEMA)?;
         conn.execute_batch(reports::SCHEMA)?;
+        conn.execute_batch(bounces::SCHEMA)?;
         conn.execute_batch(events::SCHEMA)?;
         conn.execute_batch(mark::SCHEMA)?;
         Ok(Store {

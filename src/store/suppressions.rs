@@ -28,7 +28,7 @@ pub enum SuppressionSource {
     Mailto,
     /// `brief unsubscribe` by hand.
     Manual,
-    /// A permanent bounce.
+    /// Bounces past the `[bounces]` policy (a hard one, or soft ones in a row).
     Bounce,
     /// A spam complaint (a feedback loop or a provider's complaint notice).
     Complaint,
@@ -102,12 +102,14 @@ impl Store {
         Ok(changed == 1)
     }
 
-    /// Removes a suppression; returns false if the address was not suppressed.
+    /// Removes a suppression; returns false if the address was not suppressed. Its
+    /// past bounces and complaints stop counting toward the policy.
     pub fn resubscribe(&self, email: &str) -> Result<bool> {
         let changed = self.conn.execute(
             "DELETE FROM suppressions WHERE address_key = ?1",
             [address_key(email)],
         )?;
+        self.forget_bounces(email)?;
         Ok(changed == 1)
     }
 

@@ -10,6 +10,7 @@ mod archive;
 mod bounce_corpus;
 mod bounce_engine;
 mod bounce_mailto;
+mod bounces_postfix;
 mod broken_pipe;
 mod compose;
 mod corrections;

@@ -1,0 +1,256 @@
+//! What came back after a send: bounce and complaint events per (edition, recipient),
+//! the reason kept beside a suppression they caused, and the journal look-ups that
+//! attribute a returned message to a send. Written only through
+//! `bounce::policy::apply`.
+
+use super::journal::REAL;
+use super::{address_key, Store};
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension};
+use std::collections::HashMap;
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS bounce_events (
+    event_key   TEXT PRIMARY KEY,
+    address_key TEXT NOT NULL,
+    edition     TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    status      TEXT,
+    diagnostic  TEXT,
+    at          TEXT NOT NULL,
+    counted     INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS bounce_events_address ON bounce_events (address_key, kind);
+CREATE INDEX IF NOT EXISTS bounce_events_edition ON bounce_events (edition, kind);
+CREATE TABLE IF NOT EXISTS suppression_reasons (
+    address_key TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    edition     TEXT NOT NULL,
+    status      TEXT,
+    diagnostic  TEXT
+);
+CREATE INDEX IF NOT EXISTS journal_tried_address ON journal (address_key)
+    WHERE state <> 'pending';
+";
+// Partial: freezing an audience writes `pending` rows and pays nothing for it. The
+// Message-ID look-up uses `journal_message_id` (store/events.rs).
+
+/// One recorded event, as the policy hands it to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BounceEvent<'a> {
+    /// Unique per returned message and recipient: the same message seen twice is one event.
+    pub key: &'a str,
+    pub address: &'a str,
+    pub edition: &'a str,
+    /// `hard`, `soft` or `complaint`.
+    pub kind: &'a str,
+    pub status: Option<&'a str>,
+    pub diagnostic: Option<&'a str>,
+    pub at: DateTime<Utc>,
+}
+
+/// Why a bounce or complaint suppressed an address (shown by `brief suppressions`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SuppressionReason {
+    pub kind: String,
+    pub edition: String,
+    pub status: Option<String>,
+    pub diagnostic: Option<String>,
+}
+
+/// One edition's events after acceptance (`brief status`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BounceCounts {
+    /// Recipients with a hard or soft bounce for this edition.
+    pub bounced: u64,
+    pub complained: u64,
+    /// Addresses suppressed because of this edition's bounces and complaints.
+    pub suppressed: u64,
+}
+
+impl Store {
+    /// Records an event; false when this key was recorded before (nothing changed).
+    pub fn record_bounce(&self, e: &BounceEvent<'_>) -> Result<bool> {
+        let changed = self
+            .conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO bounce_events
+                 (event_key, address_key, edition, kind, status, diagnostic, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                e.key,
+                address_key(e.address),
+                e.edition,
+                e.kind,
+                e.status,
+                e.diagnostic,
+                e.at.to_rfc3339()
+            ])?;
+        Ok(changed == 1)
+    }
+
+    /// The editions (of the real send) in which the address had a counted event of
+    /// `kind`, each once.
+    pub fn bounce_editions(&self, email: &str, kind: &str) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT edition FROM bounce_events
+             WHERE address_key = ?1 AND kind = ?2 AND counted = 1",
+        )?;
+        let rows = stmt.query_map([address_key(email), kind.to_string()], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The address's real sends that got past `pending`, newest first: (edition,
+    /// journal state).
+    pub fn sends_to(&self, email: &str) -> Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT j.edition, j.state FROM journal j
+             JOIN sends s ON s.edition = j.edition AND s.namespace = j.namespace
+             WHERE j.address_key = ?1 AND j.namespace = ?2 AND j.state <> 'pending'
+             ORDER BY s.started_at DESC, j.id DESC",
+        )?;
+        let rows = stmt.query_map([address_key(email), REAL.to_string()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Whether the real send of `edition` handed a message for `email` to the relay
+    /// (or tried to: in doubt, deferred, refused, expired).
+    pub fn was_sent(&self, edition: &str, email: &str) -> Result<bool> {
+        let found: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT 1 FROM journal WHERE edition = ?1 AND namespace = ?2 AND address_key = ?3
+                 AND state IN ('sent', 'in_doubt', 'deferred', 'bounced', 'expired')",
+            )?
+            .query_row(params![edition, REAL, address_key(email)], |r| r.get(0))
+            .optional()?;
+        Ok(found.is_some())
+    }
+
+    /// The (edition, address) of the real send whose message had this Message-ID
+    /// (with or without the angle brackets).
+    pub fn send_by_message_id(&self, message_id: &str) -> Result<Option<(String, String)>> {
+        let bare = message_id
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>');
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT edition, address FROM journal WHERE message_id = ?1 AND namespace = ?2",
+            )?
+            .query_row(params![format!("<{bare}>"), REAL], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?)
+    }
+
+    /// The (edition, address) of the real send whose VERP token (its Message-ID's
+    /// local part, see `token::verp_address`) this is.
+    pub fn send_by_verp_token(&self, token: &str) -> Result<Option<(String, String)>> {
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Ok(None);
+        }
+        // Every Message-ID `<token@…>`: from `<token@` up to `<tokenA` ('A' follows '@').
+        let token = token.to_ascii_lowercase();
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT edition, address FROM journal
+                 WHERE message_id >= ?1 AND message_id < ?2 AND namespace = ?3",
+            )?
+            .query_row(
+                params![format!("<{token}@"), format!("<{token}A"), REAL],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Keeps why a bounce or complaint suppressed the address (the first reason stays).
+    pub fn record_suppression_reason(&self, email: &str, reason: &SuppressionReason) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO suppression_reasons (address_key, kind, edition, status, diagnostic)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                address_key(email),
+                reason.kind,
+                reason.edition,
+                reason.status,
+                reason.diagnostic
+            ])?;
+        Ok(())
+    }
+
+    /// Every kept reason, by address key.
+    pub fn suppression_reasons(&self) -> Result<HashMap<String, SuppressionReason>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT r.address_key, r.kind, r.edition, r.status, r.diagnostic
+             FROM suppression_reasons r JOIN suppressions s ON s.address_key = r.address_key",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                SuppressionReason {
+                    kind: r.get(1)?,
+                    edition: r.get(2)?,
+                    status: r.get(3)?,
+                    diagnostic: r.get(4)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// After `brief resubscribe`: the address's past events stop counting (they stay
+    /// recorded, so the same messages read again count nothing) and the reason goes.
+    pub fn forget_bounces(&self, email: &str) -> Result<()> {
+        let key = address_key(email);
+        self.conn.execute(
+            "UPDATE bounce_events SET counted = 0 WHERE address_key = ?1",
+            [&key],
+        )?;
+        self.conn.execute(
+            "DELETE FROM suppression_reasons WHERE address_key = ?1",
+            [&key],
+        )?;
+        Ok(())
+    }
+
+    /// One edition's bounces and complaints after acceptance.
+    pub fn bounce_counts(&self, edition: &str) -> Result<BounceCounts> {
+        // A read-only store written before these tables existed has nothing to count.
+        let tables: i64 = self.conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table'
+             AND name IN ('bounce_events', 'suppression_reasons')",
+            [],
+            |r| r.get(0),
+        )?;
+        if tables < 2 {
+            return Ok(BounceCounts::default());
+        }
+        let count = |sql: &str| -> Result<u64> {
+            let n: i64 = self.conn.query_row(sql, [edition], |r| r.get(0))?;
+            Ok(n as u64)
+        };
+        Ok(BounceCounts {
+            bounced: count(
+                "SELECT count(DISTINCT address_key) FROM bounce_events
+                 WHERE edition = ?1 AND kind IN ('hard', 'soft') AND event_key NOT LIKE 'smtp:%'",
+            )?,
+            complained: count(
+                "SELECT count(DISTINCT address_key) FROM bounce_events
+                 WHERE edition = ?1 AND kind = 'complaint'",
+            )?,
+            suppressed: count(
+                "SELECT count(*) FROM suppression_reasons r JOIN suppressions s
+                 ON s.address_key = r.address_key WHERE r.edition = ?1",
+            )?,
+        })
+    }
+}
