@@ -24,7 +24,7 @@
 //!     edition: "2026-12-01",
 //!     status: None,
 //!     diagnostic: Some("abuse report from a provider"),
-//!     key: "provider:feedback-id-123:reader@example.org",
+//!     key: "provider:ses:feedback-id-123:reader@example.org",
 //! })?;
 //! assert!(applied.counted() || !applied.counted());
 //! # Ok(()) }

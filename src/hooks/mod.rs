@@ -3,7 +3,9 @@
 //!
 //! Each provider module verifies its request (signature, credentials, freshness) and
 //! maps its payload into provider-neutral [`Event`]s; [`apply`] is the one place they
-//! change the store, in one transaction that commits before the 2xx answer.
+//! change the store, in one transaction that commits before the 2xx answer: bounces
+//! and complaints through `bounce::policy::apply`, the same `[bounces]` policy as the
+//! mailed bounces and refusals at send time.
 
 mod fetch;
 mod mailgun;
@@ -11,9 +13,10 @@ mod postmark;
 mod sendgrid;
 pub mod ses;
 
+use crate::bounce::{self, policy, policy::Policy};
 use crate::clock;
 use crate::config::Config;
-use crate::store::{ProviderEvent, Store, Suppression, SuppressionSource};
+use crate::store::{address_key, ProviderEvent, Store, Suppression, SuppressionSource};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use hyper::HeaderMap;
@@ -128,24 +131,26 @@ pub struct Applied {
 ///
 /// Idempotent per (provider, event id). An event is attributed to an edition by the
 /// original Message-ID if the journal has it for this recipient, else by the
-/// recipient's latest send in the last 30 days; an event for an address this
+/// recipient's latest real send in the last 30 days; an event for an address this
 /// newsletter never sent to is recorded as `unattributed` and changes nothing.
-/// Hard bounces and complaints suppress (sources `bounce`, `complaint`), provider
-/// unsubscribes suppress with source `provider`. Soft bounces are recorded only: the
-/// `[bounces] soft` policy (N in a row) counts the `soft` rows of `provider_events`
-/// together with the mailbox ones, and is applied where that policy lives.
+/// Hard and soft bounces and complaints go through [`policy::apply`], the one
+/// `[bounces]` policy the mailed bounces also go through (keyed
+/// `provider:<provider>:<event id>:<address>`), so `brief status` and the editors'
+/// report count them alike. Provider unsubscribes suppress with source `provider`.
 ///
 /// A replayed nonce returns `Err(Refusal::Forbidden)` and changes nothing.
 pub fn apply(
     store: &Store,
+    policy: &Policy,
     nonce: Option<(Provider, &str)>,
     events: &[Event],
 ) -> Result<Result<Applied, Refusal>> {
-    store.transaction(|store| apply_in_transaction(store, nonce, events))
+    store.transaction(|store| apply_in_transaction(store, policy, nonce, events))
 }
 
 fn apply_in_transaction(
     store: &Store,
+    policy: &Policy,
     nonce: Option<(Provider, &str)>,
     events: &[Event],
 ) -> Result<Result<Applied, Refusal>> {
@@ -164,26 +169,16 @@ fn apply_in_transaction(
             continue;
         }
         let edition = attribute(store, e, now)?;
-        let outcome = match (&edition, suppression_source(e.kind)) {
-            (None, _) => {
+        let outcome = match &edition {
+            None => {
                 applied.unattributed += 1;
                 "unattributed"
             }
-            (Some(edition), Some(source)) => {
-                let new = store.suppress(&Suppression {
-                    address: e.recipient.clone(),
-                    suppressed_at: now,
-                    source,
-                    edition: Some(edition.clone()),
-                })?;
-                if new {
-                    applied.suppressed += 1;
-                    "suppressed"
-                } else {
-                    "already-suppressed"
-                }
+            Some(edition) => {
+                let outcome = apply_to_edition(store, policy, e, edition, now)?;
+                applied.suppressed += usize::from(outcome == "suppressed");
+                outcome
             }
-            (Some(_), None) => "recorded",
         };
         store.record_event(&ProviderEvent {
             provider: e.provider.as_str().to_string(),
@@ -203,13 +198,59 @@ fn apply_in_transaction(
     Ok(Ok(applied))
 }
 
-fn suppression_source(kind: Kind) -> Option<SuppressionSource> {
-    match kind {
-        Kind::Hard => Some(SuppressionSource::Bounce),
-        Kind::Complaint => Some(SuppressionSource::Complaint),
-        Kind::Unsubscribe => Some(SuppressionSource::Provider),
-        Kind::Soft | Kind::Other => None,
-    }
+/// What an attributed event did: a bounce or complaint is the policy's to count,
+/// an unsubscribe suppresses at once.
+fn apply_to_edition(
+    store: &Store,
+    policy: &Policy,
+    e: &Event,
+    edition: &str,
+    now: DateTime<Utc>,
+) -> Result<&'static str> {
+    let kind = match e.kind {
+        Kind::Hard => bounce::Kind::Hard,
+        Kind::Soft => bounce::Kind::Soft,
+        Kind::Complaint => bounce::Kind::Complaint,
+        Kind::Unsubscribe => {
+            let new = store.suppress(&Suppression {
+                address: e.recipient.clone(),
+                suppressed_at: now,
+                source: SuppressionSource::Provider,
+                edition: Some(edition.to_string()),
+            })?;
+            return Ok(if new {
+                "suppressed"
+            } else {
+                "already-suppressed"
+            });
+        }
+        Kind::Other => return Ok("recorded"),
+    };
+    let key = format!(
+        "provider:{}:{}:{}",
+        e.provider.as_str(),
+        e.event_id,
+        address_key(&e.recipient)
+    );
+    let applied = policy::apply(
+        store,
+        policy,
+        &policy::Event {
+            kind,
+            address: &e.recipient,
+            edition,
+            status: e.status.as_deref(),
+            diagnostic: e.diagnostic.as_deref(),
+            key: &key,
+        },
+    )?;
+    Ok(match applied {
+        policy::Applied::Suppressed => "suppressed",
+        policy::Applied::Counted => "counted",
+        policy::Applied::Duplicate => "duplicate",
+        policy::Applied::NotSent => "not-sent",
+        policy::Applied::NotCounted => "recorded",
+    })
 }
 
 /// The edition an event is about, or `None` if this newsletter never sent to its
@@ -231,6 +272,7 @@ pub struct Hooks {
     postmark: Option<postmark::Postmark>,
     sendgrid: Option<sendgrid::Sendgrid>,
     ses: Option<ses::Ses>,
+    policy: Policy,
     store: Arc<Mutex<Store>>,
 }
 
@@ -256,6 +298,7 @@ impl Hooks {
                 .as_ref()
                 .map(|arn| ses::Ses::new(arn.clone(), ses::certificate_cache_dir(config)))
                 .transpose()?,
+            policy: config.bounces,
             store: Arc::new(Mutex::new(Store::open(&config.state_path())?)),
         })
     }
@@ -304,10 +347,11 @@ impl Hooks {
             }
         };
         let store = self.store.clone();
+        let policy = self.policy;
         let outcome = tokio::task::spawn_blocking(move || {
             let store = store.lock().unwrap_or_else(|p| p.into_inner());
             let nonce = nonce.as_ref().map(|(p, n)| (*p, n.as_str()));
-            apply(&store, nonce, &events)
+            apply(&store, &policy, nonce, &events)
         })
         .await
         .context("the event writer stopped")
@@ -513,7 +557,9 @@ mod tests {
             event("3", Kind::Complaint, "stranger@example.org"),
             event("4", Kind::Other, "bob@example.org"),
         ];
-        let first = apply(&store, None, &events).unwrap().unwrap();
+        let first = apply(&store, &Policy::default(), None, &events)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             first,
             Applied {
@@ -523,7 +569,11 @@ mod tests {
                 unattributed: 1
             }
         );
-        let again = apply(&store, None, &events).unwrap().unwrap();
+        let counts = store.bounce_counts("e1").unwrap();
+        assert_eq!((counts.bounced, counts.suppressed), (2, 1));
+        let again = apply(&store, &Policy::default(), None, &events)
+            .unwrap()
+            .unwrap();
         assert_eq!(again.duplicates, 3);
         assert_eq!(again.recorded, 0);
         let list = store.suppressions().unwrap();
@@ -635,7 +685,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
         let store = Store::open(&path).unwrap();
-        let applied = apply(&store, None, &[event("1", Kind::Hard, "ann@example.org")]);
+        let applied = apply(
+            &store,
+            &Policy::default(),
+            None,
+            &[event("1", Kind::Hard, "ann@example.org")],
+        );
         assert_eq!(applied.unwrap().unwrap().unattributed, 1);
         let other = Store::open(&path).unwrap();
         assert_eq!(other.provider_events().unwrap().len(), 1);
@@ -646,10 +701,12 @@ mod tests {
         let store = sent_store();
         let events = [event("1", Kind::Hard, "ann@example.org")];
         let nonce = Some((Provider::Mailgun, "tok"));
-        assert!(apply(&store, nonce, &events).unwrap().is_ok());
+        assert!(apply(&store, &Policy::default(), nonce, &events)
+            .unwrap()
+            .is_ok());
         let other = [event("2", Kind::Complaint, "bob@example.org")];
         assert!(matches!(
-            apply(&store, nonce, &other).unwrap(),
+            apply(&store, &Policy::default(), nonce, &other).unwrap(),
             Err(Refusal::Forbidden(_))
         ));
         assert!(!store.is_suppressed("bob@example.org").unwrap());

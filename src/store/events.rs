@@ -3,7 +3,7 @@
 //! the second time; the nonces a provider's signature carries, so a captured request
 //! cannot be replayed; and the journal look-ups that attribute an event to a send.
 
-use super::{address_key, Store};
+use super::{address_key, Store, REAL};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
@@ -56,8 +56,10 @@ pub struct ProviderEvent {
     /// The edition the event was attributed to; none when this newsletter never sent
     /// to the recipient.
     pub edition: Option<String>,
-    /// What applying it did: `suppressed`, `already-suppressed`, `recorded` or
-    /// `unattributed`.
+    /// What applying it did: `suppressed`, `already-suppressed` (an unsubscribe),
+    /// `counted` (by the `[bounces]` policy, below its threshold), `not-sent`,
+    /// `duplicate` or `unattributed`. The policy's own record of a bounce or complaint
+    /// is in `bounce_events` (store/bounces.rs).
     pub outcome: String,
 }
 
@@ -127,7 +129,7 @@ impl Store {
         Ok(added == 1)
     }
 
-    /// The edition whose message to `recipient` carried `message_id`, if any.
+    /// The edition whose real-send message to `recipient` carried `message_id`, if any.
     pub fn edition_by_message_id(
         &self,
         message_id: &str,
@@ -136,13 +138,17 @@ impl Store {
         Ok(self
             .conn
             .prepare_cached(
-                "SELECT edition FROM journal WHERE message_id = ?1 AND address_key = ?2 LIMIT 1",
+                "SELECT edition FROM journal
+                 WHERE message_id = ?1 AND address_key = ?2 AND namespace = ?3 LIMIT 1",
             )?
-            .query_row(params![message_id, address_key(recipient)], |r| r.get(0))
+            .query_row(params![message_id, address_key(recipient), REAL], |r| {
+                r.get(0)
+            })
             .optional()?)
     }
 
-    /// The latest edition a message to `recipient` was made for since `since`.
+    /// The latest edition whose real send made a message to `recipient` since `since`
+    /// (test sends go to the editors, not to readers).
     pub fn recent_edition_for(
         &self,
         recipient: &str,
@@ -155,9 +161,12 @@ impl Store {
             .prepare_cached(
                 "SELECT edition FROM journal
                  WHERE address_key = ?1 AND message_id IS NOT NULL AND updated_at >= ?2
+                   AND namespace = ?3
                  ORDER BY updated_at DESC LIMIT 1",
             )?
-            .query_row(params![address_key(recipient), ts(since)], |r| r.get(0))
+            .query_row(params![address_key(recipient), ts(since), REAL], |r| {
+                r.get(0)
+            })
             .optional()?)
     }
 

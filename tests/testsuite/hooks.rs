@@ -24,17 +24,23 @@ const CERT_URL: &str =
 fn sent(hooks: &str) -> (Newsletter, BTreeMap<String, String>) {
     let nl = Newsletter::generated(3, None);
     assert_eq!(code(&nl.run(&["send", "--edition", "e1"])), Some(0));
+    let ids = outbox_ids(&nl, "e1");
+    assert_eq!(ids.len(), 3);
+    let config = nl.read("brief.toml");
+    nl.write("brief.toml", &format!("{config}\n[hooks]\n{hooks}\n"));
+    (nl, ids)
+}
+
+/// Each reader's Message-ID in the outbox copy of `edition`.
+fn outbox_ids(nl: &Newsletter, edition: &str) -> BTreeMap<String, String> {
     let mut ids = BTreeMap::new();
-    for (_, path) in files(&nl.root().join("outbox/e1")) {
+    for (_, path) in files(&nl.root().join("outbox").join(edition)) {
         let msg = std::fs::read_to_string(path).unwrap();
         let to = header(&msg, "To").unwrap();
         let to = to.rsplit('<').next().unwrap().trim_end_matches('>');
         ids.insert(to.to_string(), header(&msg, "Message-ID").unwrap());
     }
-    assert_eq!(ids.len(), 3);
-    let config = nl.read("brief.toml");
-    nl.write("brief.toml", &format!("{config}\n[hooks]\n{hooks}\n"));
-    (nl, ids)
+    ids
 }
 
 fn epoch(now: &str) -> i64 {
@@ -196,7 +202,7 @@ fn mailgun_accepts_signed_events_and_refuses_forged_stale_and_replayed_ones() {
         kinds,
         [
             ("hard", "suppressed", Some("5.1.1")),
-            ("soft", "recorded", Some("5.1.1")),
+            ("soft", "counted", Some("5.1.1")),
             ("hard", "unattributed", Some("5.1.1")),
             ("complaint", "suppressed", None),
             ("unsubscribe", "already-suppressed", None),
@@ -216,6 +222,82 @@ fn mailgun_accepts_signed_events_and_refuses_forged_stale_and_replayed_ones() {
     }
     let huge = vec![b' '; 1024 * 1024 + 1];
     assert_eq!(post(&server, "mailgun", &[JSON], &huge).status, 413);
+}
+
+/// Provider events go through the same `[bounces]` policy as mailed bounces: counted
+/// by `brief status`, suppressing with source `bounce` and the status, soft ones only
+/// three editions in a row (the default `soft = 3`), a redelivery counted once.
+#[test]
+fn provider_events_go_through_the_bounce_policy_and_count_in_status() {
+    let (nl, e1) = sent("mailgun_signing_key_env = \"BRIEF_SECRET\"");
+    let mut ids = BTreeMap::from([("e1", e1)]);
+    for (edition, day) in [("e2", "2026-11-21"), ("e3", "2026-11-22")] {
+        nl.write(
+            &format!("editions/{edition}.md"),
+            &format!("+++\ntitle = \"Issue {edition}\"\ndate = {day}\n+++\n\nMore trains.\n"),
+        );
+        let at = format!("{day}T09:00:00Z");
+        assert_eq!(
+            code(&nl.run_at(&at, &["send", "--edition", edition])),
+            Some(0)
+        );
+        ids.insert(edition, outbox_ids(&nl, edition));
+    }
+    let server = nl.serve();
+    let now = epoch(NOW);
+    let (ann, bob, cat) = (
+        "reader0000@example.org",
+        "reader0001@example.org",
+        "reader0002@example.org",
+    );
+    let mut token = 0;
+    let mut deliver = |event: &Value| {
+        token += 1;
+        let body = mailgun(SECRET, now, &format!("tok-{token}"), event);
+        let res = post(&server, "mailgun", &[JSON], &body);
+        assert_eq!(res.status, 200, "{}", res.body);
+        res.body
+    };
+
+    // A hard bounce for e1, delivered twice by the provider.
+    let hard = mailgun_failed("hard-ann", "permanent", ann, &ids["e1"][ann]);
+    assert!(deliver(&hard).contains("suppressed 1"));
+    assert!(deliver(&hard).contains("duplicates 1"));
+    let status = nl.status(false);
+    assert_eq!(n(&status, "bounced_async"), 1, "{status}");
+    assert_eq!(n(&status, "suppressed_by_bounces"), 1, "{status}");
+    let list = nl.suppressions();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["address"], ann);
+    assert_eq!(list[0]["source"], "bounce");
+    assert_eq!(list[0]["edition"], "e1");
+    assert_eq!(list[0]["status"], "5.1.1");
+
+    // Soft bounces: bob's in all three editions suppress at the third, cat's one does not.
+    let soft = |edition: &str, who: &str| {
+        let id = format!("soft-{edition}-{who}");
+        mailgun_failed(&id, "temporary", who, &ids[edition][who])
+    };
+    assert!(deliver(&soft("e1", cat)).contains("suppressed 0"));
+    for edition in ["e1", "e2"] {
+        assert!(deliver(&soft(edition, bob)).contains("suppressed 0"));
+    }
+    assert!(!suppressed(&nl).contains_key(bob));
+    assert!(deliver(&soft("e3", bob)).contains("suppressed 1"));
+    assert!(deliver(&soft("e3", bob)).contains("duplicates 1"));
+    let list = suppressed(&nl);
+    assert_eq!(
+        list.get(bob),
+        Some(&("bounce".to_string(), "e3".to_string()))
+    );
+    assert!(!list.contains_key(cat), "{list:?}");
+    let status = nl.status(false);
+    assert_eq!(n(&status, "bounced_async"), 3, "{status}");
+    assert_eq!(n(&status, "suppressed_by_bounces"), 1, "{status}");
+    let out = nl.run(&["status", "--edition", "e3", "--json"]);
+    let e3: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(n(&e3, "bounced_async"), 1, "{e3}");
+    assert_eq!(n(&e3, "suppressed_by_bounces"), 1, "{e3}");
 }
 
 // --- Postmark ------------------------------------------------------------------------
@@ -714,7 +796,7 @@ fn ses_verifies_sns_signatures_v1_and_v2_and_trusts_only_sns_hosts() {
         .unwrap();
     assert_eq!(
         (soft.kind.as_str(), soft.outcome.as_str()),
-        ("soft", "recorded")
+        ("soft", "counted")
     );
 
     // A subscription is confirmed only for the configured topic, and only by a GET to
