@@ -127,7 +127,7 @@ fn send_report(config: &Config, notifier: &Notifier, store: &Store, run: &Run) -
     ] {
         body.push_str(&format!("{label:>13}: {n}\n"));
     }
-    // Bounces that come back after acceptance are read later by `brief bounces`.
+    // Bounces after acceptance arrive later (`brief bounces`, provider webhooks).
     let later = store.bounce_counts(slug)?;
     body.push_str(&format!(
         "\nBounced after acceptance so far: {}\nComplaints: {}\nSuppressed by bounces and complaints: {}\n\n",

@@ -4,19 +4,20 @@ use super::{NewRecipient, Store};
 use anyhow::Result;
 
 impl Store {
-    /// The recipients who got `edition`: accepted by the relay (`sent`), minus those a
-    /// provider reported as hard-bounced for it after acceptance, in journal order,
+    /// The recipients who got `edition`: accepted by the relay (`sent`), minus those
+    /// that hard-bounced for it after acceptance (a returned DSN or a provider's event,
+    /// both recorded by the bounce policy, also after a resubscribe), in journal order,
     /// with their name and fields. This is the one place that defines "delivered".
     pub fn accepted_recipients(&self, edition: &str, namespace: &str) -> Result<Vec<NewRecipient>> {
         // A store last written by an older brief (opened read-only) has no events table.
         let events: i64 = self.conn.query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'provider_events'",
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'bounce_events'",
             [],
             |r| r.get(0),
         )?;
         let bounced_after = if events == 1 {
-            "AND NOT EXISTS (SELECT 1 FROM provider_events p WHERE p.edition = j.edition
-                 AND p.address_key = j.address_key AND p.kind = 'hard')"
+            "AND NOT EXISTS (SELECT 1 FROM bounce_events b WHERE b.edition = j.edition
+                 AND b.address_key = j.address_key AND b.kind = 'hard')"
         } else {
             ""
         };
@@ -77,22 +78,21 @@ mod tests {
             .map(|(e, s)| Update::new(e.id, s, crate::clock::now()))
             .collect();
         store.apply(&updates).unwrap();
-        // A's message bounced after the relay accepted it.
-        store
-            .record_event(&crate::store::ProviderEvent {
-                provider: "ses".into(),
-                event_id: "1".into(),
-                kind: "hard".into(),
-                recipient: Some("a@x.org".into()),
-                status: None,
-                diagnostic: None,
-                message_id: None,
-                occurred_at: None,
-                received_at: crate::clock::now(),
-                edition: Some("e1".into()),
-                outcome: "suppressed".into(),
-            })
-            .unwrap();
+        // A's message bounced after the relay accepted it (a returned DSN); C only
+        // bounced softly, which does not make the edition undelivered.
+        for (key, address, kind) in [("m1", "a@x.org", "hard"), ("m2", "c@x.org", "soft")] {
+            store
+                .record_bounce(&crate::store::BounceEvent {
+                    key,
+                    address,
+                    edition: "e1",
+                    kind,
+                    status: Some("5.1.1"),
+                    diagnostic: None,
+                    at: crate::clock::now(),
+                })
+                .unwrap();
+        }
         let accepted: Vec<String> = store
             .accepted_recipients("e1", REAL)
             .unwrap()
