@@ -12,8 +12,8 @@
 //! and delivered through the send path ([`crate::send::Plan::prepare_correction`]).
 
 use crate::compile;
-use crate::compose::markdown;
 use crate::compose::templates::{Kind, Source};
+use crate::compose::{markdown, NewsletterView};
 use crate::config::Config;
 use crate::diag::{toml_error, Diagnostic, Diagnostics};
 use crate::edition::{self, Edition};
@@ -198,14 +198,6 @@ struct View<'a> {
 }
 
 #[derive(Serialize)]
-struct NewsletterView<'a> {
-    name: &'a str,
-    postal_address: &'a str,
-    base_url: &'a str,
-    language: &'a str,
-}
-
-#[derive(Serialize)]
 struct EditionView<'a> {
     slug: &'a str,
     title: &'a str,
@@ -268,12 +260,7 @@ pub fn message(config: &Config, edition: &Edition, correction: &Correction) -> R
     let subject = format!("Correction: {}", edition.title);
     let n = &config.newsletter;
     let view = View {
-        newsletter: NewsletterView {
-            name: &n.name,
-            postal_address: &n.postal_address,
-            base_url: &n.base_url,
-            language: &n.language,
-        },
+        newsletter: NewsletterView::new(n),
         edition: EditionView {
             slug: &edition.slug,
             title: &edition.title,

@@ -250,12 +250,24 @@ pub struct WebView {
     pub feed_url: String,
 }
 
+/// The newsletter as templates see it (`newsletter.*`), for editions and corrections.
 #[derive(Serialize)]
-struct NewsletterView<'a> {
+pub(crate) struct NewsletterView<'a> {
     name: &'a str,
     postal_address: &'a str,
     base_url: &'a str,
     language: &'a str,
+}
+
+impl<'a> NewsletterView<'a> {
+    pub(crate) fn new(n: &'a crate::config::Newsletter) -> Self {
+        NewsletterView {
+            name: &n.name,
+            postal_address: &n.postal_address,
+            base_url: &n.base_url,
+            language: &n.language,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -318,12 +330,7 @@ impl<'a> View<'a> {
     ) -> View<'a> {
         let n = &config.newsletter;
         View {
-            newsletter: NewsletterView {
-                name: &n.name,
-                postal_address: &n.postal_address,
-                base_url: &n.base_url,
-                language: &n.language,
-            },
+            newsletter: NewsletterView::new(n),
             edition: EditionView {
                 slug: &e.slug,
                 title: &e.title,
