@@ -34,39 +34,13 @@ fn default_composer() -> &'static Composer {
     })
 }
 
-/// A temp copy of the sample newsletter: brief.toml, the editions, the editors list
-/// and the first rows of the readers list (no templates: the built-in ones are used).
+/// The sample newsletter with its editions and twenty readers.
 fn newsletter() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let root = repo();
-    std::fs::copy(root.join("brief.toml"), dir.path().join("brief.toml")).unwrap();
-    for sub in ["editions", "subscribers"] {
-        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
-    }
-    for entry in std::fs::read_dir(root.join("editions")).unwrap() {
-        let p = entry.unwrap().path();
-        std::fs::copy(&p, dir.path().join("editions").join(p.file_name().unwrap())).unwrap();
-    }
-    std::fs::copy(
-        root.join("subscribers/editors.csv"),
-        dir.path().join("subscribers/editors.csv"),
-    )
-    .unwrap();
-    let readers = std::fs::read_to_string(root.join("subscribers/readers.csv")).unwrap();
-    let head: String = readers.lines().take(21).flat_map(|l| [l, "\n"]).collect();
-    std::fs::write(dir.path().join("subscribers/readers.csv"), head).unwrap();
-    dir
+    crate::harness::sample_folder(&[], 20)
 }
 
-/// brief as a user runs it in `dir`: no secret and no clock override (unlike the
-/// harness's command builder), so the snapshotted output carries no test setting.
 fn brief(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_brief"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("BRIEF_SECRET")
-        .output()
-        .expect("run brief")
+    crate::harness::brief_as_user(dir, args)
 }
 
 fn stderr(o: &Output) -> String {

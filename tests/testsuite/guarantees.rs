@@ -3,7 +3,7 @@
 //! (which `dispatch` runs) refuse an override that drops them, naming the template.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -11,35 +11,13 @@ fn repo() -> PathBuf {
 
 /// The sample newsletter with a short readers list and no template overrides.
 fn newsletter() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let root = repo();
-    std::fs::copy(root.join("brief.toml"), dir.path().join("brief.toml")).unwrap();
-    for sub in ["editions", "subscribers", "templates"] {
-        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
-    }
-    std::fs::copy(
-        root.join("editions/2026-11-20.md"),
-        dir.path().join("editions/2026-11-20.md"),
-    )
-    .unwrap();
-    std::fs::copy(
-        root.join("subscribers/editors.csv"),
-        dir.path().join("subscribers/editors.csv"),
-    )
-    .unwrap();
-    let readers = std::fs::read_to_string(root.join("subscribers/readers.csv")).unwrap();
-    let head: String = readers.lines().take(3).flat_map(|l| [l, "\n"]).collect();
-    std::fs::write(dir.path().join("subscribers/readers.csv"), head).unwrap();
+    let dir = crate::harness::sample_folder(&["2026-11-20"], 2);
+    std::fs::create_dir_all(dir.path().join("templates")).unwrap();
     dir
 }
 
 fn brief(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_brief"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("BRIEF_SECRET")
-        .output()
-        .expect("run brief")
+    crate::harness::brief_as_user(dir, args)
 }
 
 fn default_template(file: &str) -> String {

@@ -737,3 +737,50 @@ pub fn header(msg: &str, name: &str) -> Option<String> {
         .find(|l| l.to_lowercase().starts_with(&prefix))
         .map(|l| l[prefix.len()..].trim().to_string())
 }
+
+/// A temp copy of the sample newsletter as a user has it: brief.toml, the named
+/// editions (every one when `editions` is empty), the editors list and the first
+/// `readers` rows of the readers list; no templates (the built-in ones are used).
+pub fn sample_folder(editions: &[&str], readers: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(root.join("brief.toml"), dir.path().join("brief.toml")).unwrap();
+    for sub in ["editions", "subscribers"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    for entry in std::fs::read_dir(root.join("editions")).unwrap() {
+        let path = entry.unwrap().path();
+        let slug = path.file_stem().unwrap().to_string_lossy().into_owned();
+        if editions.is_empty() || editions.contains(&slug.as_str()) {
+            std::fs::copy(
+                &path,
+                dir.path().join("editions").join(path.file_name().unwrap()),
+            )
+            .unwrap();
+        }
+    }
+    std::fs::copy(
+        root.join("subscribers/editors.csv"),
+        dir.path().join("subscribers/editors.csv"),
+    )
+    .unwrap();
+    let list = std::fs::read_to_string(root.join("subscribers/readers.csv")).unwrap();
+    let head: String = list
+        .lines()
+        .take(readers + 1)
+        .flat_map(|l| [l, "\n"])
+        .collect();
+    std::fs::write(dir.path().join("subscribers/readers.csv"), head).unwrap();
+    dir
+}
+
+/// brief as a user runs it in `dir`: no secret and no clock override (unlike
+/// [`Newsletter::command`]), so output carries no test setting.
+pub fn brief_as_user(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_brief"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("BRIEF_SECRET")
+        .output()
+        .expect("run brief")
+}

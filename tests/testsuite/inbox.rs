@@ -11,10 +11,6 @@ use std::time::{Duration, Instant};
 
 const EDITIONS: [&str; 2] = ["2026-11-20", "2026-12-04"];
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn need(tool: &str) {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
@@ -29,24 +25,7 @@ fn need(tool: &str) {
 /// The sample newsletter with two readers, both editions sent to the outbox.
 /// Returns the folder and one message per edition.
 fn outbox() -> (tempfile::TempDir, Vec<PathBuf>) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = repo();
-    std::fs::copy(root.join("brief.toml"), dir.path().join("brief.toml")).unwrap();
-    for sub in ["editions", "subscribers"] {
-        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
-    }
-    for e in EDITIONS {
-        let file = format!("editions/{e}.md");
-        std::fs::copy(root.join(&file), dir.path().join(&file)).unwrap();
-    }
-    std::fs::copy(
-        root.join("subscribers/editors.csv"),
-        dir.path().join("subscribers/editors.csv"),
-    )
-    .unwrap();
-    let readers = std::fs::read_to_string(root.join("subscribers/readers.csv")).unwrap();
-    let head: String = readers.lines().take(3).flat_map(|l| [l, "\n"]).collect();
-    std::fs::write(dir.path().join("subscribers/readers.csv"), head).unwrap();
+    let dir = crate::harness::sample_folder(&EDITIONS, 2);
     let mut messages = Vec::new();
     for e in EDITIONS {
         let o = brief(dir.path(), &["send", "--edition", e]);
@@ -62,12 +41,7 @@ fn outbox() -> (tempfile::TempDir, Vec<PathBuf>) {
 }
 
 fn brief(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_brief"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("BRIEF_SECRET")
-        .output()
-        .expect("run brief")
+    crate::harness::brief_as_user(dir, args)
 }
 
 /// SpamAssassin's rules that say nothing about the message itself here: it was
