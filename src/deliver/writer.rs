@@ -5,11 +5,15 @@
 //! forget, and are durable once a later acknowledgement arrives or the writer is
 //! closed. Reads that must see every earlier change (the next page of due
 //! recipients) go through the same queue, in order.
+//!
+//! An acknowledgement also waits for the journal's high-water mark (see
+//! `store::mark`), a second fsync: a helper thread does it while the writer commits
+//! the next transaction, so a mark waits for about one commit, not two.
 
-use crate::store::{Entry, Store, Update};
+use crate::store::{Entry, HighWater, Store, Update};
 use anyhow::{anyhow, Result};
 use chrono::{DateTime, Utc};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use tokio::sync::oneshot;
 
 enum Request {
@@ -104,10 +108,33 @@ impl JournalWriterThread {
     }
 }
 
+/// The first failure, shared by the writer and its high-water thread: from then on
+/// nothing is acknowledged and every request gets the error.
+type Failure = Arc<Mutex<Option<anyhow::Error>>>;
+
+/// A committed transaction's acknowledgements, sent once its high-water mark is
+/// durable.
+struct Committed {
+    mark: Option<HighWater>,
+    acks: Vec<(i64, oneshot::Sender<bool>)>,
+    suppressed: Vec<i64>,
+}
+
 fn run(store: Store, edition: &str, namespace: &str, rx: mpsc::Receiver<Request>) -> Result<Store> {
+    let failure: Failure = Arc::default();
+    let (committed, to_mark) = mpsc::channel();
+    let marker = {
+        let failure = failure.clone();
+        std::thread::Builder::new()
+            .name("brief-journal-mark".into())
+            .spawn(move || record_marks(to_mark, &failure))
+            .expect("spawning a thread")
+    };
     let mut updates: Vec<Update> = Vec::new();
     let mut acks: Vec<(i64, oneshot::Sender<bool>)> = Vec::new();
-    let mut failure: Option<anyhow::Error> = None;
+    let commit = |updates: &mut Vec<Update>, acks: &mut Vec<(i64, oneshot::Sender<bool>)>| {
+        commit(&store, updates, acks, &failure, &committed)
+    };
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         while let Some(req) = next.take() {
@@ -123,8 +150,8 @@ fn run(store: Store, edition: &str, namespace: &str, rx: mpsc::Receiver<Request>
                     limit,
                     reply,
                 } => {
-                    commit(&store, &mut updates, &mut acks, &mut failure);
-                    let page = match &failure {
+                    commit(&mut updates, &mut acks);
+                    let page = match &*failure.lock().expect("lock") {
                         Some(e) => Err(anyhow!("{e:#}")),
                         None => store.due(edition, namespace, after, now, include_in_doubt, limit),
                     };
@@ -135,50 +162,90 @@ fn run(store: Store, edition: &str, namespace: &str, rx: mpsc::Receiver<Request>
                 next = rx.try_recv().ok();
             }
         }
-        commit(&store, &mut updates, &mut acks, &mut failure);
+        commit(&mut updates, &mut acks);
     }
-    commit(&store, &mut updates, &mut acks, &mut failure);
-    match failure {
+    commit(&mut updates, &mut acks);
+    drop(committed);
+    marker
+        .join()
+        .map_err(|_| anyhow!("the journal's high-water thread panicked"))?;
+    let failed = failure.lock().expect("lock").take();
+    match failed {
         Some(e) => Err(e),
         None => Ok(store),
     }
 }
 
-/// Applies the gathered changes in one transaction and acknowledges them, once the
-/// journal's high-water mark covers them. A change that cannot be committed within
-/// the store's busy timeout (another process holding the write lock) is a failure:
-/// nothing is acknowledged again (the waiting senders stop, sending nothing more),
-/// and every later request gets the error.
+/// Applies the gathered changes in one transaction and hands their acknowledgements
+/// to the high-water thread. A change that cannot be committed within the store's
+/// busy timeout (another process holding the write lock) is a failure.
 fn commit(
     store: &Store,
     updates: &mut Vec<Update>,
     acks: &mut Vec<(i64, oneshot::Sender<bool>)>,
-    failure: &mut Option<anyhow::Error>,
+    failure: &Failure,
+    committed: &mpsc::Sender<Committed>,
 ) {
-    let mut suppressed = Vec::new();
-    if failure.is_none() && !updates.is_empty() {
-        let committed = store.apply(updates).and_then(|ids| {
-            if !acks.is_empty() {
-                store.record_high_water()?;
-            }
-            Ok(ids)
-        });
-        match committed {
-            Ok(ids) => suppressed = ids,
-            Err(e) => {
-                *failure = Some(e.context(format!(
-                    "the journal {} could not be written (its write lock was held too long by another process, or the disk failed); the run stopped, and a later run resumes where it stopped",
-                    store.name()
-                )))
-            }
-        }
+    if updates.is_empty() && acks.is_empty() {
+        return;
     }
-    updates.clear();
-    if failure.is_none() {
-        for (id, ack) in acks.drain(..) {
-            let _ = ack.send(!suppressed.contains(&id));
-        }
+    let healthy = failure.lock().expect("lock").is_none();
+    let applied = if healthy {
+        Some(store.apply(updates))
     } else {
-        acks.clear();
+        None
+    };
+    updates.clear();
+    let acks = std::mem::take(acks);
+    match applied {
+        Some(Ok(suppressed)) if !acks.is_empty() => {
+            let _ = committed.send(Committed {
+                mark: store.high_water(),
+                acks,
+                suppressed,
+            });
+        }
+        Some(Err(e)) => fail(failure, e, store),
+        _ => {}
+    }
+}
+
+fn fail(failure: &Failure, e: anyhow::Error, store: &Store) {
+    failure.lock().expect("lock").get_or_insert(e.context(format!(
+        "the journal {} could not be written (its write lock was held too long by another process, or the disk failed); the run stopped, and a later run resumes where it stopped",
+        store.name()
+    )));
+}
+
+/// The high-water thread: makes each committed step durable in the mark file, then
+/// acknowledges that commit's marks, in commit order. Commits that queued up while
+/// it synced share one sync (the mark only moves up).
+fn record_marks(committed: mpsc::Receiver<Committed>, failure: &Failure) {
+    while let Ok(first) = committed.recv() {
+        let mut batch = vec![first];
+        batch.extend(committed.try_iter());
+        let mark = batch.iter().rev().find_map(|c| c.mark.as_ref());
+        let recorded = match (failure.lock().expect("lock").is_none(), mark) {
+            (false, _) => false,
+            (true, None) => true,
+            (true, Some(m)) => match m.record() {
+                Ok(()) => true,
+                Err(e) => {
+                    failure.lock().expect("lock").get_or_insert(e.context(
+                        "the journal's high-water mark could not be written; the run stopped, and a later run resumes where it stopped",
+                    ));
+                    false
+                }
+            },
+        };
+        if !recorded {
+            // Dropped unanswered: the waiting senders stop and send nothing more.
+            continue;
+        }
+        for c in batch {
+            for (id, ack) in c.acks {
+                let _ = ack.send(!c.suppressed.contains(&id));
+            }
+        }
     }
 }
