@@ -121,12 +121,14 @@ if has throughput; then
       rm -rf "$work/c$conc"
       make_newsletter "$work/c$conc" "$N" smtp "$conc"
       t0=$(now)
-      (cd "$work/c$conc" && "$BIN" -q send --edition bench >/dev/null)
+      (cd "$work/c$conc" && "$BIN" -vv send --edition bench >/dev/null 2>"$work/send.log")
       t1=$(now)
       br=$(rate "$N" "$t0" "$t1")
       ratio=$(python3 -c "print(round($br/$src, 2))")
       ratios+=("$ratio")
-      echo "concurrency $conc round $round: smtp-source $src msg/s, brief send $br msg/s (ratio $ratio), $N messages (load $(cut -d' ' -f1 /proc/loadavg))"
+      # brief -vv: the share of the connections' time spent waiting for in-doubt marks.
+      waited=$(grep -o '([0-9]* %) waiting' "$work/send.log" | tr -dc '0-9' || true)
+      echo "concurrency $conc round $round: smtp-source $src msg/s, brief send $br msg/s (ratio $ratio), $N messages, ${waited:-?} % of connection time waiting for in-doubt marks (load $(cut -d' ' -f1 /proc/loadavg))"
     done
     echo "concurrency $conc: median ratio $(median "${ratios[@]}") over $ROUNDS rounds"
   done

@@ -284,6 +284,10 @@ struct Ctx {
     rate: rate::RateLimiter,
     stop: AtomicBool,
     attempted: AtomicU64,
+    /// Time the connections spent in SMTP transactions, and the part of it they
+    /// waited for in-doubt marks to be committed (nanoseconds; `-v` prints both).
+    in_transactions: AtomicU64,
+    waiting_for_marks: AtomicU64,
     session_failure: Mutex<Option<String>>,
     stopped: Mutex<Option<String>>,
     fatal: Mutex<Option<anyhow::Error>>,
@@ -580,6 +584,8 @@ pub fn run(store: Store, job: Job, transport: Transport) -> Result<(Store, Repor
         writer,
         stop: AtomicBool::new(false),
         attempted: AtomicU64::new(0),
+        in_transactions: AtomicU64::new(0),
+        waiting_for_marks: AtomicU64::new(0),
         session_failure: Mutex::new(None),
         stopped: Mutex::new(None),
         fatal: Mutex::new(None),
@@ -590,6 +596,18 @@ pub fn run(store: Store, job: Job, transport: Transport) -> Result<(Store, Repor
     runtime.block_on(drive(ctx.clone(), first_page, concurrency));
     ctx.progress.finish_and_clear();
     report.attempted = ctx.attempted.load(Ordering::Relaxed);
+    if matches!(ctx.transport, Transport::Smtp(_)) {
+        let seconds = |n: &AtomicU64| n.load(Ordering::Relaxed) as f64 / 1e9;
+        let (busy, waiting) = (
+            seconds(&ctx.in_transactions),
+            seconds(&ctx.waiting_for_marks),
+        );
+        tracing::debug!(
+            "{} messages over {concurrency} connections: {busy:.2} s in SMTP transactions, {waiting:.2} s of it ({:.0} %) waiting for in-doubt marks to be committed",
+            report.attempted,
+            100.0 * waiting / busy.max(1e-9)
+        );
+    }
     report.session_failure = ctx.session_failure.lock().expect("lock").take();
     report.stopped = ctx.stopped.lock().expect("lock").take();
     let fatal = ctx.fatal.lock().expect("lock").take();
@@ -881,6 +899,7 @@ async fn smtp_one(
             },
         };
         let mut suppressed = false;
+        let started = std::time::Instant::now();
         let outcome = c
             .send(
                 &smtp::MailFrom {
@@ -890,7 +909,10 @@ async fn smtp_one(
                 &entry.address,
                 ctx.job.prepared.slices(rendered),
                 async {
+                    let waiting = std::time::Instant::now();
                     let go = durable.await;
+                    ctx.waiting_for_marks
+                        .fetch_add(nanos(waiting.elapsed()), Ordering::Relaxed);
                     suppressed = matches!(go, Ok(false));
                     matches!(go, Ok(true))
                 },
@@ -903,6 +925,8 @@ async fn smtp_one(
                 }),
             )
             .await;
+        ctx.in_transactions
+            .fetch_add(nanos(started.elapsed()), Ordering::Relaxed);
         if c.broken {
             *conn = None;
         }
@@ -961,6 +985,10 @@ async fn smtp_one(
         }
         return true;
     }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Writes one message atomically (temporary file, then rename). The name comes from

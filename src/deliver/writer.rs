@@ -249,3 +249,64 @@ fn record_marks(committed: mpsc::Receiver<Committed>, failure: &Failure) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NewRecipient, State, REAL};
+
+    /// Every acknowledged in-doubt mark is covered by the high-water mark file by the
+    /// time its sender hears of it, though that fsync runs on another thread.
+    #[test]
+    fn an_acknowledged_mark_is_already_in_the_high_water_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("brief.db");
+        let store = Store::open(&db).unwrap();
+        let now = crate::clock::now();
+        let mut readers = (0..50).map(|i| NewRecipient {
+            address: format!("r{i}@x.org"),
+            name: String::new(),
+            fields: "{}".into(),
+        });
+        store
+            .freeze("e", REAL, now, &mut readers, &mut || 0)
+            .unwrap();
+        let ids: Vec<i64> = store
+            .due("e", REAL, 0, now, false, 50)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        let (writer, thread) = JournalWriter::spawn(store, "e", REAL);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mark_file = dir.path().join("brief.db.mark");
+        let marked = || -> i64 {
+            std::fs::read_to_string(&mark_file)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        let mut last = 0;
+        for pair in ids.chunks(2) {
+            // A fire-and-forget change, then a mark that must wait for the fsync.
+            writer
+                .record(Update::new(pair[0], State::Sent, now))
+                .unwrap();
+            let mut mark = Update::new(pair[1], State::InDoubt, now);
+            mark.unless_suppressed = true;
+            let durable = writer.durable(mark).unwrap();
+            assert!(runtime.block_on(durable).unwrap());
+            let step = marked();
+            assert!(step > last, "the mark file did not move: {step}");
+            last = step;
+        }
+        drop(writer);
+        let store = thread.join().unwrap();
+        assert_eq!(store.counts("e", REAL).unwrap().in_doubt, 25);
+        store.check_progress().unwrap();
+        assert!(marked() >= last);
+    }
+}
