@@ -285,7 +285,7 @@ struct Ctx {
     stop: AtomicBool,
     attempted: AtomicU64,
     /// Time the connections spent in SMTP transactions, and the part of it they
-    /// waited for in-doubt marks to be committed (nanoseconds; `-v` prints both).
+    /// waited for in-doubt marks to be committed (nanoseconds; `-vv` prints both).
     in_transactions: AtomicU64,
     waiting_for_marks: AtomicU64,
     session_failure: Mutex<Option<String>>,

@@ -108,10 +108,6 @@ impl JournalWriterThread {
     }
 }
 
-/// The first failure, shared by the writer and its high-water thread: from then on
-/// nothing is acknowledged and every request gets the error.
-type Failure = Arc<Mutex<Option<anyhow::Error>>>;
-
 /// A committed transaction's acknowledgements, sent once its high-water mark is
 /// durable.
 struct Committed {
@@ -120,20 +116,34 @@ struct Committed {
     suppressed: Vec<i64>,
 }
 
+/// The way to the high-water thread, and its failure (taken over by the writer at
+/// its next commit).
+struct Marks {
+    tx: mpsc::Sender<Committed>,
+    failure: Arc<Mutex<Option<anyhow::Error>>>,
+}
+
 fn run(store: Store, edition: &str, namespace: &str, rx: mpsc::Receiver<Request>) -> Result<Store> {
-    let failure: Failure = Arc::default();
-    let (committed, to_mark) = mpsc::channel();
+    let (tx, committed) = mpsc::channel();
+    let marks = Marks {
+        tx,
+        failure: Arc::default(),
+    };
     let marker = {
-        let failure = failure.clone();
+        let failure = marks.failure.clone();
         std::thread::Builder::new()
             .name("brief-journal-mark".into())
-            .spawn(move || record_marks(to_mark, &failure))
+            .spawn(move || record_marks(committed, &failure))
             .expect("spawning a thread")
     };
     let mut updates: Vec<Update> = Vec::new();
     let mut acks: Vec<(i64, oneshot::Sender<bool>)> = Vec::new();
-    let commit = |updates: &mut Vec<Update>, acks: &mut Vec<(i64, oneshot::Sender<bool>)>| {
-        commit(&store, updates, acks, &failure, &committed)
+    let mut failure: Option<anyhow::Error> = None;
+    let commit = |store: &Store,
+                  updates: &mut Vec<Update>,
+                  acks: &mut Vec<(i64, oneshot::Sender<bool>)>,
+                  failure: &mut Option<anyhow::Error>| {
+        commit(store, updates, acks, failure, &marks)
     };
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
@@ -150,8 +160,8 @@ fn run(store: Store, edition: &str, namespace: &str, rx: mpsc::Receiver<Request>
                     limit,
                     reply,
                 } => {
-                    commit(&mut updates, &mut acks);
-                    let page = match &*failure.lock().expect("lock") {
+                    commit(&store, &mut updates, &mut acks, &mut failure);
+                    let page = match &failure {
                         Some(e) => Err(anyhow!("{e:#}")),
                         None => store.due(edition, namespace, after, now, include_in_doubt, limit),
                     };
@@ -162,15 +172,19 @@ fn run(store: Store, edition: &str, namespace: &str, rx: mpsc::Receiver<Request>
                 next = rx.try_recv().ok();
             }
         }
-        commit(&mut updates, &mut acks);
+        commit(&store, &mut updates, &mut acks, &mut failure);
     }
-    commit(&mut updates, &mut acks);
-    drop(committed);
+    commit(&store, &mut updates, &mut acks, &mut failure);
+    let Marks {
+        tx,
+        failure: marked,
+    } = marks;
+    drop(tx);
     marker
         .join()
         .map_err(|_| anyhow!("the journal's high-water thread panicked"))?;
-    let failed = failure.lock().expect("lock").take();
-    match failed {
+    let marked = marked.lock().expect("lock").take();
+    match failure.or(marked) {
         Some(e) => Err(e),
         None => Ok(store),
     }
@@ -178,69 +192,61 @@ fn run(store: Store, edition: &str, namespace: &str, rx: mpsc::Receiver<Request>
 
 /// Applies the gathered changes in one transaction and hands their acknowledgements
 /// to the high-water thread. A change that cannot be committed within the store's
-/// busy timeout (another process holding the write lock) is a failure.
+/// busy timeout (another process holding the write lock), or a mark that could not
+/// be written, is a failure: nothing is acknowledged again (the waiting senders stop,
+/// sending nothing more), and every later request gets the error.
 fn commit(
     store: &Store,
     updates: &mut Vec<Update>,
     acks: &mut Vec<(i64, oneshot::Sender<bool>)>,
-    failure: &Failure,
-    committed: &mpsc::Sender<Committed>,
+    failure: &mut Option<anyhow::Error>,
+    marks: &Marks,
 ) {
-    if updates.is_empty() && acks.is_empty() {
+    if failure.is_none() {
+        *failure = marks.failure.lock().expect("lock").take();
+    }
+    let acks = std::mem::take(acks);
+    if failure.is_some() || updates.is_empty() {
+        updates.clear();
         return;
     }
-    let healthy = failure.lock().expect("lock").is_none();
-    let applied = if healthy {
-        Some(store.apply(updates))
-    } else {
-        None
-    };
+    let applied = store.apply(updates);
     updates.clear();
-    let acks = std::mem::take(acks);
     match applied {
-        Some(Ok(suppressed)) if !acks.is_empty() => {
-            let _ = committed.send(Committed {
+        Ok(suppressed) if !acks.is_empty() => {
+            let _ = marks.tx.send(Committed {
                 mark: store.high_water(),
                 acks,
                 suppressed,
             });
         }
-        Some(Err(e)) => fail(failure, e, store),
-        _ => {}
+        Ok(_) => {}
+        Err(e) => {
+            *failure = Some(e.context(format!(
+                "the journal {} could not be written (its write lock was held too long by another process, or the disk failed); the run stopped, and a later run resumes where it stopped",
+                store.name()
+            )))
+        }
     }
-}
-
-fn fail(failure: &Failure, e: anyhow::Error, store: &Store) {
-    failure.lock().expect("lock").get_or_insert(e.context(format!(
-        "the journal {} could not be written (its write lock was held too long by another process, or the disk failed); the run stopped, and a later run resumes where it stopped",
-        store.name()
-    )));
 }
 
 /// The high-water thread: makes each committed step durable in the mark file, then
 /// acknowledges that commit's marks, in commit order. Commits that queued up while
-/// it synced share one sync (the mark only moves up).
-fn record_marks(committed: mpsc::Receiver<Committed>, failure: &Failure) {
+/// it synced share one sync (the mark only moves up). After a failure it
+/// acknowledges nothing more.
+fn record_marks(committed: mpsc::Receiver<Committed>, failure: &Mutex<Option<anyhow::Error>>) {
     while let Ok(first) = committed.recv() {
         let mut batch = vec![first];
         batch.extend(committed.try_iter());
-        let mark = batch.iter().rev().find_map(|c| c.mark.as_ref());
-        let recorded = match (failure.lock().expect("lock").is_none(), mark) {
-            (false, _) => false,
-            (true, None) => true,
-            (true, Some(m)) => match m.record() {
-                Ok(()) => true,
-                Err(e) => {
-                    failure.lock().expect("lock").get_or_insert(e.context(
-                        "the journal's high-water mark could not be written; the run stopped, and a later run resumes where it stopped",
-                    ));
-                    false
-                }
-            },
-        };
-        if !recorded {
-            // Dropped unanswered: the waiting senders stop and send nothing more.
-            continue;
+        if let Some(mark) = batch.iter().rev().find_map(|c| c.mark.as_ref()) {
+            if let Err(e) = mark.record() {
+                *failure.lock().expect("lock") = Some(e.context(
+                    "the journal's high-water mark could not be written; the run stopped, and a later run resumes where it stopped",
+                ));
+                // Dropped unanswered, now and later: the waiting senders stop.
+                for _ in committed.iter() {}
+                return;
+            }
         }
         for c in batch {
             for (id, ack) in c.acks {
