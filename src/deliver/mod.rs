@@ -284,16 +284,16 @@ struct Ctx {
     rate: rate::RateLimiter,
     stop: AtomicBool,
     attempted: AtomicU64,
-    /// Time the connections spent in SMTP transactions, and the part of it they
-    /// waited for in-doubt marks to be committed (nanoseconds; `-vv` prints both).
-    in_transactions: AtomicU64,
-    waiting_for_marks: AtomicU64,
     session_failure: Mutex<Option<String>>,
     stopped: Mutex<Option<String>>,
     fatal: Mutex<Option<anyhow::Error>>,
     streaks: Mutex<Streaks>,
     pause_until: Mutex<Option<tokio::time::Instant>>,
     progress: indicatif::ProgressBar,
+    /// Time the connections spent in SMTP transactions, and the part of it they
+    /// waited for in-doubt marks to be committed (nanoseconds; `-vv` prints both).
+    in_transactions: AtomicU64,
+    waiting_for_marks: AtomicU64,
 }
 
 /// Consecutive failures, across all connections.
@@ -584,30 +584,18 @@ pub fn run(store: Store, job: Job, transport: Transport) -> Result<(Store, Repor
         writer,
         stop: AtomicBool::new(false),
         attempted: AtomicU64::new(0),
-        in_transactions: AtomicU64::new(0),
-        waiting_for_marks: AtomicU64::new(0),
         session_failure: Mutex::new(None),
         stopped: Mutex::new(None),
         fatal: Mutex::new(None),
         streaks: Mutex::new(Streaks::default()),
         pause_until: Mutex::new(None),
         progress,
+        in_transactions: AtomicU64::new(0),
+        waiting_for_marks: AtomicU64::new(0),
     });
     runtime.block_on(drive(ctx.clone(), first_page, concurrency));
     ctx.progress.finish_and_clear();
     report.attempted = ctx.attempted.load(Ordering::Relaxed);
-    if matches!(ctx.transport, Transport::Smtp(_)) {
-        let seconds = |n: &AtomicU64| n.load(Ordering::Relaxed) as f64 / 1e9;
-        let (busy, waiting) = (
-            seconds(&ctx.in_transactions),
-            seconds(&ctx.waiting_for_marks),
-        );
-        tracing::debug!(
-            "{} messages over {concurrency} connections: {busy:.2} s in SMTP transactions, {waiting:.2} s of it ({:.0} %) waiting for in-doubt marks to be committed",
-            report.attempted,
-            100.0 * waiting / busy.max(1e-9)
-        );
-    }
     report.session_failure = ctx.session_failure.lock().expect("lock").take();
     report.stopped = ctx.stopped.lock().expect("lock").take();
     let fatal = ctx.fatal.lock().expect("lock").take();
@@ -676,6 +664,19 @@ async fn drive(ctx: Arc<Ctx>, first_page: Vec<Entry>, concurrency: usize) {
             ctx.fail(anyhow!("a delivery task failed: {e}"));
         }
     }
+    if !matches!(ctx.transport, Transport::Smtp(_)) {
+        return;
+    }
+    let seconds = |n: &AtomicU64| n.load(Ordering::Relaxed) as f64 / 1e9;
+    let (busy, waiting) = (
+        seconds(&ctx.in_transactions),
+        seconds(&ctx.waiting_for_marks),
+    );
+    tracing::debug!(
+        "{} messages over {concurrency} connections: {busy:.2} s in SMTP transactions, {waiting:.2} s of it ({:.0} %) waiting for in-doubt marks to be committed",
+        ctx.attempted.load(Ordering::Relaxed),
+        100.0 * waiting / busy.max(1e-9)
+    );
 }
 
 async fn produce(ctx: &Ctx, first_page: Vec<Entry>, tx: tokio::sync::mpsc::Sender<Entry>) {
