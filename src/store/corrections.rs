@@ -9,18 +9,7 @@ impl Store {
     /// both recorded by the bounce policy, also after a resubscribe), in journal order,
     /// with their name and fields. This is the one place that defines "delivered".
     pub fn accepted_recipients(&self, edition: &str, namespace: &str) -> Result<Vec<NewRecipient>> {
-        // A store last written by an older brief (opened read-only) has no events table.
-        let events: i64 = self.conn.query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'bounce_events'",
-            [],
-            |r| r.get(0),
-        )?;
-        let bounced_after = if events == 1 {
-            "AND NOT EXISTS (SELECT 1 FROM bounce_events b WHERE b.edition = j.edition
-                 AND b.address_key = j.address_key AND b.kind = 'hard')"
-        } else {
-            ""
-        };
+        let bounced_after = self.not_bounced_after()?;
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT j.address, j.name, j.fields FROM journal j
              WHERE j.edition = ?1 AND j.namespace = ?2 AND j.state = 'sent' {bounced_after}
@@ -34,6 +23,37 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// How many recipients got `edition` (as [`Store::accepted_recipients`] counts
+    /// them, without loading them): the "delivered" of sponsor reports.
+    pub fn delivered_count(&self, edition: &str, namespace: &str) -> Result<u64> {
+        let bounced_after = self.not_bounced_after()?;
+        let n: i64 = self.conn.query_row(
+            &format!(
+                "SELECT count(*) FROM journal j
+                 WHERE j.edition = ?1 AND j.namespace = ?2 AND j.state = 'sent' {bounced_after}"
+            ),
+            [edition, namespace],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    /// The journal filter that leaves out hard bounces after acceptance.
+    fn not_bounced_after(&self) -> Result<&'static str> {
+        // A store last written by an older brief (opened read-only) has no events table.
+        let events: i64 = self.conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'bounce_events'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(if events == 1 {
+            "AND NOT EXISTS (SELECT 1 FROM bounce_events b WHERE b.edition = j.edition
+                 AND b.address_key = j.address_key AND b.kind = 'hard')"
+        } else {
+            ""
+        })
     }
 }
 
@@ -100,6 +120,7 @@ mod tests {
             .map(|r| r.address)
             .collect();
         assert_eq!(accepted, ["c@x.org"]);
+        assert_eq!(store.delivered_count("e1", REAL).unwrap(), 1);
         assert!(store.accepted_recipients("e2", REAL).unwrap().is_empty());
     }
 }

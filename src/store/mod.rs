@@ -8,6 +8,7 @@
 //! and its callers do not change.
 
 mod bounces;
+mod clicks;
 mod corrections;
 mod events;
 mod journal;
@@ -16,6 +17,7 @@ mod reports;
 mod suppressions;
 
 pub use bounces::{BounceCounts, BounceEvent, SuppressionReason};
+pub use clicks::{Click, ClickWindow};
 pub use events::ProviderEvent;
 pub use journal::{Counts, Entry, NewRecipient, SendInfo, State, Update, REAL, TEST};
 pub use mark::RolledBack;
@@ -123,6 +125,7 @@ impl Store {
         conn.execute_batch(bounces::SCHEMA)?;
         conn.execute_batch(events::SCHEMA)?;
         conn.execute_batch(mark::SCHEMA)?;
+        conn.execute_batch(clicks::SCHEMA)?;
         Ok(Store {
             conn,
             path: None,
