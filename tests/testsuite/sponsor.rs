@@ -482,3 +482,179 @@ fn chromium_dom(page: &str) -> String {
     );
     dom
 }
+
+const FULL_EDITION: &str = r#"+++
+title = "Night trains are back"
+date = 2026-11-20
+
+[sponsor]
+text = "The **Acme Rail Pass** now covers sleepers."
+url = "https://acme.example/offer"
+
+[roundup]
+[[roundup.items]]
+headline = "Ports agree on shore power."
+text = "Six ports, [one connector](https://ports.example/standard)."
+url = "https://ports.example/news"
+
+[agenda]
+[[agenda.items]]
+when = "09:30"
+text = "Ministers meet; [the agenda](https://council.example/agenda)."
+
+[[read_more]]
+title = "Sleeper carriages"
+url = "https://example.com/sleepers"
++++
+
+Night trains are back: [the full story](https://example.com/story). Write to
+[the desk](mailto:desk@example.org).
+"#;
+
+/// `brief build` of e1 in `nl`: (text part, HTML).
+fn build(nl: &Newsletter) -> (String, String) {
+    let out = nl.run(&["build", "--edition", "e1", "--out", "out"]);
+    assert_eq!(
+        code(&out),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (nl.read("out/email.txt"), nl.read("out/email.html"))
+}
+
+#[test]
+fn tracking_is_off_by_default_utm_alone_and_all_sections_when_asked() {
+    let nl = tracked(None, "");
+    nl.write("editions/e1.md", FULL_EDITION);
+    let plain_config = nl.read("brief.toml");
+
+    // Off by default: every link as written, no size line.
+    let (text, html) = build(&nl);
+    assert!(click_links(&text).is_empty() && click_links(&html).is_empty());
+    assert!(text.contains("https://acme.example/offer\n"), "{text}");
+    assert!(!stdout(&nl.run(&["check"])).contains("with tracking"));
+
+    // UTM parameters alone: the sponsor's link goes straight to the sponsor, tagged.
+    nl.write(
+        "brief.toml",
+        &format!("{plain_config}\n[tracking]\nutm_source = \"brief\"\n"),
+    );
+    let (text, html) = build(&nl);
+    assert!(click_links(&text).is_empty());
+    assert!(
+        text.contains(
+            "https://acme.example/offer?utm_source=brief&utm_medium=email&utm_campaign=e1"
+        ),
+        "{text}"
+    );
+    assert!(html.contains(
+        "https://acme.example/offer?utm_source=brief&amp;utm_medium=email&amp;utm_campaign=e1"
+    ));
+    assert!(text.contains("https://ports.example/news") && !text.contains("ports.example/news?"));
+
+    // Every section: all http(s) links tracked, the same set in both parts; mailto,
+    // the unsubscribe and the web version untouched.
+    nl.write(
+        "brief.toml",
+        &format!("{plain_config}\n[tracking]\nenabled = true\nsections = [\"all\"]\n"),
+    );
+    let (text, html) = build(&nl);
+    let in_text: BTreeSet<String> = click_links(&text).into_iter().collect();
+    let in_html: BTreeSet<String> = click_links(&html).into_iter().collect();
+    assert_eq!(
+        in_text.len(),
+        6,
+        "sponsor, essay, 2 roundup, agenda, read_more: {text}"
+    );
+    assert_eq!(in_text, in_html);
+    for untouched in [
+        "mailto:desk@example.org",
+        "https://news.example.org/brief/e1/",
+        "https://news.example.org/brief/u/",
+    ] {
+        assert!(
+            text.contains(untouched) && html.contains(untouched),
+            "{untouched}"
+        );
+    }
+    for original in [
+        "acme.example",
+        "ports.example",
+        "council.example",
+        "example.com/",
+    ] {
+        assert!(
+            !html.contains(&format!("href=\"https://{original}")),
+            "{original} not tracked"
+        );
+    }
+    let check = stdout(&nl.run(&["check", "--edition", "e1"]));
+    assert!(
+        check.contains("e1: HTML") && check.contains("(6 links tracked"),
+        "{check}"
+    );
+
+    // A test send's links redirect, but its clicks are not counted: the window opens
+    // with the real send.
+    assert_eq!(
+        code(&nl.run(&["send", "--edition", "e1", "--test"])),
+        Some(0)
+    );
+    let link = in_text
+        .iter()
+        .next()
+        .unwrap()
+        .trim_start_matches("https://news.example.org")
+        .to_string();
+    let serve = nl.serve();
+    let res = click(&serve, "GET", &link, "203.0.113.9", BROWSER, &[]);
+    assert_eq!(res.status, 302);
+    drop(serve);
+    let early = nl.run(&["report", "sponsors", "--edition", "e1"]);
+    assert_eq!(code(&early), Some(1));
+    assert!(
+        String::from_utf8_lossy(&early.stderr).contains("e1 has no real send"),
+        "{early:?}"
+    );
+    assert_eq!(code(&nl.run(&["send", "--edition", "e1"])), Some(0));
+    let report = report_json(&nl, NOW);
+    let e = &report["editions"][0];
+    assert_eq!(e["delivered"], 6);
+    assert_eq!(e["links"].as_array().unwrap().len(), 6);
+    assert!(
+        e["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["human_clicks"] == 0 && l["machine_clicks"] == 0),
+        "{e}"
+    );
+    assert_eq!(e["links"][0]["section"], "sponsor", "sponsor links first");
+    for (since, editions) in [
+        ("2026-11-20", 1),
+        ("2026-11-20T09:00:01Z", 0),
+        ("2026-11-21", 0),
+    ] {
+        let out = nl.run(&["report", "sponsors", "--since", since, "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            v["editions"].as_array().unwrap().len(),
+            editions,
+            "--since {since}"
+        );
+    }
+    assert_eq!(
+        code(&nl.run(&["report", "sponsors", "--since", "last week"])),
+        Some(2)
+    );
+    let text_report = stdout(&nl.run(&["report", "sponsors"]));
+    assert!(
+        text_report.contains("e1  sent 2026-11-20 09:00 UTC  delivered 6"),
+        "{text_report}"
+    );
+    assert!(
+        text_report.contains("sponsor acme.example: 0 readers clicked (0.00% click-through)"),
+        "{text_report}"
+    );
+}
