@@ -5,7 +5,7 @@ use crate::cli::SponsorsArgs;
 use anyhow::{Context, Result};
 use brief::config::Config;
 use brief::exit::{Outcome, UsageError};
-use brief::store::Store;
+use brief::store::{Location, Store};
 use brief::tracking::report::{self, Selection};
 use chrono::{DateTime, NaiveDate, Utc};
 
@@ -15,14 +15,15 @@ pub(crate) fn sponsors(config: &Config, args: &SponsorsArgs) -> Result<Outcome> 
         edition: args.edition.as_deref().map(super::status::slug_of),
         since,
     };
-    let path = config.state_path();
-    if !path.exists() {
-        anyhow::bail!(
+    // Reading closes the windows that ended, so the store is opened for writing, but
+    // a report never creates one.
+    let store = match config.state_location()? {
+        Location::Sqlite(path) if !path.exists() => anyhow::bail!(
             "there is no state store at {} yet: nothing has been sent",
             path.display()
-        );
-    }
-    let store = Store::open(&path)?;
+        ),
+        _ => Store::for_config(config)?,
+    };
     let report = report::build(config, &store, &selection, brief::clock::now())?;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);

@@ -2,8 +2,11 @@
 //! table (what a token redirects to), the clicks counted while the edition's reporting
 //! window is open, the per-edition key that makes a click's client label, and, once
 //! the window closes, the unique counts that outlive the labels.
+//!
+//! Every statement is written once with `?N` and run on PostgreSQL as `$N` ([`pg`]).
 
-use super::{Store, REAL};
+use super::pg::{pg_params, Param};
+use super::{Engine, Store, REAL};
 use crate::config::TrackedSection;
 use crate::tracking::TrackedLink;
 use anyhow::{Context, Result};
@@ -30,9 +33,9 @@ CREATE TABLE IF NOT EXISTS clicks (
 );
 CREATE INDEX IF NOT EXISTS clicks_edition ON clicks (edition, at);
 CREATE TABLE IF NOT EXISTS click_windows (
-    edition   TEXT PRIMARY KEY,
+    edition    TEXT PRIMARY KEY,
     client_key TEXT,
-    closed_at TEXT
+    closed_at  TEXT
 );
 CREATE TABLE IF NOT EXISTS click_uniques (
     edition TEXT NOT NULL,
@@ -41,10 +44,47 @@ CREATE TABLE IF NOT EXISTS click_uniques (
     PRIMARY KEY (edition, scope)
 );
 ";
+
+pub(super) const PG_SCHEMA: &str = "
+CREATE TABLE tracked_links (
+    token       TEXT PRIMARY KEY,
+    edition     TEXT NOT NULL,
+    position    BIGINT NOT NULL,
+    section     TEXT NOT NULL,
+    url         TEXT NOT NULL,
+    recorded_at TEXT NOT NULL
+);
+CREATE INDEX tracked_links_edition ON tracked_links (edition);
+CREATE TABLE clicks (
+    id      BIGSERIAL PRIMARY KEY,
+    token   TEXT NOT NULL,
+    edition TEXT NOT NULL,
+    at      TEXT NOT NULL,
+    machine TEXT,
+    client  TEXT
+);
+CREATE INDEX clicks_edition ON clicks (edition, at);
+CREATE TABLE click_windows (
+    edition    TEXT PRIMARY KEY,
+    client_key TEXT,
+    closed_at  TEXT
+);
+CREATE TABLE click_uniques (
+    edition TEXT NOT NULL,
+    scope   TEXT NOT NULL,
+    uniques BIGINT NOT NULL,
+    PRIMARY KEY (edition, scope)
+);
+";
 // `clicks.machine` is NULL for a reader's click, else why it is a machine's (`head`,
 // `prefetch`, `scanner`, `burst`). `clicks.client` and `click_windows.client_key` are
 // NULL once the window is closed; `click_uniques.scope` is a link token or `sponsor`
 // (readers who clicked any sponsor link).
+
+/// A statement written for SQLite (`?N`) as PostgreSQL writes it (`$N`).
+fn pg(sql: &str) -> String {
+    sql.replace('?', "$")
+}
 
 /// One click as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +116,19 @@ fn parse_ts(s: &str) -> DateTime<Utc> {
 }
 
 impl Store {
+    /// Runs a statement that changes rows on either engine; the rows changed.
+    fn click_execute(
+        &self,
+        sql: &str,
+        sqlite: &[&dyn rusqlite::ToSql],
+        pgp: Vec<Param>,
+    ) -> Result<u64> {
+        Ok(match &self.engine {
+            Engine::Sqlite(db) => db.conn.prepare_cached(sql)?.execute(sqlite)? as u64,
+            Engine::Pg(p) => p.execute(&pg(sql), pgp)?,
+        })
+    }
+
     /// Records the tracked links of `edition` (a send does, before its first message);
     /// a token already recorded keeps its destination.
     pub fn record_links(
@@ -84,20 +137,30 @@ impl Store {
         links: &[TrackedLink],
         at: DateTime<Utc>,
     ) -> Result<()> {
+        let sql = "INSERT INTO tracked_links (token, edition, position, section, url, recorded_at)
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (token) DO NOTHING";
         self.transaction(|s| {
-            let mut stmt = s.conn.prepare_cached(
-                "INSERT INTO tracked_links (token, edition, position, section, url, recorded_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (token) DO NOTHING",
-            )?;
             for l in links {
-                stmt.execute(params![
-                    l.token,
-                    edition,
-                    l.position as i64,
-                    l.section.as_str(),
-                    l.url,
-                    ts(at)
-                ])?;
+                let position = l.position as i64;
+                s.click_execute(
+                    sql,
+                    params![
+                        l.token,
+                        edition,
+                        position,
+                        l.section.as_str(),
+                        l.url,
+                        ts(at)
+                    ],
+                    pg_params![
+                        l.token.clone(),
+                        edition.to_string(),
+                        position,
+                        l.section.as_str(),
+                        l.url.clone(),
+                        ts(at)
+                    ],
+                )?;
             }
             Ok(())
         })
@@ -106,29 +169,46 @@ impl Store {
 
     /// The edition and destination of a recorded token.
     pub fn tracked_link(&self, token: &str) -> Result<Option<(String, String)>> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT edition, url FROM tracked_links WHERE token = ?1")?
-            .query_row([token], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?)
+        let sql = "SELECT edition, url FROM tracked_links WHERE token = ?1";
+        Ok(match &self.engine {
+            Engine::Sqlite(db) => db
+                .conn
+                .prepare_cached(sql)?
+                .query_row([token], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?,
+            Engine::Pg(p) => p
+                .query_opt(&pg(sql), pg_params![token.to_string()])?
+                .map(|r| (r.get(0), r.get(1))),
+        })
     }
 
     /// The tracked links of `edition`, in edition order.
     pub fn links_of(&self, edition: &str) -> Result<Vec<TrackedLink>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT token, position, section, url FROM tracked_links WHERE edition = ?1
-             ORDER BY position, recorded_at, token",
-        )?;
-        let rows = stmt.query_map([edition], |r| {
-            let section: String = r.get(2)?;
-            Ok(TrackedLink {
-                token: r.get(0)?,
-                position: r.get::<_, i64>(1)? as usize,
+        let sql = "SELECT token, position, section, url FROM tracked_links WHERE edition = ?1
+                   ORDER BY position, recorded_at, token";
+        let rows: Vec<(String, i64, String, String)> = match &self.engine {
+            Engine::Sqlite(db) => db
+                .conn
+                .prepare_cached(sql)?
+                .query_map([edition], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?,
+            Engine::Pg(p) => p
+                .query(&pg(sql), pg_params![edition.to_string()])?
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                .collect(),
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(token, position, section, url)| TrackedLink {
+                token,
+                position: position as usize,
                 section: TrackedSection::parse(&section).unwrap_or(TrackedSection::Essay),
-                url: r.get(3)?,
+                url,
             })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            .collect())
     }
 
     /// Editions with tracked links and a real send started at or after `since`, oldest
@@ -137,40 +217,70 @@ impl Store {
         &self,
         since: Option<DateTime<Utc>>,
     ) -> Result<Vec<(String, DateTime<Utc>)>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT s.edition, s.started_at FROM sends s
-             WHERE s.namespace = ?1 AND EXISTS (SELECT 1 FROM tracked_links l WHERE l.edition = s.edition)
-             ORDER BY s.started_at, s.edition",
-        )?;
-        let rows = stmt.query_map([REAL], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (edition, started) = row?;
-            let started = parse_ts(&started);
-            if since.is_none_or(|s| started >= s) {
-                out.push((edition, started));
-            }
-        }
-        Ok(out)
+        let sql = "SELECT s.edition, s.started_at FROM sends s
+                   WHERE s.namespace = ?1 AND EXISTS (SELECT 1 FROM tracked_links l WHERE l.edition = s.edition)
+                   ORDER BY s.started_at, s.edition";
+        let rows = self.edition_times(sql)?;
+        Ok(rows
+            .into_iter()
+            .filter(|(_, started)| since.is_none_or(|s| *started >= s))
+            .collect())
+    }
+
+    /// (edition, time) rows of a query whose one parameter is the real namespace.
+    fn edition_times(&self, sql: &str) -> Result<Vec<(String, DateTime<Utc>)>> {
+        let rows: Vec<(String, String)> = match &self.engine {
+            Engine::Sqlite(db) => db
+                .conn
+                .prepare_cached(sql)?
+                .query_map([REAL], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?,
+            Engine::Pg(p) => p
+                .query(&pg(sql), pg_params![REAL])?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect(),
+        };
+        Ok(rows.into_iter().map(|(e, t)| (e, parse_ts(&t))).collect())
+    }
+
+    /// A single optional text of a query with one text parameter (`None` for no row).
+    fn click_text(&self, sql: &str, a: &str, b: Option<&str>) -> Result<Option<Option<String>>> {
+        Ok(match (&self.engine, b) {
+            (Engine::Sqlite(db), None) => db
+                .conn
+                .prepare_cached(sql)?
+                .query_row([a], |r| r.get(0))
+                .optional()?,
+            (Engine::Sqlite(db), Some(b)) => db
+                .conn
+                .prepare_cached(sql)?
+                .query_row([a, b], |r| r.get(0))
+                .optional()?,
+            (Engine::Pg(p), None) => p
+                .query_opt(&pg(sql), pg_params![a.to_string()])?
+                .map(|r| r.get(0)),
+            (Engine::Pg(p), Some(b)) => p
+                .query_opt(&pg(sql), pg_params![a.to_string(), b.to_string()])?
+                .map(|r| r.get(0)),
+        })
     }
 
     /// The reporting window of `edition`: none before its real send started.
     pub fn click_window(&self, edition: &str) -> Result<Option<ClickWindow>> {
-        let started: Option<String> = self
-            .conn
-            .prepare_cached("SELECT started_at FROM sends WHERE edition = ?1 AND namespace = ?2")?
-            .query_row([edition, REAL], |r| r.get(0))
-            .optional()?;
-        let Some(started) = started else {
+        let started = self.click_text(
+            "SELECT started_at FROM sends WHERE edition = ?1 AND namespace = ?2",
+            edition,
+            Some(REAL),
+        )?;
+        let Some(Some(started)) = started else {
             return Ok(None);
         };
-        let closed: Option<Option<String>> = self
-            .conn
-            .prepare_cached("SELECT closed_at FROM click_windows WHERE edition = ?1")?
-            .query_row([edition], |r| r.get(0))
-            .optional()?;
+        let closed = self.click_text(
+            "SELECT closed_at FROM click_windows WHERE edition = ?1",
+            edition,
+            None,
+        )?;
         Ok(Some(ClickWindow {
             started_at: parse_ts(&started),
             closed: closed.flatten().is_some(),
@@ -185,17 +295,19 @@ impl Store {
         let mut fresh = [0u8; 32];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut fresh)
             .map_err(|_| anyhow::anyhow!("the system's random source failed"))?;
-        self.conn
-            .prepare_cached(
-                "INSERT INTO click_windows (edition, client_key) VALUES (?1, ?2)
-                 ON CONFLICT (edition) DO NOTHING",
-            )?
-            .execute([edition, &b64.encode(fresh)])?;
-        let key: Option<String> = self
-            .conn
-            .prepare_cached("SELECT client_key FROM click_windows WHERE edition = ?1")?
-            .query_row([edition], |r| r.get(0))?;
-        Ok(key.and_then(|k| b64.decode(k).ok()))
+        let fresh = b64.encode(fresh);
+        self.click_execute(
+            "INSERT INTO click_windows (edition, client_key) VALUES (?1, ?2)
+             ON CONFLICT (edition) DO NOTHING",
+            params![edition, fresh],
+            pg_params![edition.to_string(), fresh.clone()],
+        )?;
+        let key = self.click_text(
+            "SELECT client_key FROM click_windows WHERE edition = ?1",
+            edition,
+            None,
+        )?;
+        Ok(key.flatten().and_then(|k| b64.decode(k).ok()))
     }
 
     /// Records one click.
@@ -207,56 +319,76 @@ impl Store {
         machine: Option<&str>,
         client: &str,
     ) -> Result<()> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO clicks (token, edition, at, machine, client) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![token, edition, ts(at), machine, client])?;
+        self.click_execute(
+            "INSERT INTO clicks (token, edition, at, machine, client) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![token, edition, ts(at), machine, client],
+            pg_params![
+                token.to_string(),
+                edition.to_string(),
+                ts(at),
+                machine.map(str::to_string),
+                client.to_string()
+            ],
+        )?;
         Ok(())
     }
 
     /// The clicks counted for `edition`, in time order.
     pub fn clicks(&self, edition: &str) -> Result<Vec<Click>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, token, at, machine, client FROM clicks WHERE edition = ?1 ORDER BY at, id",
-        )?;
-        let rows = stmt.query_map([edition], |r| {
-            Ok(Click {
-                id: r.get(0)?,
-                token: r.get(1)?,
-                at: parse_ts(&r.get::<_, String>(2)?),
-                machine: r.get(3)?,
-                client: r.get(4)?,
+        let sql =
+            "SELECT id, token, at, machine, client FROM clicks WHERE edition = ?1 ORDER BY at, id";
+        type Row = (i64, String, String, Option<String>, Option<String>);
+        let rows: Vec<Row> = match &self.engine {
+            Engine::Sqlite(db) => db
+                .conn
+                .prepare_cached(sql)?
+                .query_map([edition], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?,
+            Engine::Pg(p) => p
+                .query(&pg(sql), pg_params![edition.to_string()])?
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+                .collect(),
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(id, token, at, machine, client)| Click {
+                id,
+                token,
+                at: parse_ts(&at),
+                machine,
+                client,
             })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            .collect())
     }
 
     /// The unique counts kept when `edition`'s window closed (scope → readers).
     pub fn click_uniques(&self, edition: &str) -> Result<Vec<(String, u64)>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT scope, uniques FROM click_uniques WHERE edition = ?1")?;
-        let rows = stmt.query_map([edition], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let sql = "SELECT scope, uniques FROM click_uniques WHERE edition = ?1";
+        let rows: Vec<(String, i64)> = match &self.engine {
+            Engine::Sqlite(db) => db
+                .conn
+                .prepare_cached(sql)?
+                .query_map([edition], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?,
+            Engine::Pg(p) => p
+                .query(&pg(sql), pg_params![edition.to_string()])?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect(),
+        };
+        Ok(rows.into_iter().map(|(s, n)| (s, n as u64)).collect())
     }
 
     /// Editions whose window is open (a key exists), with their send's start.
     pub fn open_click_windows(&self) -> Result<Vec<(String, DateTime<Utc>)>> {
-        let mut stmt = self.conn.prepare_cached(
+        self.edition_times(
             "SELECT w.edition, s.started_at FROM click_windows w
              JOIN sends s ON s.edition = w.edition AND s.namespace = ?1
              WHERE w.closed_at IS NULL",
-        )?;
-        let rows = stmt.query_map([REAL], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (edition, started) = row?;
-            out.push((edition, parse_ts(&started)));
-        }
-        Ok(out)
+        )
     }
 
     /// Closes `edition`'s window, all at once: the clicks in `bursts` become machine
@@ -269,29 +401,35 @@ impl Store {
         uniques: &[(String, u64)],
         at: DateTime<Utc>,
     ) -> Result<()> {
+        let e = || edition.to_string();
         self.transaction(|s| {
-            let mut burst = s
-                .conn
-                .prepare_cached("UPDATE clicks SET machine = 'burst' WHERE id = ?1 AND machine IS NULL")?;
             for id in bursts {
-                burst.execute([id])?;
+                s.click_execute(
+                    "UPDATE clicks SET machine = 'burst' WHERE id = ?1 AND machine IS NULL",
+                    params![id],
+                    pg_params![*id],
+                )?;
             }
-            let mut unique = s.conn.prepare_cached(
-                "INSERT INTO click_uniques (edition, scope, uniques) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (edition, scope) DO UPDATE SET uniques = excluded.uniques",
-            )?;
             for (scope, n) in uniques {
-                unique.execute(params![edition, scope, *n as i64])?;
+                let n = *n as i64;
+                s.click_execute(
+                    "INSERT INTO click_uniques (edition, scope, uniques) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (edition, scope) DO UPDATE SET uniques = excluded.uniques",
+                    params![edition, scope, n],
+                    pg_params![e(), scope.clone(), n],
+                )?;
             }
             // Minutes are enough for the 48-hour chart.
-            s.conn.execute(
+            s.click_execute(
                 "UPDATE clicks SET client = NULL, at = substr(at, 1, 16) || ':00.000Z' WHERE edition = ?1",
-                [edition],
+                params![edition],
+                pg_params![e()],
             )?;
-            s.conn.execute(
+            s.click_execute(
                 "INSERT INTO click_windows (edition, client_key, closed_at) VALUES (?1, NULL, ?2)
                  ON CONFLICT (edition) DO UPDATE SET client_key = NULL, closed_at = excluded.closed_at",
-                [edition, &ts(at)],
+                params![edition, ts(at)],
+                pg_params![e(), ts(at)],
             )?;
             Ok(())
         })

@@ -1,6 +1,7 @@
 //! What a correction needs from the journal: who accepted the edition it corrects.
 
-use super::{NewRecipient, Store};
+use super::pg::pg_params;
+use super::{Engine, NewRecipient, Store};
 use anyhow::Result;
 
 impl Store {
@@ -9,8 +10,38 @@ impl Store {
     /// both recorded by the bounce policy, also after a resubscribe), in journal order,
     /// with their name and fields. This is the one place that defines "delivered".
     pub fn accepted_recipients(&self, edition: &str, namespace: &str) -> Result<Vec<NewRecipient>> {
-        let bounced_after = self.not_bounced_after()?;
-        let mut stmt = self.conn.prepare_cached(&format!(
+        const NOT_BOUNCED: &str =
+            "AND NOT EXISTS (SELECT 1 FROM bounce_events b WHERE b.edition = j.edition
+                 AND b.address_key = j.address_key AND b.kind = 'hard')";
+        let db = match &self.engine {
+            Engine::Sqlite(db) => db,
+            Engine::Pg(pg) => {
+                let rows = pg.query(
+                    &format!(
+                        "SELECT j.address, j.name, j.fields FROM journal j
+                         WHERE j.edition = $1 AND j.namespace = $2 AND j.state = 'sent' {NOT_BOUNCED}
+                         ORDER BY j.id"
+                    ),
+                    pg_params![edition.to_string(), namespace.to_string()],
+                )?;
+                return Ok(rows
+                    .iter()
+                    .map(|r| NewRecipient {
+                        address: r.get(0),
+                        name: r.get(1),
+                        fields: r.get(2),
+                    })
+                    .collect());
+            }
+        };
+        // A store last written by an older brief (opened read-only) has no events table.
+        let events: i64 = db.conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'bounce_events'",
+            [],
+            |r| r.get(0),
+        )?;
+        let bounced_after = if events == 1 { NOT_BOUNCED } else { "" };
+        let mut stmt = db.conn.prepare_cached(&format!(
             "SELECT j.address, j.name, j.fields FROM journal j
              WHERE j.edition = ?1 AND j.namespace = ?2 AND j.state = 'sent' {bounced_after}
              ORDER BY j.id"
@@ -25,35 +56,42 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    /// How many recipients got `edition` (as [`Store::accepted_recipients`] counts
-    /// them, without loading them): the "delivered" of sponsor reports.
+    /// How many recipients got `edition`, counted as [`Store::accepted_recipients`]
+    /// lists them (without loading them): the "delivered" of sponsor reports.
     pub fn delivered_count(&self, edition: &str, namespace: &str) -> Result<u64> {
-        let bounced_after = self.not_bounced_after()?;
-        let n: i64 = self.conn.query_row(
-            &format!(
-                "SELECT count(*) FROM journal j
-                 WHERE j.edition = ?1 AND j.namespace = ?2 AND j.state = 'sent' {bounced_after}"
-            ),
-            [edition, namespace],
-            |r| r.get(0),
-        )?;
-        Ok(n as u64)
-    }
-
-    /// The journal filter that leaves out hard bounces after acceptance.
-    fn not_bounced_after(&self) -> Result<&'static str> {
-        // A store last written by an older brief (opened read-only) has no events table.
-        let events: i64 = self.conn.query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'bounce_events'",
-            [],
-            |r| r.get(0),
-        )?;
-        Ok(if events == 1 {
+        const NOT_BOUNCED: &str =
             "AND NOT EXISTS (SELECT 1 FROM bounce_events b WHERE b.edition = j.edition
-                 AND b.address_key = j.address_key AND b.kind = 'hard')"
-        } else {
-            ""
-        })
+                 AND b.address_key = j.address_key AND b.kind = 'hard')";
+        let count = "SELECT count(*) FROM journal j WHERE j.edition = {e} AND j.namespace = {n} AND j.state = 'sent'";
+        let n: i64 = match &self.engine {
+            Engine::Pg(pg) => pg
+                .query_one(
+                    &format!(
+                        "{} {NOT_BOUNCED}",
+                        count.replace("{e}", "$1").replace("{n}", "$2")
+                    ),
+                    pg_params![edition.to_string(), namespace.to_string()],
+                )?
+                .get(0),
+            Engine::Sqlite(db) => {
+                // A store last written by an older brief (opened read-only) has no events table.
+                let events: i64 = db.conn.query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'bounce_events'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                let bounced_after = if events == 1 { NOT_BOUNCED } else { "" };
+                db.conn.query_row(
+                    &format!(
+                        "{} {bounced_after}",
+                        count.replace("{e}", "?1").replace("{n}", "?2")
+                    ),
+                    [edition, namespace],
+                    |r| r.get(0),
+                )?
+            }
+        };
+        Ok(n as u64)
     }
 }
 

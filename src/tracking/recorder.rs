@@ -21,8 +21,8 @@ use std::time::Duration;
 /// How often a running server closes the windows that have ended.
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
 
-/// The click side of the store, with its own connection (SQLite lets the suppression
-/// writer and this one write in turn).
+/// The click side of the store, with its own connection (the suppression writer and
+/// this one write in turn).
 pub struct Recorder {
     store: Mutex<Store>,
     tracking: Tracking,
@@ -41,7 +41,7 @@ impl Recorder {
     /// Opens the store, closes the windows that have ended, and keeps closing them
     /// every few minutes while the server runs.
     pub fn start(config: &Config) -> Result<Arc<Recorder>> {
-        let store = Store::open(&config.state_path())?;
+        let store = Store::for_config(config)?;
         report::close_expired(&store, &config.tracking, clock::now())?;
         let recorder = Arc::new(Recorder {
             store: Mutex::new(store),

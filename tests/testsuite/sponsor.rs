@@ -658,3 +658,175 @@ fn tracking_is_off_by_default_utm_alone_and_all_sections_when_asked() {
         "{text_report}"
     );
 }
+
+/// Everything the click tables answer for one scenario, as text: run on both engines,
+/// the two must be equal.
+fn click_area(s: &brief::store::Store) -> Vec<String> {
+    use brief::config::TrackedSection;
+    use brief::store::{NewRecipient, REAL};
+    use brief::tracking::TrackedLink;
+    let t = |secs: i64| {
+        chrono::DateTime::parse_from_rfc3339("2026-11-20T09:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+            + chrono::Duration::seconds(secs)
+    };
+    let mut out = Vec::new();
+    let link = |token: &str, position, section, url: &str| TrackedLink {
+        token: token.into(),
+        position,
+        section,
+        url: url.into(),
+    };
+    let links = [
+        link("tokA", 0, TrackedSection::Sponsor, "https://acme.example/a"),
+        link("tokB", 1, TrackedSection::Essay, "https://example.com/b"),
+    ];
+    s.record_links("e1", &links, t(0)).unwrap();
+    s.record_links(
+        "e1",
+        &[link(
+            "tokA",
+            0,
+            TrackedSection::Sponsor,
+            "https://evil.example/",
+        )],
+        t(1),
+    )
+    .unwrap();
+    out.push(format!(
+        "{:?} {:?}",
+        s.tracked_link("tokA").unwrap(),
+        s.tracked_link("nope").unwrap()
+    ));
+    out.push(format!("{:?}", s.links_of("e1").unwrap()));
+    out.push(format!(
+        "before send {:?} {:?}",
+        s.click_window("e1").unwrap(),
+        s.tracked_editions(None).unwrap()
+    ));
+    let people = ["a@x.org", "b@x.org"].map(|a| NewRecipient {
+        address: a.into(),
+        name: String::new(),
+        fields: "{}".into(),
+    });
+    s.freeze("e1", REAL, t(0), &mut people.into_iter(), &mut || 0)
+        .unwrap();
+    out.push(format!(
+        "window {:?} {:?}",
+        s.click_window("e1").unwrap(),
+        s.tracked_editions(Some(t(1))).unwrap()
+    ));
+    let key = s.click_key("e1").unwrap().unwrap();
+    out.push(format!(
+        "key {} {}",
+        key.len(),
+        s.click_key("e1").unwrap() == Some(key.clone())
+    ));
+    s.record_click("tokA", "e1", t(5), None, "c1").unwrap();
+    s.record_click("tokB", "e1", t(6), Some("head"), "c2")
+        .unwrap();
+    let clicks = s.clicks("e1").unwrap();
+    out.push(format!("{clicks:?} {:?}", s.open_click_windows().unwrap()));
+    s.close_click_window(
+        "e1",
+        &[clicks[0].id],
+        &[("tokA".into(), 1), ("sponsor".into(), 1)],
+        t(99),
+    )
+    .unwrap();
+    out.push(format!(
+        "closed {:?} {:?} {:?} {:?} {:?}",
+        s.clicks("e1").unwrap(),
+        s.click_key("e1").unwrap(),
+        s.click_window("e1").unwrap(),
+        s.open_click_windows().unwrap(),
+        {
+            let mut u = s.click_uniques("e1").unwrap();
+            u.sort();
+            u
+        }
+    ));
+    out.push(format!(
+        "delivered {}",
+        s.delivered_count("e1", REAL).unwrap()
+    ));
+    out
+}
+
+#[test]
+fn the_click_tables_answer_on_postgresql_as_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = click_area(&brief::store::Store::open(&dir.path().join("brief.db")).unwrap());
+    let pg = click_area(
+        &brief::store::Store::connect(&brief::store::Location::Postgres {
+            url: postgres().database(),
+            password: None,
+        })
+        .unwrap(),
+    );
+    assert_eq!(sqlite, pg, "SQLite and PostgreSQL differ");
+    assert!(sqlite.iter().any(|l| l.contains("closed")) && sqlite.len() == 8);
+}
+
+#[test]
+fn clicks_are_counted_and_reported_on_postgresql() {
+    let url = postgres().database();
+    let nl = tracked(None, TRACKING);
+    let mut config = nl.read("brief.toml");
+    config.push_str(&format!("\n[state]\nurl = \"{url}\"\n"));
+    nl.write("brief.toml", &config);
+    assert_eq!(code(&nl.run(&["send", "--edition", "e1"])), Some(0));
+    let eml = std::fs::read_dir(nl.path("outbox/e1"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let (text, _) = parts(&std::fs::read_to_string(eml).unwrap());
+    let links = click_links(&text);
+    assert_eq!(links.len(), 3);
+    let serve = nl.serve_at("2026-11-20T11:00:00Z");
+    for l in &links {
+        assert_eq!(
+            click(&serve, "GET", &path_of(l), "203.0.113.1", BROWSER, &[]).status,
+            302
+        );
+    }
+    assert_eq!(
+        click(
+            &serve,
+            "GET",
+            &path_of(&links[0]),
+            "203.0.113.2",
+            BROWSER,
+            &[]
+        )
+        .status,
+        302
+    );
+    assert_eq!(serve.get("/brief/c/AAAAAAAAAAAAAAAAAAAAAA").status, 404);
+    drop(serve);
+    let report = report_json(&nl, "2026-11-21T09:00:00Z");
+    let e = &report["editions"][0];
+    assert_eq!(e["delivered"], 6);
+    // One client fetched all three links at once: a burst; the other is a reader.
+    let total = |key: &str| {
+        e["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l[key].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(
+        (
+            total("human_clicks"),
+            total("unique_human_clicks"),
+            total("machine_clicks")
+        ),
+        (1, 1, 3),
+        "{e}"
+    );
+    assert_eq!(postgres().sql(&url, "SELECT count(*) FROM clicks"), "4");
+}
