@@ -138,8 +138,8 @@ fn edition_report(
             .map_or(0, |(_, n)| *n)
     };
     let mut ordered = links.clone();
-    // Sponsor links first, then the edition's order.
-    ordered.sort_by_key(|l| (l.section != TrackedSection::Sponsor, l.position));
+    // Sponsor links first, then section by section, each in the edition's order.
+    ordered.sort_by_key(|l| (section_rank(l.section), l.position));
     let link_reports: Vec<LinkReport> = ordered
         .iter()
         .map(|l| LinkReport {
@@ -198,6 +198,17 @@ fn edition_report(
         links: link_reports,
         hourly,
     })
+}
+
+fn section_rank(s: TrackedSection) -> u8 {
+    match s {
+        TrackedSection::Sponsor => 0,
+        TrackedSection::Essay => 1,
+        TrackedSection::Roundup => 2,
+        TrackedSection::Agenda => 3,
+        TrackedSection::ReadMore => 4,
+        TrackedSection::All => 5,
+    }
 }
 
 fn counts<'a>(
@@ -310,7 +321,7 @@ pub fn text(report: &Report) -> String {
         if let (Some(name), Some(c)) = (&e.sponsor, &e.sponsor_clicks) {
             let _ = writeln!(
                 out,
-                "  sponsor {name}: {} readers clicked ({} click-through), {} clicks; {} machine clicks apart",
+                "  sponsor {name}: unique readers {}, click-through {}, clicks {}; machine clicks {} (apart)",
                 c.unique_human_clicks,
                 percent(c.ctr),
                 c.human_clicks,

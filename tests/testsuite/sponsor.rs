@@ -630,7 +630,24 @@ fn tracking_is_off_by_default_utm_alone_and_all_sections_when_asked() {
             .all(|l| l["human_clicks"] == 0 && l["machine_clicks"] == 0),
         "{e}"
     );
-    assert_eq!(e["links"][0]["section"], "sponsor", "sponsor links first");
+    let sections: Vec<&str> = e["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["section"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sections,
+        [
+            "sponsor",
+            "essay",
+            "roundup",
+            "roundup",
+            "agenda",
+            "read_more"
+        ],
+        "sponsor links first, then section by section"
+    );
     for (since, editions) in [
         ("2026-11-20", 1),
         ("2026-11-20T09:00:01Z", 0),
@@ -654,7 +671,7 @@ fn tracking_is_off_by_default_utm_alone_and_all_sections_when_asked() {
         "{text_report}"
     );
     assert!(
-        text_report.contains("sponsor acme.example: 0 readers clicked (0.00% click-through)"),
+        text_report.contains("sponsor acme.example: unique readers 0, click-through 0.00%, clicks 0; machine clicks 0"),
         "{text_report}"
     );
 }
