@@ -18,6 +18,10 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+/// Controls and spaces (the store never holds them: editions refuse them) and every
+/// non-ASCII byte.
+const NOT_IN_A_HEADER: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b' ');
+
 /// How often a running server closes the windows that have ended.
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
 
@@ -127,8 +131,11 @@ fn sweep(recorder: &Weak<Recorder>) {
 }
 
 /// The redirect: no page, not cached (every click must reach brief), no referrer.
+/// Characters a header cannot hold (a URL written with `é`) are percent-encoded, as a
+/// browser does before following it.
 pub fn redirect(url: &str) -> Option<Response<Body>> {
-    let location = HeaderValue::from_str(url).ok()?;
+    let encoded = percent_encoding::utf8_percent_encode(url, NOT_IN_A_HEADER).to_string();
+    let location = HeaderValue::from_str(&encoded).ok()?;
     let mut res = http::response(StatusCode::FOUND, "text/plain; charset=utf-8", "");
     let h = res.headers_mut();
     h.insert(header::LOCATION, location);
@@ -159,6 +166,10 @@ mod tests {
         assert_eq!(res.status(), StatusCode::FOUND);
         assert_eq!(res.headers()[header::LOCATION], "https://acme.example/?a=1");
         assert_eq!(res.headers()[header::CACHE_CONTROL], "no-store");
-        assert!(redirect("https://a.example/\nx").is_none());
+        let res = redirect("https://café.example/menü?q=ü").unwrap();
+        assert_eq!(
+            res.headers()[header::LOCATION],
+            "https://caf%C3%A9.example/men%C3%BC?q=%C3%BC"
+        );
     }
 }
