@@ -278,6 +278,21 @@ mod tests {
         assert_eq!(t, token("l", "e1", 0, s, "https://a.example/"));
     }
 
+    proptest::proptest! {
+        /// Whatever an edition holds, rewriting neither panics nor loses the URL.
+        #[test]
+        fn any_url_is_rewritten_without_panic(url in "\\PC{0,80}", params in "\\PC{0,20}") {
+            let c = config("[tracking]\nenabled = true\nsections = [\"all\"]\nutm_source = \"s\"\n");
+            let r = Rewriter::new(&c, "e1");
+            let out = r.link(TrackedSection::Sponsor, &url);
+            let _ = host_of(&url);
+            let _ = add_query(&url, &[("k", params.as_str())]);
+            let links = r.into_links();
+            proptest::prop_assert!(links.iter().all(|l| l.url.starts_with(url.split('#').next().unwrap_or(""))));
+            proptest::prop_assert!(out.starts_with("https://news.example.org/brief/c/") || out == url);
+        }
+    }
+
     #[test]
     fn hosts() {
         assert_eq!(host_of("https://www.acme.example/x?y"), "acme.example");
