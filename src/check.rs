@@ -69,7 +69,7 @@ pub fn check(config: &Config, only: Option<&str>) -> Findings {
                 problems.extend(crate::correct::load(&e.path).err());
                 lists.extend(e.audience.iter().flatten().cloned());
                 if let Some(composer) = &composer {
-                    let plain = tracking_active(config).then(|| e.clone());
+                    let plain = config.tracking.changes_links().then(|| e.clone());
                     match compile::compile_edition(config, composer, e, &columns) {
                         Ok(compiled) => {
                             if let Some(plain) = plain {
@@ -129,11 +129,6 @@ pub fn check(config: &Config, only: Option<&str>) -> Findings {
         problems,
         tracked_sizes,
     }
-}
-
-/// Whether `[tracking]` changes any link (tracked links or UTM parameters).
-fn tracking_active(config: &Config) -> bool {
-    config.tracking.enabled || config.tracking.utm_source.is_some()
 }
 
 /// The HTML size of `e` compiled without `[tracking]`.

@@ -316,6 +316,11 @@ pub enum TrackedSection {
 }
 
 impl Tracking {
+    /// Whether compose changes any link: tracked links, or UTM parameters alone.
+    pub fn changes_links(&self) -> bool {
+        self.enabled || self.utm_source.is_some()
+    }
+
     /// Whether links of `section` are rewritten (tracking on and the section chosen).
     pub fn tracks(&self, section: TrackedSection) -> bool {
         self.enabled

@@ -76,7 +76,7 @@ impl Rewriter {
 
     /// Whether this rewriter can change any link (tracking on, or UTM parameters set).
     pub fn is_active(&self) -> bool {
-        self.tracking.enabled || self.tracking.utm_source.is_some()
+        self.tracking.changes_links()
     }
 
     /// The URL to put in the edition for `url` found in `section`. Only http(s) links
