@@ -271,13 +271,14 @@ fn sponsor_report_counts_readers_and_machines_apart_after_a_real_send() {
         let res = click(&scan, "GET", &hostile, "198.51.100.11", BROWSER, &[]);
         if hostile.contains('?') {
             // A query on a real token changes nothing: the recorded URL, not the query.
+            // (It counts as a reader's click from 198.51.100.11: see the report below.)
             assert_eq!(res.header("location"), Some(offer.0.as_str()), "{hostile}");
             continue;
         }
         assert_eq!(res.status, 404, "{hostile}: {res:?}");
         assert_eq!(res.header("location"), None, "{hostile}");
     }
-    // The query trick above was a reader-looking click: one more to account for.
+    // Only GET and HEAD follow a link.
     let post = scan.request("POST", &offer.1, &[], b"");
     assert_eq!(post.status, 405);
     drop(scan);
