@@ -44,7 +44,7 @@ pub use bounces::{BounceCounts, BounceEvent, SuppressionReason};
 pub use clicks::{Click, ClickWindow};
 pub use events::ProviderEvent;
 pub use journal::{Counts, Entry, NewRecipient, SendInfo, State, Update, REAL, TEST};
-pub use mark::RolledBack;
+pub use mark::{HighWater, RolledBack};
 pub use pg::check_url;
 pub use reports::ReportKind;
 pub use suppressions::{Suppression, SuppressionSource};
