@@ -205,10 +205,10 @@ pub struct Report {
 /// error before anything starts).
 pub struct OpenLists(Vec<(ListReader, Vec<String>)>);
 
-pub fn open_lists(lists: &[PathBuf]) -> Result<OpenLists> {
+pub fn open_lists(lists: &[crate::audience::ListSource]) -> Result<OpenLists> {
     let mut readers = Vec::new();
-    for path in lists {
-        let reader = ListReader::open(path)?;
+    for list in lists {
+        let reader = list.open()?;
         let columns = reader.columns();
         readers.push((reader, columns));
     }
@@ -226,6 +226,9 @@ pub fn freeze_lists(
 ) -> Result<SendInfo> {
     let mut readers = lists.0;
     let invalid = std::cell::Cell::new(0u64);
+    // Readers who deleted their data are known only by a hash: a stale list still
+    // naming them must not mail them again (nor put their address back in the journal).
+    let erased = store.erased_keys()?;
     let mut current = 0;
     let mut rows = std::iter::from_fn(|| loop {
         let (reader, columns) = readers.get_mut(current)?;
@@ -235,6 +238,8 @@ pub fn freeze_lists(
                 invalid.set(invalid.get() + 1);
                 report(&d);
             }
+            Some(Ok(s))
+                if !erased.is_empty() && erased.contains(&crate::store::erased_key(&s.email)) => {}
             Some(Ok(s)) => {
                 return Some(NewRecipient {
                     address: s.email,

@@ -11,6 +11,7 @@ mod form;
 pub mod http;
 mod limits;
 pub mod pages;
+mod signup;
 mod writer;
 
 use crate::config::Config;
@@ -63,6 +64,7 @@ struct App {
     limiter: Option<RateLimiter>,
     limits: http::Limits,
     hooks: crate::hooks::Hooks,
+    signup: Arc<signup::Signup>,
 }
 
 /// Runs the server on `listen` until SIGTERM or SIGINT, then drains requests in flight.
@@ -72,6 +74,7 @@ pub fn run(config: &Config, listen: &str) -> Result<()> {
     archive::refuse_private_files(config, &archive_root)?;
     let store = Store::open(&config.state_path())?;
     let (writer, handle) = SuppressionWriter::start(store)?;
+    let (signup, mailer) = signup::Signup::start(config, &keyring)?;
     let app = Arc::new(App {
         keyring,
         site: Site {
@@ -88,6 +91,7 @@ pub fn run(config: &Config, listen: &str) -> Result<()> {
         ),
         limits: limits(config),
         hooks: crate::hooks::Hooks::from_config(config)?,
+        signup,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -102,6 +106,7 @@ pub fn run(config: &Config, listen: &str) -> Result<()> {
     // Every handle is gone with the app: the writer finishes its last group and stops.
     runtime.shutdown_timeout(Duration::from_secs(1));
     writer.finish(Duration::from_secs(10));
+    mailer.finish(Duration::from_secs(10));
     served
 }
 
@@ -168,6 +173,9 @@ async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return res;
         }
+    }
+    if let Some(area) = signup::area(rel) {
+        return signup::route(app, peer, area, req).await;
     }
     match rel.strip_prefix("/u/") {
         Some(rest) => unsubscribe_route(app, rest, req).await,

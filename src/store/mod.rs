@@ -11,6 +11,7 @@ mod bounces;
 mod corrections;
 mod events;
 mod journal;
+mod lists;
 mod mark;
 mod reports;
 mod suppressions;
@@ -18,6 +19,7 @@ mod suppressions;
 pub use bounces::{BounceCounts, BounceEvent, SuppressionReason};
 pub use events::ProviderEvent;
 pub use journal::{Counts, Entry, NewRecipient, SendInfo, State, Update, REAL, TEST};
+pub use lists::{erased_key, Addition, Consent, Delivery, ListCounts, Reader, SignupMail};
 pub use mark::RolledBack;
 pub use reports::ReportKind;
 pub use suppressions::{Suppression, SuppressionSource};
@@ -123,6 +125,7 @@ impl Store {
         conn.execute_batch(bounces::SCHEMA)?;
         conn.execute_batch(events::SCHEMA)?;
         conn.execute_batch(mark::SCHEMA)?;
+        conn.execute_batch(lists::SCHEMA)?;
         Ok(Store {
             conn,
             path: None,
