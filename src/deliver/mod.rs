@@ -150,6 +150,7 @@ impl Job {
         let test = job.namespace == crate::store::TEST;
         let token = job.keyring.issue(&e.address, &job.slug, test);
         let url = token::unsubscribe_url(&job.base_url, &token);
+        let preferences = token::preferences_url(&job.base_url, &token);
         let mailto = job
             .mailto
             .as_ref()
@@ -164,6 +165,7 @@ impl Job {
                 name: &e.name,
                 columns: &columns,
                 unsubscribe_url: &url,
+                preferences_url: &preferences,
                 unsubscribe_mailto: mailto.as_deref(),
                 message_id: &message_id,
             },
