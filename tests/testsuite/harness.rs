@@ -297,8 +297,13 @@ mailto = "unsubscribe@news.example.org"
     /// Starts `brief serve --listen listen` (port 0: a free one) and waits until
     /// /healthz answers; a server on every address is reached over IPv4 loopback.
     pub fn serve_on(&self, listen: &str) -> Server {
+        self.serve_at(self.now, listen)
+    }
+
+    /// [`Newsletter::serve_on`] with the clock set to `now`.
+    pub fn serve_at(&self, now: &str, listen: &str) -> Server {
         let mut child = self
-            .command(&["serve", "--listen", listen])
+            .command_at(now, &["serve", "--listen", listen])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -29,6 +29,7 @@ mod preview;
 mod secrets_and_modes;
 mod serve;
 mod serve_hardening;
+mod signup;
 mod smtp_wire;
 mod tls;
 mod unsubscribe_during_send;
