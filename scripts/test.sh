@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need (Debian packages: Postfix's smtp-sink, aiosmtpd, Chromium,
-# openssl for the TLS certificates, SpamAssassin, rspamd; pip: dkimpy, dnslib) and runs
+# openssl for the TLS certificates, SpamAssassin, rspamd, PostgreSQL; pip: dkimpy, dnslib) and runs
 # every check and test.
 # This is the README's test command and what CI runs.
 set -euo pipefail
@@ -15,6 +15,9 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # runs as a private instance started by the test).
 command -v spamassassin >/dev/null 2>&1 || need+=(spamassassin)
 command -v rspamd >/dev/null 2>&1 || need+=(rspamd)
+# PostgreSQL: tests/testsuite/pg.rs starts a private cluster (initdb + postgres in a temp
+# dir), never the system service.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -19,10 +19,13 @@ use std::path::{Path, PathBuf};
 /// for a list `[lists.<name>]` declares. Both are read the same way (a managed list is
 /// streamed as CSV: `email`, `name`, then its members' extra fields), so dedupe, row
 /// checks, suppressions and template fields do not care which it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum ListSource {
     File(PathBuf),
-    Managed { name: String, state: PathBuf },
+    Managed {
+        name: String,
+        store: crate::store::Location,
+    },
 }
 
 impl ListSource {
@@ -42,7 +45,7 @@ impl ListSource {
         }
         Ok(ListSource::Managed {
             name: list.to_string(),
-            state: config.state_path(),
+            store: config.state_location()?,
         })
     }
 
@@ -50,8 +53,8 @@ impl ListSource {
     pub fn open(&self) -> Result<ListReader> {
         match self {
             ListSource::File(path) => ListReader::open(path),
-            ListSource::Managed { name, state } => {
-                let stream = MemberStream::open(name, state)?;
+            ListSource::Managed { name, store } => {
+                let stream = MemberStream::open(name, store)?;
                 ListReader::from_reader(&self.label(), Box::new(stream))
             }
         }
@@ -80,8 +83,8 @@ struct MemberStream {
 const MEMBER_PAGE: usize = 2000;
 
 impl MemberStream {
-    fn open(list: &str, state: &Path) -> Result<MemberStream> {
-        let store = crate::store::Store::open_existing(state)?.filter(|s| s.manages_lists());
+    fn open(list: &str, location: &crate::store::Location) -> Result<MemberStream> {
+        let store = crate::store::Store::existing(location)?.filter(|s| s.manages_lists());
         let columns = match &store {
             Some(s) => s.member_columns(list)?,
             None => Vec::new(),

@@ -236,8 +236,14 @@ pub struct DkimKey {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct State {
+    /// The SQLite file (used when `url` is unset).
     #[serde(default = "default_state_path")]
     pub path: PathBuf,
+    /// A PostgreSQL store instead: `postgres://USER@HOST:PORT/DB` (TLS when it says
+    /// `sslmode=require` or `verify-full`). Several senders can then share one send.
+    pub url: Option<String>,
+    /// The environment variable that holds the database password (never the config).
+    pub password_env: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -529,6 +535,11 @@ impl Config {
                 "`client_rate` must be 0 (no limit) or more".into(),
             ));
         }
+        if let Some(url) = &self.state.url {
+            if let Err(why) = crate::store::check_url(url) {
+                return Err(at("url", format!("`[state] url` {why}")));
+            }
+        }
         if self.unsubscribe.client_burst == 0 {
             return Err(at(
                 "client_burst",
@@ -621,6 +632,24 @@ impl Config {
     }
     pub fn state_path(&self) -> PathBuf {
         self.resolve(&self.state.path)
+    }
+
+    /// Where the state store is: the PostgreSQL URL (password from
+    /// `[state] password_env`), or the SQLite file.
+    pub fn state_location(&self) -> Result<crate::store::Location> {
+        let Some(url) = &self.state.url else {
+            return Ok(crate::store::Location::Sqlite(self.state_path()));
+        };
+        let password = match &self.state.password_env {
+            Some(name) => Some(std::env::var(name).map_err(|_| {
+                anyhow::anyhow!("[state] password_env names ${name}, which is not set: export it with the database password")
+            })?),
+            None => None,
+        };
+        Ok(crate::store::Location::Postgres {
+            url: url.clone(),
+            password,
+        })
     }
     pub fn outbox_dir(&self) -> PathBuf {
         self.resolve(&self.delivery.outbox)
@@ -733,6 +762,20 @@ postal_address = "1 Example Street"
         assert_eq!(c.state.path, PathBuf::from("state/brief.db"));
         assert_eq!(c.newsletter.audience, vec!["readers".to_string()]);
         assert_eq!(c.sender_domain(), "news.example.org");
+    }
+
+    #[test]
+    fn a_state_url_must_be_a_postgres_url() {
+        let ok = format!("{MINIMAL}\n[state]\nurl = \"postgres://brief@db.example.org:5432/brief?sslmode=verify-full\"\npassword_env = \"BRIEF_DB_PASSWORD\"\n");
+        let c = Config::parse(Path::new("brief.toml"), &ok).unwrap();
+        assert_eq!(c.state.password_env.as_deref(), Some("BRIEF_DB_PASSWORD"));
+        let bad = format!("{MINIMAL}\n[state]\nurl = \"mysql://db/brief\"\n");
+        let err = Config::parse(Path::new("brief.toml"), &bad).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("brief.toml:10:1: error: `[state] url` "),
+            "{err}"
+        );
     }
 
     #[test]

@@ -91,7 +91,7 @@ fn send_report(config: &Config, notifier: &Notifier, store: &Store, run: &Run) -
         c.suppressed,
         c.pending
     );
-    if already_reported(store, slug, ReportKind::Send, &state)? {
+    if !claim(store, slug, ReportKind::Send, &state)? {
         return Ok(());
     }
     let subject = format!(
@@ -187,8 +187,12 @@ fn send_report(config: &Config, notifier: &Notifier, store: &Store, run: &Run) -
             ));
         }
     }
-    mail_editors(config, notifier, slug, ReportKind::Send, &subject, &body)?;
-    remember(store, slug, ReportKind::Send, &state)
+    mail_or_unclaim(
+        store,
+        slug,
+        ReportKind::Send,
+        mail_editors(config, notifier, slug, ReportKind::Send, &subject, &body),
+    )
 }
 
 /// Reports a refused edition (`ReportKind::Check` or `ReportKind::Late`) once per distinct
@@ -206,15 +210,15 @@ pub fn refused(
         return false;
     }
     let attempt = || -> Result<bool> {
-        if already_reported(store, slug, kind, details)? {
+        if !claim(store, slug, kind, details)? {
             return Ok(false);
         }
         let subject = format!("[{}] {slug}: not sent, {why}", config.newsletter.name);
         let body = format!(
             "brief dispatch did not send edition {slug}: {why}.\n\n{details}\n\nIt will not be sent until this is fixed; this report is not repeated while nothing changes.\n"
         );
-        mail_editors(config, notifier, slug, kind, &subject, &body)?;
-        remember(store, slug, kind, details)?;
+        let mailed = mail_editors(config, notifier, slug, kind, &subject, &body);
+        mail_or_unclaim(store, slug, kind, mailed)?;
         Ok(true)
     };
     match attempt() {
@@ -232,12 +236,19 @@ pub fn cleared(store: &Store, slug: &str, kind: ReportKind) -> Result<()> {
     store.forget_report(slug, kind)
 }
 
-fn already_reported(store: &Store, slug: &str, kind: ReportKind, state: &str) -> Result<bool> {
-    Ok(store.reported(slug, kind)?.as_deref() == Some(state))
+/// Remembers `state` as reported before the mail goes out; false when it already was.
+/// With a shared store several senders finish the same send: the one whose claim
+/// lands mails the editors, the others do not.
+fn claim(store: &Store, slug: &str, kind: ReportKind, state: &str) -> Result<bool> {
+    store.remember_report(slug, kind, state, clock::now())
 }
 
-fn remember(store: &Store, slug: &str, kind: ReportKind, state: &str) -> Result<()> {
-    store.remember_report(slug, kind, state, clock::now())
+/// A report that could not be mailed is not remembered, so a later run sends it.
+fn mail_or_unclaim(store: &Store, slug: &str, kind: ReportKind, mailed: Result<()>) -> Result<()> {
+    if mailed.is_err() {
+        store.forget_report(slug, kind)?;
+    }
+    mailed
 }
 
 /// The editors list: every valid address in `subscribers/<editors>.csv`.

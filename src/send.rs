@@ -123,7 +123,7 @@ impl Plan {
         let (lists, recipients, namespace) = if request.test {
             (test_lists(config, &to), None, TEST)
         } else {
-            let accepted = match Store::open_existing(&config.state_path())? {
+            let accepted = match Store::existing_for_config(config)? {
                 Some(store) => {
                     // Readers still to be tried may yet get the wrong edition: the
                     // audience is frozen once, so the send has to be settled first.
@@ -249,7 +249,16 @@ impl Plan {
             warnings: _,
         } = self;
         let state = config.state_path();
-        let _lock = if request.dry_run {
+        let location = config.state_location()?;
+        let store = if request.dry_run {
+            Store::dry_run_copy(&location, &slug, namespace)?
+        } else {
+            Store::connect(&location)?
+        };
+        // One sender per edition on SQLite (the file lock). A shared store lets a
+        // second sender of a real send join the first; a test send starts afresh, so
+        // it stays one at a time.
+        let _lock = if request.dry_run || (store.is_shared() && !request.test) {
             None
         } else {
             match lock::try_lock(&state, &slug)? {
@@ -257,16 +266,11 @@ impl Plan {
                 None => return Ok(Execution::Locked(lock::lock_path(&state, &slug))),
             }
         };
-
-        let store = if request.dry_run {
-            Store::dry_run_copy(&state, &slug, namespace)?
-        } else {
-            let store = Store::open(&state)?;
+        if !request.dry_run {
             // A journal that went back in time would send again to readers it had
             // sent to: refuse before anything is frozen or sent.
             store.check_progress()?;
-            store
-        };
+        }
         if request.test {
             // Every test send starts afresh.
             store.reset(&slug, TEST)?;
@@ -293,7 +297,7 @@ impl Plan {
                     &mut skipped,
                 )?;
             } else {
-                let (flag, handle) = freeze_in_background(&state, &slug, &lists)?;
+                let (flag, handle) = freeze_in_background(location, &slug, &lists)?;
                 job.freezing = Some(flag);
                 freezer = Some(handle);
             }
@@ -369,17 +373,17 @@ fn skipped(d: &Diagnostic) {
 /// while the freeze runs.
 #[allow(clippy::type_complexity)]
 fn freeze_in_background(
-    state: &std::path::Path,
+    location: crate::store::Location,
     slug: &str,
     lists: &[audience::ListSource],
 ) -> Result<(Arc<AtomicBool>, JoinHandle<Result<crate::store::SendInfo>>)> {
     let lists = deliver::open_lists(lists)?;
     let flag = Arc::new(AtomicBool::new(true));
-    let (path, slug, flag_done) = (state.to_path_buf(), slug.to_string(), flag.clone());
+    let (slug, flag_done) = (slug.to_string(), flag.clone());
     let handle = std::thread::Builder::new()
         .name("brief-freeze".into())
         .spawn(move || {
-            let result = Store::open(&path)
+            let result = Store::connect(&location)
                 .and_then(|s| deliver::freeze_lists(&s, &slug, REAL, lists, &mut skipped));
             flag_done.store(false, Ordering::Release);
             result

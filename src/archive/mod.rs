@@ -83,11 +83,9 @@ pub fn is_due(edition: &Edition, now: DateTime<Utc>) -> bool {
 /// The editions the journal shows as sent for real (test sends do not count). A
 /// newsletter that never sent anything has no store yet: nothing is created then.
 pub fn sent_editions(config: &Config) -> Result<Vec<String>> {
-    let path = config.state_path();
-    if !path.exists() {
+    let Some(store) = Store::existing_for_config(config)? else {
         return Ok(Vec::new());
-    }
-    let store = Store::open(&path)?;
+    };
     let mut sent = Vec::new();
     for send in store.sends()? {
         if send.namespace == REAL && store.counts(&send.edition, REAL)?.sent > 0 {

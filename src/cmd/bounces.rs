@@ -48,9 +48,9 @@ pub(super) fn run(config: &Config, args: &BouncesArgs) -> Result<Outcome> {
     }
     // A dry run only reads: no store is created, none is written.
     let store = if args.dry_run {
-        Store::open_existing(&config.state_path())?
+        Store::existing_for_config(config)?
     } else {
-        Some(Store::open(&config.state_path())?)
+        Some(Store::for_config(config)?)
     };
     let mut run = Run {
         config,

@@ -49,9 +49,9 @@ pub(super) fn run(config: Config, args: DispatchArgs) -> Result<Outcome> {
     }
     // A dry run writes nothing, not even a new state store.
     let store = if args.dry_run {
-        Store::open_existing(&config.state_path())?
+        Store::existing_for_config(&config)?
     } else {
-        Some(Store::open(&config.state_path())?)
+        Some(Store::for_config(&config)?)
     };
 
     let notifier = Notifier::from_config(&config);

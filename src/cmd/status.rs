@@ -109,7 +109,7 @@ pub(crate) fn slug_of(arg: &str) -> String {
 }
 
 pub(crate) fn run(config: Config, args: StatusArgs) -> Result<Outcome> {
-    let store = Store::open_existing(&config.state_path())?;
+    let store = Store::existing_for_config(&config)?;
     let namespace = if args.test { TEST } else { REAL };
     if args.lists {
         let lists = list_counts(&config, store.as_ref())?;

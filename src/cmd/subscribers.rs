@@ -79,7 +79,7 @@ fn add(
             Err(why) => bail!("{why} (nothing was changed)"),
         }
     }
-    let store = Store::open(&config.state_path())?;
+    let store = Store::for_config(config)?;
     let lists = [list.to_string()];
     store.transaction(|store| {
         for address in &valid {
@@ -115,7 +115,7 @@ fn remove(config: &Config, addresses: &[String], list: Option<&str>) -> Result<O
         Some(l) => vec![l.to_string()],
         None => config.lists.keys().cloned().collect(),
     };
-    let store = Store::open(&config.state_path())?;
+    let store = Store::for_config(config)?;
     let removed = store.transaction(|store| {
         let mut out = Vec::new();
         for address in addresses {
@@ -156,7 +156,7 @@ fn import(
         ))
         .into());
     }
-    let store = Store::open(&config.state_path())?;
+    let store = Store::for_config(config)?;
     let lists = [list.to_string()];
     let (mut imported, mut skipped) = (0u64, 0u64);
     store.transaction(|store| {
@@ -223,8 +223,7 @@ fn list(config: &Config, show: &SubscribersShowArgs, export: bool) -> Result<Out
     if let Some(l) = &show.list {
         managed(config, l)?;
     }
-    let Some(store) = Store::open_existing(&config.state_path())?.filter(Store::manages_lists)
-    else {
+    let Some(store) = Store::existing_for_config(config)?.filter(Store::manages_lists) else {
         if show.json {
             outln!("[]");
         } else if export || show.csv {

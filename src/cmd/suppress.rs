@@ -30,7 +30,7 @@ pub(super) fn unsubscribe(config: &Config, args: &UnsubscribeArgs) -> Result<Out
             invalid.join(", ")
         );
     }
-    let store = Store::open(&config.state_path())?;
+    let store = Store::for_config(config)?;
     if !args.addresses.is_empty() {
         store.transaction(|store| {
             for address in &args.addresses {
@@ -147,7 +147,7 @@ fn apply_mail(store: &Store, keyring: &Keyring, messages: &[mailto::Message]) ->
 }
 
 pub(super) fn resubscribe(config: &Config, args: &ResubscribeArgs) -> Result<Outcome> {
-    let store = Store::open(&config.state_path())?;
+    let store = Store::for_config(config)?;
     store.transaction(|store| {
         for address in &args.addresses {
             if store.resubscribe(address)? {
@@ -162,7 +162,7 @@ pub(super) fn resubscribe(config: &Config, args: &ResubscribeArgs) -> Result<Out
 }
 
 pub(super) fn suppressions(config: &Config, args: &SuppressionsArgs) -> Result<Outcome> {
-    let store = Store::open(&config.state_path())?;
+    let store = Store::for_config(config)?;
     let list = store.suppressions()?;
     if args.json {
         // A suppression made by a bounce or complaint also says its status and diagnostic.

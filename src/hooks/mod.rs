@@ -299,7 +299,7 @@ impl Hooks {
                 .map(|arn| ses::Ses::new(arn.clone(), ses::certificate_cache_dir(config)))
                 .transpose()?,
             policy: config.bounces,
-            store: Arc::new(Mutex::new(Store::open(&config.state_path())?)),
+            store: Arc::new(Mutex::new(Store::for_config(config)?)),
         })
     }
 

@@ -72,7 +72,7 @@ pub fn run(config: &Config, listen: &str) -> Result<()> {
     let keyring = Keyring::for_verifying(config)?;
     let archive_root = config.resolve(&config.archive.out);
     archive::refuse_private_files(config, &archive_root)?;
-    let store = Store::open(&config.state_path())?;
+    let store = Store::for_config(config)?;
     let (writer, handle) = SuppressionWriter::start(store)?;
     let (signup, mailer) = signup::Signup::start(config, &keyring)?;
     let app = Arc::new(App {

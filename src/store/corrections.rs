@@ -1,6 +1,7 @@
 //! What a correction needs from the journal: who accepted the edition it corrects.
 
-use super::{NewRecipient, Store};
+use super::pg::pg_params;
+use super::{Engine, NewRecipient, Store};
 use anyhow::Result;
 
 impl Store {
@@ -9,19 +10,38 @@ impl Store {
     /// both recorded by the bounce policy, also after a resubscribe), in journal order,
     /// with their name and fields. This is the one place that defines "delivered".
     pub fn accepted_recipients(&self, edition: &str, namespace: &str) -> Result<Vec<NewRecipient>> {
+        const NOT_BOUNCED: &str =
+            "AND NOT EXISTS (SELECT 1 FROM bounce_events b WHERE b.edition = j.edition
+                 AND b.address_key = j.address_key AND b.kind = 'hard')";
+        let db = match &self.engine {
+            Engine::Sqlite(db) => db,
+            Engine::Pg(pg) => {
+                let rows = pg.query(
+                    &format!(
+                        "SELECT j.address, j.name, j.fields FROM journal j
+                         WHERE j.edition = $1 AND j.namespace = $2 AND j.state = 'sent' {NOT_BOUNCED}
+                         ORDER BY j.id"
+                    ),
+                    pg_params![edition.to_string(), namespace.to_string()],
+                )?;
+                return Ok(rows
+                    .iter()
+                    .map(|r| NewRecipient {
+                        address: r.get(0),
+                        name: r.get(1),
+                        fields: r.get(2),
+                    })
+                    .collect());
+            }
+        };
         // A store last written by an older brief (opened read-only) has no events table.
-        let events: i64 = self.conn.query_row(
+        let events: i64 = db.conn.query_row(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'bounce_events'",
             [],
             |r| r.get(0),
         )?;
-        let bounced_after = if events == 1 {
-            "AND NOT EXISTS (SELECT 1 FROM bounce_events b WHERE b.edition = j.edition
-                 AND b.address_key = j.address_key AND b.kind = 'hard')"
-        } else {
-            ""
-        };
-        let mut stmt = self.conn.prepare_cached(&format!(
+        let bounced_after = if events == 1 { NOT_BOUNCED } else { "" };
+        let mut stmt = db.conn.prepare_cached(&format!(
             "SELECT j.address, j.name, j.fields FROM journal j
              WHERE j.edition = ?1 AND j.namespace = ?2 AND j.state = 'sent' {bounced_after}
              ORDER BY j.id"

@@ -8,7 +8,7 @@
 //! turn. Rows are written by one writer (see `deliver::writer`), many at a time in one
 //! transaction (group commit).
 
-use super::Store;
+use super::{Engine, Store};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
@@ -43,6 +43,50 @@ CREATE TABLE IF NOT EXISTS journal (
     UNIQUE (edition, namespace, address_key)
 );
 CREATE INDEX IF NOT EXISTS journal_state ON journal (edition, namespace, state);
+";
+
+/// The same tables on PostgreSQL, with what several senders of one send share:
+/// `claimed_by` (the worker whose batch a pending row is in) and `workers`, one row
+/// per sender with its heartbeat (its lease). See `pg_journal.rs`.
+pub(super) const PG_SCHEMA: &str = "
+CREATE TABLE sends (
+    edition     TEXT NOT NULL,
+    namespace   TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    frozen_at   TEXT,
+    finished_at TEXT,
+    invalid     BIGINT NOT NULL DEFAULT 0,
+    duplicates  BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (edition, namespace)
+);
+CREATE TABLE journal (
+    id               BIGSERIAL PRIMARY KEY,
+    edition          TEXT NOT NULL,
+    namespace        TEXT NOT NULL,
+    address_key      TEXT NOT NULL,
+    address          TEXT NOT NULL,
+    name             TEXT NOT NULL,
+    fields           TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    attempts         BIGINT NOT NULL DEFAULT 0,
+    first_attempt_at TEXT,
+    next_attempt_at  TEXT,
+    updated_at       TEXT,
+    reply            TEXT,
+    message_id       TEXT,
+    claimed_by       BIGINT,
+    UNIQUE (edition, namespace, address_key)
+);
+CREATE INDEX journal_state ON journal (edition, namespace, state, id);
+CREATE TABLE workers (
+    id         BIGSERIAL PRIMARY KEY,
+    edition    TEXT NOT NULL,
+    namespace  TEXT NOT NULL,
+    host       TEXT NOT NULL,
+    pid        BIGINT NOT NULL,
+    started_at TEXT NOT NULL,
+    heartbeat  TIMESTAMPTZ NOT NULL DEFAULT now()
+);
 ";
 
 /// The namespace of the real send.
@@ -190,7 +234,7 @@ impl Counts {
         self.pending == 0 && self.in_doubt == 0 && self.deferred == 0
     }
 
-    fn add(&mut self, state: State, n: u64) {
+    pub(super) fn add(&mut self, state: State, n: u64) {
         match state {
             State::Pending => self.pending += n,
             State::InDoubt => self.in_doubt += n,
@@ -203,11 +247,11 @@ impl Counts {
     }
 }
 
-fn ts(t: DateTime<Utc>) -> String {
+pub(super) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-fn parse_ts(s: Option<String>) -> Option<DateTime<Utc>> {
+pub(super) fn parse_ts(s: Option<String>) -> Option<DateTime<Utc>> {
     s.and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
         .map(|t| t.with_timezone(&Utc))
 }
@@ -224,13 +268,17 @@ fn send_info_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SendInfo> {
     })
 }
 
-const SEND_COLUMNS: &str =
+pub(super) const SEND_COLUMNS: &str =
     "edition, namespace, started_at, frozen_at, finished_at, invalid, duplicates";
 
 impl Store {
     /// The send record, if this edition/namespace was ever started.
     pub fn send_info(&self, edition: &str, namespace: &str) -> Result<Option<SendInfo>> {
-        Ok(self
+        let db = match &self.engine {
+            Engine::Sqlite(db) => db,
+            Engine::Pg(pg) => return pg.send_info(edition, namespace),
+        };
+        Ok(db
             .conn
             .prepare_cached(&format!(
                 "SELECT {SEND_COLUMNS} FROM sends WHERE edition = ?1 AND namespace = ?2"
@@ -241,7 +289,11 @@ impl Store {
 
     /// Forgets a send entirely (test sends start afresh every time).
     pub fn reset(&self, edition: &str, namespace: &str) -> Result<()> {
-        let tx = self.conn.unchecked_transaction()?;
+        let db = match &self.engine {
+            Engine::Sqlite(db) => db,
+            Engine::Pg(pg) => return pg.reset(edition, namespace),
+        };
+        let tx = db.conn.unchecked_transaction()?;
         tx.execute(
             "DELETE FROM journal WHERE edition = ?1 AND namespace = ?2",
             [edition, namespace],
@@ -267,8 +319,12 @@ impl Store {
         recipients: &mut dyn Iterator<Item = NewRecipient>,
         invalid: &mut dyn FnMut() -> u64,
     ) -> Result<SendInfo> {
+        let db = match &self.engine {
+            Engine::Sqlite(db) => db,
+            Engine::Pg(pg) => return pg.freeze(edition, namespace, at, recipients, invalid),
+        };
         const CHUNK: usize = 5000;
-        self.conn.execute(
+        db.conn.execute(
             "INSERT OR IGNORE INTO sends (edition, namespace, started_at) VALUES (?1, ?2, ?3)",
             params![edition, namespace, ts(at)],
         )?;
@@ -277,7 +333,7 @@ impl Store {
         let mut read: u64 = 0;
         let mut recipients = recipients.peekable();
         while recipients.peek().is_some() {
-            let tx = self.conn.unchecked_transaction()?;
+            let tx = db.conn.unchecked_transaction()?;
             {
                 let mut insert = tx.prepare_cached(
                     "INSERT OR IGNORE INTO journal (edition, namespace, address_key, address, name, fields, state)
@@ -297,13 +353,13 @@ impl Store {
             }
             tx.commit()?;
         }
-        let held: i64 = self.conn.query_row(
+        let held: i64 = db.conn.query_row(
             "SELECT count(*) FROM journal WHERE edition = ?1 AND namespace = ?2",
             params![edition, namespace],
             |r| r.get(0),
         )?;
         let duplicates = read.saturating_sub(held as u64);
-        self.conn.execute(
+        db.conn.execute(
             "UPDATE sends SET frozen_at = ?3, invalid = ?4, duplicates = ?5
              WHERE edition = ?1 AND namespace = ?2",
             params![
@@ -331,6 +387,12 @@ impl Store {
         include_in_doubt: bool,
         limit: usize,
     ) -> Result<Vec<Entry>> {
+        let db = match &self.engine {
+            Engine::Sqlite(db) => db,
+            Engine::Pg(pg) => {
+                return pg.due(edition, namespace, after, now, include_in_doubt, limit)
+            }
+        };
         const SELECT: &str =
             "SELECT j.id, j.address, j.name, j.fields, j.state, j.attempts, j.first_attempt_at,
                     s.address_key IS NOT NULL
@@ -343,7 +405,7 @@ impl Store {
             states.push(State::InDoubt);
         }
         let mut page = Vec::new();
-        let mut stmt = self.conn.prepare_cached(SELECT)?;
+        let mut stmt = db.conn.prepare_cached(SELECT)?;
         for state in states {
             let rows = stmt.query_map(
                 params![
@@ -386,7 +448,11 @@ impl Store {
         now: DateTime<Utc>,
         latest: DateTime<Utc>,
     ) -> Result<usize> {
-        let tx = self.conn.unchecked_transaction()?;
+        let db = match &self.engine {
+            Engine::Sqlite(db) => db,
+            Engine::Pg(pg) => return pg.clamp_retries(edition, namespace, now, latest),
+        };
+        let tx = db.conn.unchecked_transaction()?;
         let moved = tx.execute(
             "UPDATE journal SET next_attempt_at = ?3
              WHERE edition = ?1 AND namespace = ?2 AND state = 'deferred' AND next_attempt_at > ?3",
@@ -404,11 +470,15 @@ impl Store {
     /// Applies changes in one transaction. Returns the ids of `unless_suppressed`
     /// claims that found the address suppressed (those recipients are now `suppressed`).
     pub fn apply(&self, updates: &[Update]) -> Result<Vec<i64>> {
+        let db = match &self.engine {
+            Engine::Sqlite(db) => db,
+            Engine::Pg(pg) => return pg.apply(updates),
+        };
         let mut suppressed = Vec::new();
         if updates.is_empty() {
             return Ok(suppressed);
         }
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = db.conn.unchecked_transaction()?;
         {
             let mut stmt = tx.prepare_cached(
                 "UPDATE journal SET state = ?2, updated_at = ?3,
@@ -441,13 +511,17 @@ impl Store {
         }
         let step = Store::count_step(&tx)?;
         tx.commit()?;
-        self.progress.set(step);
+        db.progress.set(step);
         Ok(suppressed)
     }
 
     pub fn counts(&self, edition: &str, namespace: &str) -> Result<Counts> {
+        let db = match &self.engine {
+            Engine::Sqlite(db) => db,
+            Engine::Pg(pg) => return pg.counts(edition, namespace),
+        };
         let mut c = Counts::default();
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = db.conn.prepare_cached(
             "SELECT state, count(*) FROM journal WHERE edition = ?1 AND namespace = ?2 GROUP BY state",
         )?;
         let rows = stmt.query_map([edition, namespace], |r| {
@@ -460,7 +534,7 @@ impl Store {
             }
         }
         c.next_retry = parse_ts(
-            self.conn
+            db.conn
                 .prepare_cached(
                     "SELECT min(next_attempt_at) FROM journal
                      WHERE edition = ?1 AND namespace = ?2 AND state = 'deferred'",
@@ -475,7 +549,11 @@ impl Store {
 
     /// Marks the send finished (all recipients settled) at `at`.
     pub fn finish(&self, edition: &str, namespace: &str, at: DateTime<Utc>) -> Result<()> {
-        self.conn.execute(
+        let db = match &self.engine {
+            Engine::Sqlite(db) => db,
+            Engine::Pg(pg) => return pg.finish(edition, namespace, at),
+        };
+        db.conn.execute(
             "UPDATE sends SET finished_at = coalesce(finished_at, ?3) WHERE edition = ?1 AND namespace = ?2",
             params![edition, namespace, ts(at)],
         )?;
@@ -484,11 +562,41 @@ impl Store {
 
     /// Every send in the journal, oldest first.
     pub fn sends(&self) -> Result<Vec<SendInfo>> {
-        let mut stmt = self.conn.prepare(&format!(
+        let db = match &self.engine {
+            Engine::Sqlite(db) => db,
+            Engine::Pg(pg) => return pg.sends(),
+        };
+        let mut stmt = db.conn.prepare(&format!(
             "SELECT {SEND_COLUMNS} FROM sends ORDER BY started_at, edition, namespace"
         ))?;
         let rows = stmt.query_map([], send_info_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// With a shared store: whether other live senders still hold claims on this
+    /// send (recipients that come back if they die, so this sender must not stop yet).
+    pub fn others_hold_claims(&self, edition: &str, namespace: &str) -> Result<bool> {
+        match &self.engine {
+            Engine::Sqlite(_) => Ok(false),
+            Engine::Pg(pg) => pg.others_hold_claims(edition, namespace),
+        }
+    }
+
+    /// With a shared store, once this process claimed: how many senders share the
+    /// send (kept up to date by the heartbeat).
+    pub fn live_senders(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicUsize>> {
+        match &self.engine {
+            Engine::Sqlite(_) => None,
+            Engine::Pg(pg) => pg.live_workers(),
+        }
+    }
+
+    /// With a shared store: leaves the send, handing back unsent claims at once.
+    pub fn leave_send(&self) -> Result<()> {
+        match &self.engine {
+            Engine::Sqlite(_) => Ok(()),
+            Engine::Pg(pg) => pg.leave(),
+        }
     }
 
     /// Addresses in one state, with their last reply.
@@ -498,7 +606,11 @@ impl Store {
         namespace: &str,
         state: State,
     ) -> Result<Vec<(String, Option<String>)>> {
-        let mut stmt = self.conn.prepare(
+        let db = match &self.engine {
+            Engine::Sqlite(db) => db,
+            Engine::Pg(pg) => return pg.recipients(edition, namespace, state),
+        };
+        let mut stmt = db.conn.prepare(
             "SELECT address, reply FROM journal WHERE edition = ?1 AND namespace = ?2 AND state = ?3 ORDER BY id",
         )?;
         let rows = stmt.query_map([edition, namespace, state.as_str()], |r| {

@@ -7,10 +7,10 @@
 //! until its link is opened. Confirmation belongs to the reader, not to a list, so
 //! adding a list later keeps them confirmed.
 
-use super::{address_key, Store};
+use super::pg::Param;
+use super::{address_key, Engine, Store};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -65,6 +65,59 @@ CREATE TABLE IF NOT EXISTS spent_challenges (
     expires_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS signup_mails_by_address ON signup_mails (address_key);
+";
+
+pub(super) const PG_SCHEMA: &str = "
+CREATE TABLE readers (
+    address_key  TEXT PRIMARY KEY,
+    address      TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    fields       TEXT NOT NULL,
+    confirmed_at TEXT NOT NULL,
+    updated_at   TEXT NOT NULL
+);
+CREATE TABLE memberships (
+    list        TEXT NOT NULL,
+    address_key TEXT NOT NULL,
+    added_at    TEXT NOT NULL,
+    PRIMARY KEY (list, address_key)
+);
+CREATE TABLE consents (
+    address_key TEXT NOT NULL,
+    at          TEXT NOT NULL,
+    form        TEXT NOT NULL,
+    lists       TEXT NOT NULL,
+    text        TEXT NOT NULL,
+    PRIMARY KEY (address_key, at, form)
+);
+CREATE TABLE pending_signups (
+    nonce       TEXT PRIMARY KEY,
+    address_key TEXT NOT NULL,
+    client      TEXT NOT NULL,
+    lists       TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    expires_at  TEXT NOT NULL
+);
+CREATE INDEX pending_by_address ON pending_signups (address_key);
+CREATE INDEX pending_by_client ON pending_signups (client);
+CREATE TABLE signup_mails (
+    tag         TEXT PRIMARY KEY,
+    address_key TEXT NOT NULL,
+    address     TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    attempts    BIGINT NOT NULL DEFAULT 0,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    reply       TEXT
+);
+CREATE TABLE spent_challenges (
+    challenge  TEXT PRIMARY KEY,
+    expires_at TEXT NOT NULL
+);
+CREATE INDEX signup_mails_by_address ON signup_mails (address_key);
 ";
 
 /// A reader as a managed list holds them.
@@ -162,17 +215,171 @@ fn split_lists(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// A value bound to, or read from, a statement of this file: text (or NULL), or a
+/// 64-bit integer. Every statement here is written once in SQL both engines run
+/// (positional parameters, `ON CONFLICT`, RFC 3339 text times, casts where
+/// PostgreSQL must know a parameter's type); [`Store::run`] and [`Store::rows`] bind
+/// it on the engine at hand, `?N` becoming `$N` for PostgreSQL.
+#[derive(Debug, Clone, PartialEq)]
+enum V {
+    T(Option<String>),
+    I(i64),
+}
+
+/// The kind of a column a query reads.
+#[derive(Debug, Clone, Copy)]
+enum K {
+    T,
+    I,
+}
+
+fn t(s: impl Into<String>) -> V {
+    V::T(Some(s.into()))
+}
+
+impl V {
+    fn text(&self) -> String {
+        match self {
+            V::T(Some(s)) => s.clone(),
+            V::T(None) => String::new(),
+            V::I(i) => i.to_string(),
+        }
+    }
+
+    fn opt(&self) -> Option<String> {
+        match self {
+            V::T(s) => s.clone(),
+            V::I(i) => Some(i.to_string()),
+        }
+    }
+
+    fn int(&self) -> i64 {
+        match self {
+            V::I(i) => *i,
+            V::T(s) => s.as_deref().and_then(|s| s.parse().ok()).unwrap_or(0),
+        }
+    }
+}
+
+/// `?1` → `$1`: the same statement in PostgreSQL's parameter syntax.
+fn pg_sql(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '?' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('$');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn sqlite_value(v: &V) -> rusqlite::types::Value {
+    match v {
+        V::T(Some(s)) => rusqlite::types::Value::Text(s.clone()),
+        V::T(None) => rusqlite::types::Value::Null,
+        V::I(i) => rusqlite::types::Value::Integer(*i),
+    }
+}
+
+fn pg_args(args: &[V]) -> Vec<Param> {
+    args.iter()
+        .map(|v| match v {
+            V::T(s) => Box::new(s.clone()) as Param,
+            V::I(i) => Box::new(*i) as Param,
+        })
+        .collect()
+}
+
 impl Store {
-    /// Whether this store has the managed-list tables (a read-only store written by an
-    /// older brief may not).
+    /// The store at `location` for reading, or `None` when there is none yet (a send's
+    /// managed lists are read on their own connection, like a CSV file is opened).
+    pub fn existing(location: &super::Location) -> Result<Option<Store>> {
+        match location {
+            super::Location::Sqlite(path) => Store::open_existing(path),
+            super::Location::Postgres { url, password } => {
+                Ok(
+                    super::pg::Pg::open_existing(url, password.as_deref())?.map(|pg| Store {
+                        engine: Engine::Pg(pg),
+                    }),
+                )
+            }
+        }
+    }
+
+    /// Runs a statement of this file; the number of rows changed.
+    fn run(&self, sql: &str, args: &[V]) -> Result<u64> {
+        match &self.engine {
+            Engine::Sqlite(db) => Ok(db
+                .conn
+                .prepare_cached(sql)?
+                .execute(rusqlite::params_from_iter(args.iter().map(sqlite_value)))?
+                as u64),
+            Engine::Pg(pg) => pg.execute(&pg_sql(sql), pg_args(args)),
+        }
+    }
+
+    /// Runs a query of this file; its rows, each column read as `kinds` says.
+    fn rows(&self, sql: &str, args: &[V], kinds: &[K]) -> Result<Vec<Vec<V>>> {
+        match &self.engine {
+            Engine::Sqlite(db) => {
+                let mut stmt = db.conn.prepare_cached(sql)?;
+                let rows = stmt.query_map(
+                    rusqlite::params_from_iter(args.iter().map(sqlite_value)),
+                    |r| {
+                        kinds
+                            .iter()
+                            .enumerate()
+                            .map(|(i, k)| {
+                                Ok(match k {
+                                    K::T => V::T(r.get(i)?),
+                                    K::I => V::I(r.get(i)?),
+                                })
+                            })
+                            .collect::<rusqlite::Result<Vec<V>>>()
+                    },
+                )?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
+            }
+            Engine::Pg(pg) => Ok(pg
+                .query(&pg_sql(sql), pg_args(args))?
+                .iter()
+                .map(|r| {
+                    kinds
+                        .iter()
+                        .enumerate()
+                        .map(|(i, k)| match k {
+                            K::T => V::T(r.get(i)),
+                            K::I => V::I(r.get(i)),
+                        })
+                        .collect()
+                })
+                .collect()),
+        }
+    }
+
+    fn count(&self, sql: &str, args: &[V]) -> Result<u64> {
+        Ok(self
+            .rows(sql, args, &[K::I])?
+            .first()
+            .map_or(0, |r| r[0].int().max(0) as u64))
+    }
+
+    /// Whether this store has the managed-list tables (a read-only SQLite store
+    /// written by an older brief may not; PostgreSQL's schema is migrated on open).
     pub fn manages_lists(&self) -> bool {
-        self.conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'memberships'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .is_ok_and(|n| n == 1)
+        match &self.engine {
+            Engine::Sqlite(db) => db
+                .conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'memberships'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .is_ok_and(|n| n == 1),
+            Engine::Pg(_) => true,
+        }
     }
 
     /// Adds a reader to `lists` (confirmed), with the consent record. A reader already
@@ -180,46 +387,45 @@ impl Store {
     pub fn add_reader(&self, a: &Addition<'_>) -> Result<()> {
         let key = address_key(a.address);
         let now = ts(a.consent.at);
-        self.conn.execute(
+        self.run(
             "INSERT INTO readers (address_key, address, name, fields, confirmed_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?5)
              ON CONFLICT (address_key) DO UPDATE SET
                  address = excluded.address,
-                 name = CASE WHEN ?6 THEN excluded.name ELSE readers.name END,
-                 fields = CASE WHEN ?7 THEN excluded.fields ELSE readers.fields END,
+                 name = CASE WHEN CAST(?6 AS BIGINT) = 1 THEN excluded.name ELSE readers.name END,
+                 fields = CASE WHEN CAST(?7 AS BIGINT) = 1 THEN excluded.fields ELSE readers.fields END,
                  updated_at = excluded.updated_at",
-            params![
-                key,
-                a.address.trim(),
-                a.name.unwrap_or(""),
-                a.fields.unwrap_or("{}"),
-                now,
-                a.name.is_some(),
-                a.fields.is_some()
+            &[
+                t(key.clone()),
+                t(a.address.trim()),
+                t(a.name.unwrap_or("")),
+                t(a.fields.unwrap_or("{}")),
+                t(now.clone()),
+                V::I(i64::from(a.name.is_some())),
+                V::I(i64::from(a.fields.is_some())),
             ],
         )?;
         for list in a.lists {
-            self.conn.execute(
+            self.run(
                 "INSERT INTO memberships (list, address_key, added_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (list, address_key) DO NOTHING",
-                params![list, key, now],
+                &[t(list.clone()), t(key.clone()), t(now.clone())],
             )?;
         }
-        self.record_consent(a.address, &a.consent)?;
-        Ok(())
+        self.record_consent(a.address, &a.consent)
     }
 
     /// Records a consent (also for a change made in the preference centre).
     pub fn record_consent(&self, email: &str, c: &Consent) -> Result<()> {
-        self.conn.execute(
+        self.run(
             "INSERT INTO consents (address_key, at, form, lists, text) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (address_key, at, form) DO NOTHING",
-            params![
-                address_key(email),
-                ts(c.at),
-                c.form,
-                c.lists.join(","),
-                c.text
+            &[
+                t(address_key(email)),
+                t(ts(c.at)),
+                t(c.form.clone()),
+                t(c.lists.join(",")),
+                t(c.text.clone()),
             ],
         )?;
         Ok(())
@@ -227,18 +433,18 @@ impl Store {
 
     /// Takes a reader off `list`; returns false if they were not on it.
     pub fn remove_membership(&self, email: &str, list: &str) -> Result<bool> {
-        let changed = self.conn.execute(
+        let changed = self.run(
             "DELETE FROM memberships WHERE list = ?1 AND address_key = ?2",
-            params![list, address_key(email)],
+            &[t(list), t(address_key(email))],
         )?;
         Ok(changed == 1)
     }
 
     /// Renames a confirmed reader.
     pub fn rename_reader(&self, email: &str, name: &str, at: DateTime<Utc>) -> Result<()> {
-        self.conn.execute(
+        self.run(
             "UPDATE readers SET name = ?2, updated_at = ?3 WHERE address_key = ?1",
-            params![address_key(email), name, ts(at)],
+            &[t(address_key(email)), t(name), t(ts(at))],
         )?;
         Ok(())
     }
@@ -246,34 +452,28 @@ impl Store {
     /// A confirmed reader and their lists.
     pub fn reader(&self, email: &str) -> Result<Option<Reader>> {
         let key = address_key(email);
-        let row = self
-            .conn
-            .prepare_cached(
-                "SELECT address, name, fields, confirmed_at FROM readers WHERE address_key = ?1",
-            )?
-            .query_row([&key], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })
-            .optional()?;
-        let Some((address, name, fields, confirmed_at)) = row else {
+        let found = self.rows(
+            "SELECT address, name, fields, confirmed_at FROM readers WHERE address_key = ?1",
+            &[t(key.clone())],
+            &[K::T, K::T, K::T, K::T],
+        )?;
+        let Some(row) = found.first() else {
             return Ok(None);
         };
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT list FROM memberships WHERE address_key = ?1 ORDER BY list")?;
-        let lists = stmt
-            .query_map([&key], |r| r.get(0))?
-            .collect::<rusqlite::Result<Vec<String>>>()?;
+        let lists = self
+            .rows(
+                "SELECT list FROM memberships WHERE address_key = ?1 ORDER BY list",
+                &[t(key)],
+                &[K::T],
+            )?
+            .iter()
+            .map(|r| r[0].text())
+            .collect();
         Ok(Some(Reader {
-            address,
-            name,
-            fields,
-            confirmed_at: parse_ts(&confirmed_at)?,
+            address: row[0].text(),
+            name: row[1].text(),
+            fields: row[2].text(),
+            confirmed_at: parse_ts(&row[3].text())?,
             lists,
         }))
     }
@@ -286,27 +486,30 @@ impl Store {
         after: &str,
         limit: usize,
     ) -> Result<Vec<(String, String, String, String)>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT r.address, r.name, r.fields, r.address_key
-             FROM memberships m JOIN readers r ON r.address_key = m.address_key
-             WHERE m.list = ?1 AND m.address_key > ?2
-             ORDER BY m.address_key LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(params![list, after, limit as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        Ok(self
+            .rows(
+                "SELECT r.address, r.name, r.fields, r.address_key
+                 FROM memberships m JOIN readers r ON r.address_key = m.address_key
+                 WHERE m.list = ?1 AND m.address_key > ?2
+                 ORDER BY m.address_key LIMIT ?3",
+                &[t(list), t(after), V::I(limit as i64)],
+                &[K::T, K::T, K::T, K::T],
+            )?
+            .iter()
+            .map(|r| (r[0].text(), r[1].text(), r[2].text(), r[3].text()))
+            .collect())
     }
 
     /// The extra field names of `list`'s members (the union, sorted).
     pub fn member_columns(&self, list: &str) -> Result<Vec<String>> {
-        let mut stmt = self.conn.prepare(
+        let mut names = std::collections::BTreeSet::new();
+        for row in self.rows(
             "SELECT DISTINCT r.fields FROM memberships m JOIN readers r ON r.address_key = m.address_key
              WHERE m.list = ?1 AND r.fields <> '{}'",
-        )?;
-        let mut names = std::collections::BTreeSet::new();
-        for fields in stmt.query_map([list], |r| r.get::<_, String>(0))? {
-            if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(&fields?) {
+            &[t(list)],
+            &[K::T],
+        )? {
+            if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(&row[0].text()) {
                 names.extend(map.keys().cloned());
             }
         }
@@ -315,41 +518,36 @@ impl Store {
 
     /// Every reader of `list` (or of any managed list), by address key.
     pub fn readers(&self, list: Option<&str>) -> Result<Vec<Reader>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT address_key FROM readers r WHERE ?1 IS NULL
+        let keys = self.rows(
+            "SELECT address_key FROM readers r WHERE CAST(?1 AS TEXT) IS NULL
                 OR EXISTS (SELECT 1 FROM memberships m WHERE m.address_key = r.address_key AND m.list = ?1)
              ORDER BY address_key",
+            &[V::T(list.map(str::to_string))],
+            &[K::T],
         )?;
-        let keys = stmt
-            .query_map([list], |r| r.get::<_, String>(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
-            out.extend(self.reader(&key)?);
+            out.extend(self.reader(&key[0].text())?);
         }
         Ok(out)
     }
 
     /// Confirmed members and unexpired pending signups of `list` at `now`.
     pub fn list_counts(&self, list: &str, now: DateTime<Utc>) -> Result<ListCounts> {
-        let confirmed: i64 = self.conn.query_row(
+        let confirmed = self.count(
             "SELECT count(*) FROM memberships WHERE list = ?1",
-            [list],
-            |r| r.get(0),
+            &[t(list)],
         )?;
-        let mut stmt = self
-            .conn
-            .prepare("SELECT lists FROM pending_signups WHERE expires_at > ?1")?;
-        let mut pending = 0;
-        for lists in stmt.query_map([ts(now)], |r| r.get::<_, String>(0))? {
-            if split_lists(&lists?).iter().any(|l| l == list) {
-                pending += 1;
-            }
-        }
-        Ok(ListCounts {
-            confirmed: confirmed as u64,
-            pending,
-        })
+        let pending = self
+            .rows(
+                "SELECT lists FROM pending_signups WHERE expires_at > ?1",
+                &[t(ts(now))],
+                &[K::T],
+            )?
+            .iter()
+            .filter(|r| split_lists(&r[0].text()).iter().any(|l| l == list))
+            .count() as u64;
+        Ok(ListCounts { confirmed, pending })
     }
 
     /// Unexpired pending signups for `email`, and started by `client`, at `now`.
@@ -359,19 +557,16 @@ impl Store {
         client: &str,
         now: DateTime<Utc>,
     ) -> Result<(u64, u64)> {
-        let count = |column: &str, value: &str| -> Result<u64> {
-            let n: i64 = self.conn.query_row(
-                &format!(
-                    "SELECT count(*) FROM pending_signups WHERE {column} = ?1 AND expires_at > ?2"
-                ),
-                params![value, ts(now)],
-                |r| r.get(0),
-            )?;
-            Ok(n as u64)
-        };
+        let now = ts(now);
         Ok((
-            count("address_key", &address_key(email))?,
-            count("client", client)?,
+            self.count(
+                "SELECT count(*) FROM pending_signups WHERE address_key = ?1 AND expires_at > ?2",
+                &[t(address_key(email)), t(now.clone())],
+            )?,
+            self.count(
+                "SELECT count(*) FROM pending_signups WHERE client = ?1 AND expires_at > ?2",
+                &[t(client), t(now)],
+            )?,
         ))
     }
 
@@ -385,22 +580,28 @@ impl Store {
         now: DateTime<Utc>,
         expires: DateTime<Utc>,
     ) -> Result<()> {
-        self.conn.execute(
+        self.run(
             "DELETE FROM pending_signups WHERE expires_at <= ?1",
-            [ts(now)],
+            &[t(ts(now))],
         )?;
-        self.conn.execute(
+        self.run(
             "INSERT INTO pending_signups (nonce, address_key, client, lists, created_at, expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (nonce) DO NOTHING",
-            params![nonce, address_key(email), client, lists.join(","), ts(now), ts(expires)],
+            &[
+                t(nonce),
+                t(address_key(email)),
+                t(client),
+                t(lists.join(",")),
+                t(ts(now)),
+                t(ts(expires)),
+            ],
         )?;
         Ok(())
     }
 
     /// Forgets a pending signup once confirmed.
     pub fn remove_pending(&self, nonce: &str) -> Result<()> {
-        self.conn
-            .execute("DELETE FROM pending_signups WHERE nonce = ?1", [nonce])?;
+        self.run("DELETE FROM pending_signups WHERE nonce = ?1", &[t(nonce)])?;
         Ok(())
     }
 
@@ -412,14 +613,14 @@ impl Store {
         expires: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        self.conn.execute(
+        self.run(
             "DELETE FROM spent_challenges WHERE expires_at <= ?1",
-            [ts(now)],
+            &[t(ts(now))],
         )?;
-        let changed = self.conn.execute(
+        let changed = self.run(
             "INSERT INTO spent_challenges (challenge, expires_at) VALUES (?1, ?2)
              ON CONFLICT (challenge) DO NOTHING",
-            params![challenge, ts(expires)],
+            &[t(challenge), t(ts(expires))],
         )?;
         Ok(changed == 1)
     }
@@ -434,10 +635,18 @@ impl Store {
         body: &str,
         at: DateTime<Utc>,
     ) -> Result<()> {
-        self.conn.execute(
+        self.run(
             "INSERT INTO signup_mails (tag, address_key, address, kind, subject, body, state, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7) ON CONFLICT (tag) DO NOTHING",
-            params![tag, address_key(email), email.trim(), kind, subject, body, ts(at)],
+            &[
+                t(tag),
+                t(address_key(email)),
+                t(email.trim()),
+                t(kind),
+                t(subject),
+                t(body),
+                t(ts(at)),
+            ],
         )?;
         Ok(())
     }
@@ -450,41 +659,16 @@ impl Store {
         now: DateTime<Utc>,
         max_attempts: u32,
     ) -> Result<Vec<SignupMail>> {
-        let mut stmt = self.conn.prepare(
+        let rows = self.rows(
             "SELECT tag, address, kind, state, attempts, created_at, updated_at, reply, subject, body
              FROM signup_mails WHERE state IN ('pending', 'failed', 'sending') AND attempts < ?1
              ORDER BY created_at LIMIT 100",
+            &[V::I(i64::from(max_attempts))],
+            &[K::T, K::T, K::T, K::T, K::I, K::T, K::T, K::T, K::T, K::T],
         )?;
-        let rows = stmt.query_map([max_attempts], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, u32>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, String>(6)?,
-                r.get::<_, Option<String>>(7)?,
-                r.get::<_, String>(8)?,
-                r.get::<_, String>(9)?,
-            ))
-        })?;
         let mut out = Vec::new();
-        for row in rows {
-            let (tag, address, kind, state, attempts, created, updated, reply, subject, body) =
-                row?;
-            let mail = SignupMail {
-                tag,
-                address,
-                kind,
-                state,
-                attempts,
-                created_at: parse_ts(&created)?,
-                updated_at: parse_ts(&updated)?,
-                reply,
-                subject,
-                body,
-            };
+        for r in rows {
+            let mail = mail_from(&r)?;
             let wait = match mail.state.as_str() {
                 "pending" => chrono::Duration::zero(),
                 "sending" => chrono::Duration::hours(1),
@@ -500,10 +684,15 @@ impl Store {
     /// Claims a due mail for this process (another `brief serve` on the same store
     /// may be looking at it too): true if this one got it.
     pub fn claim_signup_mail(&self, mail: &SignupMail, now: DateTime<Utc>) -> Result<bool> {
-        let changed = self.conn.execute(
+        let changed = self.run(
             "UPDATE signup_mails SET state = 'sending', attempts = attempts + 1, updated_at = ?3
              WHERE tag = ?1 AND state = ?2 AND attempts = ?4",
-            params![mail.tag, mail.state, ts(now), mail.attempts],
+            &[
+                t(mail.tag.clone()),
+                t(mail.state.clone()),
+                t(ts(now)),
+                V::I(i64::from(mail.attempts)),
+            ],
         )?;
         Ok(changed == 1)
     }
@@ -516,93 +705,69 @@ impl Store {
         reply: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        self.conn.execute(
+        self.run(
             "UPDATE signup_mails SET state = ?2, reply = ?3, updated_at = ?4 WHERE tag = ?1",
-            params![tag, state, reply, ts(now)],
+            &[
+                t(tag),
+                t(state),
+                V::T(reply.map(str::to_string)),
+                t(ts(now)),
+            ],
         )?;
         Ok(())
     }
 
-    /// The signup mails sent to `email`, oldest first.
+    /// The signup mails sent to `email`, oldest first (without their text).
     pub fn signup_mails(&self, email: &str) -> Result<Vec<SignupMail>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT tag, address, kind, state, attempts, created_at, updated_at, reply FROM signup_mails
-             WHERE address_key = ?1 ORDER BY created_at, tag",
-        )?;
-        let rows = stmt.query_map([address_key(email)], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, u32>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, String>(6)?,
-                r.get::<_, Option<String>>(7)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (tag, address, kind, state, attempts, created, updated, reply) = row?;
-            out.push(SignupMail {
-                tag,
-                address,
-                kind,
-                state,
-                attempts,
-                created_at: parse_ts(&created)?,
-                updated_at: parse_ts(&updated)?,
-                reply,
-                subject: String::new(),
-                body: String::new(),
-            });
-        }
-        Ok(out)
+        self.rows(
+            "SELECT tag, address, kind, state, attempts, created_at, updated_at, reply, '', ''
+             FROM signup_mails WHERE address_key = ?1 ORDER BY created_at, tag",
+            &[t(address_key(email))],
+            &[K::T, K::T, K::T, K::T, K::I, K::T, K::T, K::T, K::T, K::T],
+        )?
+        .iter()
+        .map(|r| mail_from(r))
+        .collect()
     }
 
     /// The consent records of `email`, oldest first.
     pub fn consents(&self, email: &str) -> Result<Vec<Consent>> {
-        let mut stmt = self.conn.prepare(
+        self.rows(
             "SELECT at, form, lists, text FROM consents WHERE address_key = ?1 ORDER BY at, form",
-        )?;
-        let rows = stmt.query_map([address_key(email)], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (at, form, lists, text) = row?;
-            out.push(Consent {
-                at: parse_ts(&at)?,
-                form,
-                lists: split_lists(&lists),
-                text,
-            });
-        }
-        Ok(out)
+            &[t(address_key(email))],
+            &[K::T, K::T, K::T, K::T],
+        )?
+        .iter()
+        .map(|r| {
+            Ok(Consent {
+                at: parse_ts(&r[0].text())?,
+                form: r[1].text(),
+                lists: split_lists(&r[2].text()),
+                text: r[3].text(),
+            })
+        })
+        .collect()
     }
 
     /// What the journal holds about messages to `email`, oldest first.
     pub fn deliveries_to(&self, email: &str) -> Result<Vec<Delivery>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT edition, namespace, state, first_attempt_at, updated_at, message_id FROM journal
-             WHERE address_key = ?1 ORDER BY id",
-        )?;
-        let rows = stmt.query_map([address_key(email)], |r| {
-            Ok(Delivery {
-                edition: r.get(0)?,
-                namespace: r.get(1)?,
-                state: r.get(2)?,
-                first_attempt_at: r.get(3)?,
-                updated_at: r.get(4)?,
-                message_id: r.get(5)?,
+        Ok(self
+            .rows(
+                "SELECT edition, namespace, state, first_attempt_at, updated_at, message_id FROM journal
+                 WHERE address_key = ?1 ORDER BY id",
+                &[t(address_key(email))],
+                &[K::T, K::T, K::T, K::T, K::T, K::T],
+            )?
+            .iter()
+            .map(|r| Delivery {
+                edition: r[0].text(),
+                namespace: r[1].text(),
+                state: r[2].text(),
+                first_attempt_at: r[3].opt(),
+                updated_at: r[4].opt(),
+                message_id: r[5].opt(),
             })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            .collect())
     }
 
     /// Erases a reader: their managed-list data, consents, pending signups and signup
@@ -621,57 +786,74 @@ impl Store {
             "signup_mails",
             "suppressions",
         ] {
-            self.conn.execute(
+            self.run(
                 &format!("DELETE FROM {table} WHERE address_key = ?1"),
-                [&key],
+                &[t(key.clone())],
             )?;
         }
-        self.conn.execute(
+        self.run(
             "UPDATE journal SET state = 'suppressed', updated_at = ?2
              WHERE address_key = ?1 AND state IN ('pending', 'deferred')",
-            params![key, ts(at)],
+            &[t(key.clone()), t(ts(at))],
         )?;
-        self.conn.execute(
+        self.run(
             "UPDATE journal SET address_key = ?2, address = ?2, name = '', fields = '{}', reply = NULL
              WHERE address_key = ?1",
-            params![key, erased],
+            &[t(key), t(erased.clone())],
         )?;
         self.forget_bounces(email)?;
-        self.conn.execute(
+        self.run(
             "INSERT INTO suppressions (address_key, address, suppressed_at, source, edition)
              VALUES (?1, ?1, ?2, 'page', NULL) ON CONFLICT (address_key) DO NOTHING",
-            params![erased, ts(at)],
+            &[t(erased), t(ts(at))],
         )?;
         Ok(())
     }
 
     /// Whether `email` was erased (its [`erased_key`] is on the suppression list).
     pub fn is_erased(&self, email: &str) -> Result<bool> {
-        let found: Option<i64> = self
-            .conn
-            .prepare_cached("SELECT 1 FROM suppressions WHERE address_key = ?1")?
-            .query_row([erased_key(email)], |r| r.get(0))
-            .optional()?;
-        Ok(found.is_some())
+        Ok(self.count(
+            "SELECT count(*) FROM suppressions WHERE address_key = ?1",
+            &[t(erased_key(email))],
+        )? > 0)
     }
 
     /// Every erased key, for a send to skip erased readers a stale CSV still lists.
     pub fn erased_keys(&self) -> Result<std::collections::HashSet<String>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT address_key FROM suppressions WHERE address_key LIKE 'sha256:%'")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        Ok(self
+            .rows(
+                "SELECT address_key FROM suppressions WHERE address_key LIKE 'sha256:%'",
+                &[],
+                &[K::T],
+            )?
+            .iter()
+            .map(|r| r[0].text())
+            .collect())
     }
 
     /// Lifts the erased key of `email` (the reader signed up again and confirmed).
     pub fn forget_erasure(&self, email: &str) -> Result<()> {
-        self.conn.execute(
+        self.run(
             "DELETE FROM suppressions WHERE address_key = ?1",
-            [erased_key(email)],
+            &[t(erased_key(email))],
         )?;
         Ok(())
     }
+}
+
+fn mail_from(r: &[V]) -> Result<SignupMail> {
+    Ok(SignupMail {
+        tag: r[0].text(),
+        address: r[1].text(),
+        kind: r[2].text(),
+        state: r[3].text(),
+        attempts: u32::try_from(r[4].int()).unwrap_or(u32::MAX),
+        created_at: parse_ts(&r[5].text())?,
+        updated_at: parse_ts(&r[6].text())?,
+        reply: r[7].opt(),
+        subject: r[8].text(),
+        body: r[9].text(),
+    })
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! database, outside the WAL: `brief.db.mark`. A send first checks that the journal
 //! reached at least that step; one that did not is refused with the way to recover.
 
-use super::Store;
+use super::{Engine, Store};
 use anyhow::{Context, Result};
 use rusqlite::OptionalExtension;
 use std::fmt;
@@ -71,9 +71,8 @@ impl Store {
         .query_row([], |r| r.get(0))
     }
 
-    fn journal_step(&self) -> Result<i64> {
-        Ok(self
-            .conn
+    fn journal_step(conn: &rusqlite::Connection) -> Result<i64> {
+        Ok(conn
             .query_row("SELECT step FROM progress WHERE id = 1", [], |r| r.get(0))
             .optional()?
             .unwrap_or(0))
@@ -81,12 +80,16 @@ impl Store {
 
     /// Refuses (with [`RolledBack`]) a journal behind its high-water mark. One that is
     /// ahead (the process died between a commit and the mark) moves the mark up.
+    /// (PostgreSQL has no such file to lose: a commit is durable on the server.)
     pub fn check_progress(&self) -> Result<()> {
-        let Some(database) = &self.path else {
+        let Engine::Sqlite(db) = &self.engine else {
+            return Ok(());
+        };
+        let Some(database) = &db.path else {
             return Ok(());
         };
         let mark = mark_path(database);
-        let journal_step = self.journal_step()?;
+        let journal_step = Self::journal_step(&db.conn)?;
         let marked_step = raise(&mark, journal_step)
             .with_context(|| format!("cannot update {}", mark.display()))?;
         if journal_step < marked_step {
@@ -98,18 +101,21 @@ impl Store {
             }
             .into());
         }
-        self.progress.set(journal_step);
+        db.progress.set(journal_step);
         Ok(())
     }
 
     /// Makes the high-water mark durable at the step of this connection's last
     /// journal commit (called before acknowledging in-doubt marks).
     pub fn record_high_water(&self) -> Result<()> {
-        let Some(database) = &self.path else {
+        let Engine::Sqlite(db) = &self.engine else {
+            return Ok(());
+        };
+        let Some(database) = &db.path else {
             return Ok(());
         };
         let mark = mark_path(database);
-        raise(&mark, self.progress.get())
+        raise(&mark, db.progress.get())
             .with_context(|| format!("cannot write {}", mark.display()))?;
         Ok(())
     }

@@ -1,18 +1,42 @@
-//! The state store: the per-recipient journal, the suppression list and the memory of
-//! the editor reports, in SQLite (WAL mode, synchronous=FULL so a recorded answer
-//! survives a power cut).
+//! The state store: the per-recipient journal, the suppression list, the memory of
+//! the editor reports, bounces and provider events. Two engines:
+//!
+//! - SQLite, the embedded default (WAL mode, synchronous=FULL so a recorded answer
+//!   survives a power cut; one sender per edition, under a file lock);
+//! - PostgreSQL (`[state] url`), which several senders on several machines share.
 //!
 //! This folder is the only place with SQL. Callers see [`Store`] and its methods,
-//! never a connection: those methods are what a second engine (PostgreSQL for several
-//! sending machines) has to provide, after which `Store` holds one engine or the other
-//! and its callers do not change.
+//! never a connection; inside, a `Store` holds one [`Engine`] or the other.
+//!
+//! **The pattern**, for every area file (`suppressions.rs`, `journal.rs`, ...): it
+//! declares its tables twice, `SCHEMA` (SQLite, created on every open with `IF NOT
+//! EXISTS`) and `PG_SCHEMA` (PostgreSQL, a step of the versioned migrations in
+//! `pg.rs`); and each method matches on `self.engine` with the SQLite statement and
+//! the PostgreSQL one side by side:
+//!
+//! ```text
+//! match &self.engine {
+//!     Engine::Sqlite(db) => db.conn.prepare_cached("... ?1 ...")?.execute(params![..])?,
+//!     Engine::Pg(pg) => pg.execute("... $1 ...", pg_params![..])?,
+//! }
+//! ```
+//!
+//! Both engines store the same columns with the same meaning: times as RFC 3339 text
+//! (so `<` on them orders in time, in both), counts as 64-bit integers, JSON as text.
+//! That keeps the two statements of a method alike, and lets `brief store copy` move
+//! every row as it is (`copy.rs` lists the tables; a new table goes there too). A new
+//! PostgreSQL table is a new step appended to `pg::MIGRATIONS`, never an edit of a
+//! released one.
 
 mod bounces;
+mod copy;
 mod corrections;
 mod events;
 mod journal;
 mod lists;
 mod mark;
+mod pg;
+mod pg_journal;
 mod reports;
 mod suppressions;
 
@@ -21,17 +45,40 @@ pub use events::ProviderEvent;
 pub use journal::{Counts, Entry, NewRecipient, SendInfo, State, Update, REAL, TEST};
 pub use lists::{erased_key, Addition, Consent, Delivery, ListCounts, Reader, SignupMail};
 pub use mark::RolledBack;
+pub use pg::check_url;
 pub use reports::ReportKind;
 pub use suppressions::{Suppression, SuppressionSource};
 
 use anyhow::{Context, Result};
+use pg::Pg;
 use rusqlite::{Connection, OpenFlags};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The state store. One connection; callers that share it across tasks wrap it.
+/// Where a store lives (from `[state]`: see `Config::state_location`).
+#[derive(Debug, Clone)]
+pub enum Location {
+    Sqlite(PathBuf),
+    Postgres {
+        url: String,
+        password: Option<String>,
+    },
+}
+
+/// The state store. One connection (SQLite) or one pool (PostgreSQL); callers that
+/// share it across tasks wrap it.
 pub struct Store {
+    engine: Engine,
+}
+
+/// The database behind a [`Store`].
+enum Engine {
+    Sqlite(Sqlite),
+    Pg(Pg),
+}
+
+struct Sqlite {
     conn: Connection,
     /// The database file (`None` in memory), for errors and the high-water mark.
     path: Option<PathBuf>,
@@ -40,21 +87,60 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `path`, and brings its schema up to date.
+    /// Opens (creating if needed) the store at `location`, and brings its schema up to
+    /// date.
+    pub fn connect(location: &Location) -> Result<Store> {
+        match location {
+            Location::Sqlite(path) => Store::open(path),
+            Location::Postgres { url, password } => Ok(Store {
+                engine: Engine::Pg(Pg::open(url, password.as_deref())?),
+            }),
+        }
+    }
+
+    /// The store `[state]` names.
+    pub fn for_config(config: &crate::config::Config) -> Result<Store> {
+        Store::connect(&config.state_location()?)
+    }
+
+    /// The store `[state]` names, for reading only, or `None` when there is none yet.
+    pub fn existing_for_config(config: &crate::config::Config) -> Result<Option<Store>> {
+        match config.state_location()? {
+            Location::Sqlite(path) => Store::open_existing(&path),
+            Location::Postgres { url, password } => {
+                Ok(
+                    Pg::open_existing(&url, password.as_deref())?.map(|pg| Store {
+                        engine: Engine::Pg(pg),
+                    }),
+                )
+            }
+        }
+    }
+
+    /// Whether this store is shared by several senders (PostgreSQL): a second send of
+    /// an edition joins the first instead of waiting for its lock.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.engine, Engine::Pg(_))
+    }
+
+    /// Opens (creating if needed) the SQLite store at `path`, and brings its schema up
+    /// to date.
     pub fn open(path: &Path) -> Result<Store> {
         crate::fsutil::prepare_private_file(path)
             .with_context(|| format!("cannot create {}", path.display()))?;
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open state store {}", path.display()))?;
-        let mut store = Self::init(conn)
+        let mut db = Self::init(conn)
             .with_context(|| format!("cannot initialise state store {}", path.display()))?;
-        store.path = Some(path.to_path_buf());
-        Ok(store)
+        db.path = Some(path.to_path_buf());
+        Ok(Store {
+            engine: Engine::Sqlite(db),
+        })
     }
 
-    /// Opens the store at `path` for reading only, or `None` when there is none yet
-    /// (no file, or one a first run is still creating): looking (`brief status`, a dry
-    /// run of `brief dispatch`) creates and changes nothing.
+    /// Opens the SQLite store at `path` for reading only, or `None` when there is none
+    /// yet (no file, or one a first run is still creating): looking (`brief status`, a
+    /// dry run of `brief dispatch`) creates and changes nothing.
     pub fn open_existing(path: &Path) -> Result<Option<Store>> {
         if !path.exists() {
             return Ok(None);
@@ -71,50 +157,47 @@ impl Store {
             |r| r.get(0),
         )?;
         Ok((tables == 3).then_some(Store {
-            conn,
-            path: Some(path.to_path_buf()),
-            progress: Cell::new(0),
+            engine: Engine::Sqlite(Sqlite {
+                conn,
+                path: Some(path.to_path_buf()),
+                progress: Cell::new(0),
+            }),
         }))
     }
 
     /// An in-memory store, for tests.
     pub fn in_memory() -> Result<Store> {
-        Self::init(Connection::open_in_memory()?)
+        Ok(Store {
+            engine: Engine::Sqlite(Self::init(Connection::open_in_memory()?)?),
+        })
     }
 
-    /// A dry run's store: an in-memory copy of what the store at `path` knows about
-    /// one send (and the suppression list), so the dry run reports what a real run
-    /// would do and writes nothing, not even a new state file.
-    pub fn dry_run_copy(path: &Path, edition: &str, namespace: &str) -> Result<Store> {
+    /// A dry run's store: an in-memory copy of what the store at `location` knows
+    /// about one send (and the suppression list), so the dry run reports what a real
+    /// run would do and writes nothing, not even a new state file.
+    pub fn dry_run_copy(location: &Location, edition: &str, namespace: &str) -> Result<Store> {
         let store = Store::in_memory()?;
-        if path.exists() {
-            let conn = &store.conn;
-            conn.execute(
-                "ATTACH DATABASE ?1 AS real",
-                [format!("file:{}?mode=ro", path.display())],
-            )
-            .with_context(|| format!("cannot read {}", path.display()))?;
-            let copy = conn
-                .execute_batch("INSERT INTO main.suppressions SELECT * FROM real.suppressions;")
-                .and_then(|_| {
-                    conn.execute(
-                        "INSERT INTO main.sends SELECT * FROM real.sends WHERE edition = ?1 AND namespace = ?2",
-                        [edition, namespace],
-                    )?;
-                    conn.execute(
-                        "INSERT INTO main.journal SELECT * FROM real.journal WHERE edition = ?1 AND namespace = ?2",
-                        [edition, namespace],
-                    )
-                });
-            if let Err(e) = copy {
-                tracing::debug!("dry run: nothing copied from the state store: {e}");
-            }
-            conn.execute_batch("DETACH DATABASE real")?;
+        let copied = match location {
+            Location::Sqlite(path) if path.exists() => Store::open_existing(path),
+            Location::Sqlite(_) => Ok(None),
+            Location::Postgres { url, password } => Pg::open_existing(url, password.as_deref())
+                .map(|pg| {
+                    pg.map(|pg| Store {
+                        engine: Engine::Pg(pg),
+                    })
+                }),
+        }
+        .and_then(|source| match source {
+            Some(source) => copy::one_send(&source, &store, edition, namespace),
+            None => Ok(()),
+        });
+        if let Err(e) = copied {
+            tracing::debug!("dry run: nothing copied from the state store: {e:#}");
         }
         Ok(store)
     }
 
-    fn init(conn: Connection) -> Result<Store> {
+    fn init(conn: Connection) -> Result<Sqlite> {
         conn.busy_timeout(Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -126,35 +209,44 @@ impl Store {
         conn.execute_batch(events::SCHEMA)?;
         conn.execute_batch(mark::SCHEMA)?;
         conn.execute_batch(lists::SCHEMA)?;
-        Ok(Store {
+        Ok(Sqlite {
             conn,
             path: None,
             progress: Cell::new(0),
         })
     }
 
-    /// The database file, for messages (`memory` for an in-memory store).
+    /// The database, for messages (`memory` for an in-memory store; a PostgreSQL URL
+    /// without its password).
     pub fn name(&self) -> String {
-        self.path
-            .as_ref()
-            .map_or_else(|| "memory".into(), |p| p.display().to_string())
+        match &self.engine {
+            Engine::Sqlite(db) => db
+                .path
+                .as_ref()
+                .map_or_else(|| "memory".into(), |p| p.display().to_string()),
+            Engine::Pg(pg) => pg.name.clone(),
+        }
     }
 
-    /// Runs `f` in one write transaction: all of its changes, or none.
+    /// Runs `f` in one write transaction (one connection): all of its changes, or none.
     pub fn transaction<T>(&self, f: impl FnOnce(&Store) -> Result<T>) -> Result<T> {
-        self.conn
+        let db = match &self.engine {
+            Engine::Sqlite(db) => db,
+            Engine::Pg(pg) => return pg.transaction(|| f(self)),
+        };
+        db.conn
             .execute_batch("BEGIN IMMEDIATE")
             .context("cannot start a transaction on the state store")?;
         match f(self) {
-            Ok(value) => match self.conn.execute_batch("COMMIT") {
+            Ok(value) => match db.conn.execute_batch("COMMIT") {
                 Ok(()) => Ok(value),
                 Err(err) => {
-                    let _ = self.conn.execute_batch("ROLLBACK");
+                    let _ = db.conn.execute_batch("ROLLBACK");
                     Err(anyhow::Error::new(err).context("cannot commit to the state store"))
                 }
             },
             Err(err) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
+                let _ = db.conn.execute_batch("ROLLBACK");
                 Err(err)
             }
         }

@@ -2,13 +2,23 @@
 //! (edition, kind), so a cron job that runs every five minutes does not mail the same
 //! news every five minutes.
 
-use super::Store;
+use super::pg::pg_params;
+use super::{Engine, Store};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS reports (
+    edition  TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    state    TEXT NOT NULL,
+    sent_at  TEXT NOT NULL,
+    PRIMARY KEY (edition, kind)
+);";
+
+pub(super) const PG_SCHEMA: &str = "
+CREATE TABLE reports (
     edition  TEXT NOT NULL,
     kind     TEXT NOT NULL,
     state    TEXT NOT NULL,
@@ -40,43 +50,64 @@ impl ReportKind {
 impl Store {
     /// The state last reported for this edition and kind, if any.
     pub fn reported(&self, edition: &str, kind: ReportKind) -> Result<Option<String>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT state FROM reports WHERE edition = ?1 AND kind = ?2",
-                params![edition, kind.as_str()],
-                |r| r.get(0),
-            )
-            .optional()?)
+        Ok(match &self.engine {
+            Engine::Sqlite(db) => db
+                .conn
+                .query_row(
+                    "SELECT state FROM reports WHERE edition = ?1 AND kind = ?2",
+                    params![edition, kind.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?,
+            Engine::Pg(pg) => pg
+                .query_opt(
+                    "SELECT state FROM reports WHERE edition = $1 AND kind = $2",
+                    pg_params![edition.to_string(), kind.as_str()],
+                )?
+                .map(|r| r.get(0)),
+        })
     }
 
-    /// Remembers that `state` was reported at `at`.
+    /// Remembers that `state` was reported at `at`. False when it already was (by
+    /// another sender of a shared store, since this one looked): the report must not
+    /// go out twice.
     pub fn remember_report(
         &self,
         edition: &str,
         kind: ReportKind,
         state: &str,
         at: DateTime<Utc>,
-    ) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO reports (edition, kind, state, sent_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (edition, kind) DO UPDATE SET state = excluded.state, sent_at = excluded.sent_at",
-            params![
-                edition,
-                kind.as_str(),
-                state,
-                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            ],
-        )?;
-        Ok(())
+    ) -> Result<bool> {
+        let at = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let changed = match &self.engine {
+            Engine::Sqlite(db) => db.conn.execute(
+                "INSERT INTO reports (edition, kind, state, sent_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (edition, kind) DO UPDATE SET state = excluded.state, sent_at = excluded.sent_at
+                 WHERE reports.state <> excluded.state",
+                params![edition, kind.as_str(), state, at],
+            )? as u64,
+            Engine::Pg(pg) => pg.execute(
+                "INSERT INTO reports (edition, kind, state, sent_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (edition, kind) DO UPDATE SET state = excluded.state, sent_at = excluded.sent_at
+                 WHERE reports.state <> excluded.state",
+                pg_params![edition.to_string(), kind.as_str(), state.to_string(), at],
+            )?,
+        };
+        Ok(changed == 1)
     }
 
     /// Forgets what was reported for this edition and kind.
     pub fn forget_report(&self, edition: &str, kind: ReportKind) -> Result<()> {
-        self.conn.execute(
-            "DELETE FROM reports WHERE edition = ?1 AND kind = ?2",
-            params![edition, kind.as_str()],
-        )?;
+        match &self.engine {
+            Engine::Sqlite(db) => db.conn.execute(
+                "DELETE FROM reports WHERE edition = ?1 AND kind = ?2",
+                params![edition, kind.as_str()],
+            )? as u64,
+            Engine::Pg(pg) => pg.execute(
+                "DELETE FROM reports WHERE edition = $1 AND kind = $2",
+                pg_params![edition.to_string(), kind.as_str()],
+            )?,
+        };
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! The suppression list: addresses that never receive mail again until resubscribed.
 
-use super::{address_key, Store};
+use super::pg::pg_params;
+use super::{address_key, Engine, Store};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
@@ -8,6 +9,16 @@ use serde::Serialize;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS suppressions (
+    address_key   TEXT PRIMARY KEY,
+    address       TEXT NOT NULL,
+    suppressed_at TEXT NOT NULL,
+    source        TEXT NOT NULL,
+    edition       TEXT
+);
+";
+
+pub(super) const PG_SCHEMA: &str = "
+CREATE TABLE suppressions (
     address_key   TEXT PRIMARY KEY,
     address       TEXT NOT NULL,
     suppressed_at TEXT NOT NULL,
@@ -75,66 +86,99 @@ pub struct Suppression {
 
 impl Store {
     pub fn is_suppressed(&self, email: &str) -> Result<bool> {
-        let found: Option<i64> = self
-            .conn
-            .prepare_cached("SELECT 1 FROM suppressions WHERE address_key = ?1")?
-            .query_row([address_key(email)], |r| r.get(0))
-            .optional()?;
-        Ok(found.is_some())
+        let key = address_key(email);
+        Ok(match &self.engine {
+            Engine::Sqlite(db) => db
+                .conn
+                .prepare_cached("SELECT 1 FROM suppressions WHERE address_key = ?1")?
+                .query_row([key], |r| r.get::<_, i64>(0))
+                .optional()?
+                .is_some(),
+            Engine::Pg(pg) => pg
+                .query_opt(
+                    "SELECT 1 FROM suppressions WHERE address_key = $1",
+                    pg_params![key],
+                )?
+                .is_some(),
+        })
     }
 
     /// Records a suppression; returns false if the address was already suppressed
     /// (the first record is kept).
     pub fn suppress(&self, s: &Suppression) -> Result<bool> {
-        // Cached: `brief serve` records many of these per transaction.
-        let changed = self.conn.prepare_cached(
-            "INSERT OR IGNORE INTO suppressions (address_key, address, suppressed_at, source, edition)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?.execute(
-            params![
-                address_key(&s.address),
-                s.address.trim(),
-                s.suppressed_at.to_rfc3339(),
-                s.source.as_str(),
-                s.edition
-            ],
-        )?;
+        let (key, address, at, source, edition) = (
+            address_key(&s.address),
+            s.address.trim().to_string(),
+            s.suppressed_at.to_rfc3339(),
+            s.source.as_str(),
+            s.edition.clone(),
+        );
+        let changed = match &self.engine {
+            // Cached: `brief serve` records many of these per transaction.
+            Engine::Sqlite(db) => db.conn.prepare_cached(
+                "INSERT OR IGNORE INTO suppressions (address_key, address, suppressed_at, source, edition)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?.execute(params![key, address, at, source, edition])? as u64,
+            Engine::Pg(pg) => pg.execute(
+                "INSERT INTO suppressions (address_key, address, suppressed_at, source, edition)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                pg_params![key, address, at, source, edition],
+            )?,
+        };
         Ok(changed == 1)
     }
 
     /// Removes a suppression; returns false if the address was not suppressed. Its
     /// past bounces and complaints stop counting toward the policy.
     pub fn resubscribe(&self, email: &str) -> Result<bool> {
-        let changed = self.conn.execute(
-            "DELETE FROM suppressions WHERE address_key = ?1",
-            [address_key(email)],
-        )?;
+        let key = address_key(email);
+        let changed = match &self.engine {
+            Engine::Sqlite(db) => db
+                .conn
+                .execute("DELETE FROM suppressions WHERE address_key = ?1", [key])?
+                as u64,
+            Engine::Pg(pg) => pg.execute(
+                "DELETE FROM suppressions WHERE address_key = $1",
+                pg_params![key],
+            )?,
+        };
         self.forget_bounces(email)?;
         Ok(changed == 1)
     }
 
     /// Every suppression, oldest first.
     pub fn suppressions(&self) -> Result<Vec<Suppression>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT address, suppressed_at, source, edition FROM suppressions ORDER BY suppressed_at, address_key",
-        )?;
-        let rows = stmt.query_map([], raw_row)?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(from_raw(row?)?);
-        }
-        Ok(out)
+        const SELECT: &str = "SELECT address, suppressed_at, source, edition FROM suppressions ORDER BY suppressed_at, address_key";
+        let rows: Vec<RawRow> = match &self.engine {
+            Engine::Sqlite(db) => db
+                .conn
+                .prepare(SELECT)?
+                .query_map([], raw_row)?
+                .collect::<rusqlite::Result<_>>()?,
+            Engine::Pg(pg) => pg.query(SELECT, vec![])?.iter().map(pg_raw_row).collect(),
+        };
+        rows.into_iter().map(from_raw).collect()
     }
 
     /// The suppression of one address, if any.
     pub fn suppression(&self, email: &str) -> Result<Option<Suppression>> {
-        let row = self
-            .conn
-            .prepare_cached(
-                "SELECT address, suppressed_at, source, edition FROM suppressions WHERE address_key = ?1",
-            )?
-            .query_row([address_key(email)], raw_row)
-            .optional()?;
+        let key = address_key(email);
+        let row = match &self.engine {
+            Engine::Sqlite(db) => db
+                .conn
+                .prepare_cached(
+                    "SELECT address, suppressed_at, source, edition FROM suppressions WHERE address_key = ?1",
+                )?
+                .query_row([key], raw_row)
+                .optional()?,
+            Engine::Pg(pg) => pg
+                .query_opt(
+                    "SELECT address, suppressed_at, source, edition FROM suppressions WHERE address_key = $1",
+                    pg_params![key],
+                )?
+                .as_ref()
+                .map(pg_raw_row),
+        };
         row.map(from_raw).transpose()
     }
 }
@@ -143,6 +187,10 @@ type RawRow = (String, String, String, Option<String>);
 
 fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+fn pg_raw_row(r: &tokio_postgres::Row) -> RawRow {
+    (r.get(0), r.get(1), r.get(2), r.get(3))
 }
 
 fn from_raw((address, at, source, edition): RawRow) -> Result<Suppression> {

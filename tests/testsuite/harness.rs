@@ -789,3 +789,218 @@ pub fn brief_as_user(dir: &Path, args: &[&str]) -> Output {
         .output()
         .expect("run brief")
 }
+
+/// A private PostgreSQL cluster (initdb in a temp dir, on a free loopback port, its
+/// socket in the temp dir; as `nobody` when the tests run as root), never a system
+/// service. [`postgres`] is the one cluster of the test binary; a test that stops the
+/// server starts its own with [`Postgres::start`]. Fails loudly when it cannot start.
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    bin: PathBuf,
+    /// `sh` holding the server; it stops the server when our end of its stdin closes
+    /// (`stop`, or the test binary exiting).
+    keeper: Mutex<Option<Child>>,
+    databases: std::sync::atomic::AtomicUsize,
+}
+
+/// The one PostgreSQL cluster of this test binary.
+pub fn postgres() -> &'static Postgres {
+    static POSTGRES: std::sync::OnceLock<Postgres> = std::sync::OnceLock::new();
+    POSTGRES.get_or_init(Postgres::start)
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|b| b.join("initdb").exists())
+            .max_by_key(|b| {
+                b.parent()
+                    .and_then(|v| v.file_name())
+                    .and_then(|v| v.to_str()?.parse::<u32>().ok())
+                    .unwrap_or(0)
+            })
+            .expect("PostgreSQL is missing (no /usr/lib/postgresql/*/bin/initdb): install the Debian package `postgresql` (scripts/test.sh does)");
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for sub in ["data", "sock"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(root.join("data"), std::fs::Permissions::from_mode(0o700))
+            .unwrap();
+        if is_root() {
+            let ok = Command::new("chown")
+                .args(["-R", "nobody:nogroup"])
+                .arg(root.join("data"))
+                .arg(root.join("sock"))
+                .status()
+                .unwrap();
+            assert!(ok.success(), "chown of the PostgreSQL data dir failed");
+        }
+        let pg = Postgres {
+            port: free_port(),
+            bin,
+            keeper: Mutex::new(None),
+            databases: std::sync::atomic::AtomicUsize::new(0),
+            dir,
+        };
+        let init = pg
+            .as_owner(&pg.bin.join("initdb"))
+            .arg("-D")
+            .arg(pg.dir.path().join("data"))
+            .args([
+                "-U",
+                "brief",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ])
+            .output()
+            .expect("run initdb");
+        assert!(
+            init.status.success(),
+            "initdb failed: {}{}",
+            String::from_utf8_lossy(&init.stdout),
+            String::from_utf8_lossy(&init.stderr)
+        );
+        pg.run();
+        pg
+    }
+
+    /// A PostgreSQL program as the cluster's owner.
+    fn as_owner(&self, program: &Path) -> Command {
+        if is_root() {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+                .arg(program);
+            c
+        } else {
+            Command::new(program)
+        }
+    }
+
+    /// Starts the server (again) and waits until it answers.
+    pub fn run(&self) {
+        let root = self.dir.path();
+        let mut line = format!(
+            "{} -D {} -p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            self.bin.join("postgres").display(),
+            root.join("data").display(),
+            self.port,
+            root.join("sock").display()
+        );
+        if is_root() {
+            line = format!("setpriv --reuid=nobody --regid=nogroup --clear-groups {line}");
+        }
+        let keeper = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{line} 2>>{log} & m=$!; cat >/dev/null; kill -INT $m; wait $m",
+                log = root.join("server.log").display()
+            ))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start postgres");
+        *self.keeper.lock().unwrap() = Some(keeper);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = Command::new(self.bin.join("pg_isready"))
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "brief",
+                ])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL did not start within 30 s: {}",
+                std::fs::read_to_string(root.join("server.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the server (fast shutdown: clients are disconnected) and waits for it.
+    pub fn stop(&self) {
+        if let Some(mut keeper) = self.keeper.lock().unwrap().take() {
+            drop(keeper.stdin.take());
+            let _ = keeper.wait();
+        }
+    }
+
+    /// A new empty database; its URL.
+    pub fn database(&self) -> String {
+        let n = self
+            .databases
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("t{}_{n}", std::process::id());
+        let out = Command::new(self.bin.join("createdb"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "brief",
+                &name,
+            ])
+            .output()
+            .expect("run createdb");
+        assert!(
+            out.status.success(),
+            "createdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.url(&name)
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://brief@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Runs SQL with psql on the database of `url`; its output (unaligned, no headers).
+    pub fn sql(&self, url: &str, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                url,
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql failed on {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

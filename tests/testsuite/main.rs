@@ -25,6 +25,7 @@ mod hooks;
 mod inbox;
 mod journal_faults;
 mod mrml_traps;
+mod pg;
 mod preview;
 mod secrets_and_modes;
 mod serve;

@@ -995,3 +995,93 @@ fn subscribers_commands_and_a_list_that_is_both_managed_and_a_file() {
     assert!(String::from_utf8_lossy(&both.stderr)
         .contains("is declared managed ([lists.culture] in brief.toml) and also has"));
 }
+
+#[test]
+fn two_serve_processes_share_signups_on_one_postgresql_store() {
+    let n = newsletter(None, "");
+    let url = postgres().database();
+    let config = n.read("brief.toml");
+    n.write(
+        "brief.toml",
+        &format!("{config}\n[state]\nurl = \"{url}\"\n"),
+    );
+    let a = n.serve();
+    let b = n.serve();
+    // Both hosts give the one answer, whoever signs up where.
+    let first = form_post(&a, "email=pat%40example.org&list=local&name=Pat");
+    let again = form_post(&b, "email=pat%40example.org&list=local&name=Pat");
+    assert_eq!((first.status, &first.body), (again.status, &again.body));
+    // Two mailers look at the store; each mail goes out once.
+    eventually("two confirmation mails", || {
+        (outbox_mails(&n).len() >= 2).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    let mails = outbox_mails(&n);
+    assert_eq!(mails.len(), 2, "{mails:?}");
+    let confirm = path_of(&link(&mails[0].2, "https://news.example.org/brief/s/"));
+    // Signed up on one host, confirmed on the other.
+    let done = b.request("POST", &confirm, &[("Content-Type", FORM)], b"");
+    assert_eq!(done.status, 200, "{}", done.body);
+    let status = n.run(&["status", "--lists", "--json"]);
+    let lists: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        (n_(&lists[1], "confirmed"), n_(&lists[1], "pending")),
+        (1, 1)
+    );
+    eventually("the welcome mail", || {
+        outbox_mails(&n)
+            .into_iter()
+            .find(|(_, s, _)| s.starts_with("Welcome"))
+    });
+    let token = n.token("pat@example.org", "e1", false);
+    let same = [
+        ("Content-Type", FORM),
+        ("Origin", "https://news.example.org"),
+    ];
+    let page = format!("/brief/p/{token}");
+    let saved = a.request(
+        "POST",
+        &page,
+        &same,
+        b"action=save&list=local&list=culture&name=Pat+P",
+    );
+    assert_eq!(saved.status, 200);
+    let shown = b.get(&page);
+    assert!(shown.body.contains("value=\"Pat P\""), "{}", shown.body);
+    assert_eq!(subscribers(&n, Some("culture")).len(), 1);
+
+    // The send reads the managed list from PostgreSQL.
+    assert_eq!(code(&n.run(&["send", "--edition", "e1"])), Some(0));
+    let mut sent = n.recipients("sent");
+    sent.sort();
+    assert_eq!(
+        sent,
+        [
+            "pat@example.org",
+            "reader0000@example.org",
+            "reader0001@example.org"
+        ]
+    );
+    let data: serde_json::Value =
+        serde_json::from_str(&b.request("POST", &page, &same, b"action=export").body).unwrap();
+    assert_eq!(data["messages"][0]["state"], "sent");
+    assert_eq!(data["consents"].as_array().unwrap().len(), 2);
+
+    // Erased on one host; the other, and the next send, know only the hash.
+    let reader = n.token("reader0001@example.org", "e1", false);
+    let gone = a.request(
+        "POST",
+        &format!("/brief/p/{reader}"),
+        &same,
+        b"action=delete&confirm=yes",
+    );
+    assert_eq!(gone.status, 200);
+    n.write(
+        "editions/e2.md",
+        "+++\ntitle = \"The second one\"\ndate = 2026-11-27\n+++\n\nMore news.\n",
+    );
+    assert_eq!(code(&n.run(&["send", "--edition", "e2"])), Some(0));
+    let mut sent = n.recipients_of("e2", "sent");
+    sent.sort();
+    assert_eq!(sent, ["pat@example.org", "reader0000@example.org"]);
+}

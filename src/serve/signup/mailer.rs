@@ -39,7 +39,7 @@ pub(crate) struct Mailer {
 impl Mailer {
     /// Starts the thread; it stops once every [`Wake`] is dropped, after one last look.
     pub(crate) fn start(config: Config) -> Result<(Mailer, Wake)> {
-        let store = Store::open(&config.state_path())?;
+        let store = Store::for_config(&config)?;
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("brief-signup-mailer".into())

@@ -87,7 +87,7 @@ impl Signup {
             tokens: Tokens::new(config)?,
             keyring: keyring.clone(),
             mails: Mails::load(config)?,
-            store: Arc::new(Mutex::new(Store::open(&config.state_path())?)),
+            store: Arc::new(Mutex::new(Store::for_config(config)?)),
             wake,
             limiter: RateLimiter::new(config.signup.client_rate, config.signup.client_burst)
                 .expect("config checks that the signup rate is above 0"),

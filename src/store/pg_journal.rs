@@ -1,0 +1,582 @@
+//! The journal on PostgreSQL, where several senders share one send.
+//!
+//! Each sender of an edition is a row in `workers` whose `heartbeat` it renews every
+//! few seconds on the engine's own thread (so a sender busy on a slow relay keeps it).
+//! A sender does not page through the due recipients like the SQLite sender: it
+//! *claims* them, a batch at a time, in one statement (`UPDATE … WHERE id IN (SELECT …
+//! FOR UPDATE SKIP LOCKED LIMIT n) RETURNING …`), writing its id into `claimed_by`. A
+//! claimed row is skipped by the others while its sender's heartbeat is younger than
+//! [`LEASE`]; after that (the sender died before handing over a body) it is claimable
+//! again, and a survivor sends it. The in-doubt mark only lands on a row its sender
+//! still holds, in the same transaction as the suppression check; an `in_doubt` row is
+//! never claimed again, by anyone, unless `--resend-in-doubt` asks for it by hand.
+
+use super::journal::{ts, Counts, Entry, NewRecipient, SendInfo, State, Update, SEND_COLUMNS};
+use super::pg::{pg_params, refs, Client, Pg};
+use anyhow::{anyhow, Result};
+use chrono::{DateTime, Utc};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A sender whose heartbeat is older than this is dead: its claims go back to the pool.
+pub(super) const LEASE: Duration = Duration::from_secs(30);
+/// How often a sender renews its heartbeat.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// This process's membership of one send.
+pub(super) struct Worker {
+    pub(super) id: i64,
+    edition: String,
+    namespace: String,
+    /// How many senders (this one included) are alive on the send, as of the last
+    /// heartbeat: `rate_per_second` is shared among them.
+    pub(super) live: Arc<AtomicUsize>,
+    /// Dropped to stop the heartbeat.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+fn send_info_row(r: &tokio_postgres::Row) -> SendInfo {
+    SendInfo {
+        edition: r.get(0),
+        namespace: r.get(1),
+        started_at: super::journal::parse_ts(r.get(2)).unwrap_or_default(),
+        frozen: r.get::<_, Option<String>>(3).is_some(),
+        finished_at: super::journal::parse_ts(r.get(4)),
+        invalid: r.get::<_, i64>(5) as u64,
+        duplicates: r.get::<_, i64>(6) as u64,
+    }
+}
+
+/// Runs `body` in one transaction on `c` (unless `nested`: the caller's transaction).
+async fn atomic<T>(
+    c: &Client,
+    nested: bool,
+    body: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    if nested {
+        return body.await;
+    }
+    c.batch_execute("BEGIN").await?;
+    match body.await {
+        Ok(v) => {
+            c.batch_execute("COMMIT").await?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = c.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
+/// The key of the session advisory lock under which one send's audience is frozen.
+fn freeze_lock(edition: &str, namespace: &str) -> (i32, i32) {
+    // Any fixed class; the object is a hash of the send (a collision only serializes
+    // two freezes).
+    let mut h: u32 = 2_166_136_261;
+    for b in edition.bytes().chain([0]).chain(namespace.bytes()) {
+        h = (h ^ u32::from(b)).wrapping_mul(16_777_619);
+    }
+    (0x6272_6672, h as i32)
+}
+
+impl Pg {
+    pub(super) fn send_info(&self, edition: &str, namespace: &str) -> Result<Option<SendInfo>> {
+        Ok(self
+            .query_opt(
+                &format!("SELECT {SEND_COLUMNS} FROM sends WHERE edition = $1 AND namespace = $2"),
+                pg_params![edition.to_string(), namespace.to_string()],
+            )?
+            .as_ref()
+            .map(send_info_row))
+    }
+
+    pub(super) fn reset(&self, edition: &str, namespace: &str) -> Result<()> {
+        let (client, nested) = (self.client(), self.in_transaction());
+        let (e, n) = (edition.to_string(), namespace.to_string());
+        self.call(async move {
+            let c = client.await?;
+            atomic(&c, nested, async {
+                c.execute(
+                    "DELETE FROM journal WHERE edition = $1 AND namespace = $2",
+                    &[&e, &n],
+                )
+                .await?;
+                c.execute(
+                    "DELETE FROM sends WHERE edition = $1 AND namespace = $2",
+                    &[&e, &n],
+                )
+                .await?;
+                Ok(())
+            })
+            .await
+        })
+    }
+
+    /// Freezes the audience like the SQLite store does, under a session advisory lock:
+    /// when two senders start at once, one freezes and the other waits, then finds the
+    /// send frozen and adds nothing (a freeze cut short by a death is resumed).
+    pub(super) fn freeze(
+        &self,
+        edition: &str,
+        namespace: &str,
+        at: DateTime<Utc>,
+        recipients: &mut dyn Iterator<Item = NewRecipient>,
+        invalid: &mut dyn FnMut() -> u64,
+    ) -> Result<SendInfo> {
+        const CHUNK: usize = 5000;
+        let (e, n) = (edition.to_string(), namespace.to_string());
+        let (class, object) = freeze_lock(edition, namespace);
+        let client = self.client();
+        // One connection for the whole freeze: the session lock is held on it.
+        let c: Client = self.call(async move {
+            let c = client.await?;
+            c.execute("SELECT pg_advisory_lock($1, $2)", &[&class, &object])
+                .await?;
+            Ok(c)
+        })?;
+        let frozen = (|| -> Result<()> {
+            let (c1, e1, n1, t1) = (c.clone(), e.clone(), n.clone(), ts(at));
+            let already = self.call(async move {
+                c1.execute(
+                    "INSERT INTO sends (edition, namespace, started_at) VALUES ($1, $2, $3)
+                     ON CONFLICT DO NOTHING",
+                    &[&e1, &n1, &t1],
+                )
+                .await?;
+                let row = c1
+                    .query_one(
+                        "SELECT frozen_at IS NOT NULL FROM sends WHERE edition = $1 AND namespace = $2",
+                        &[&e1, &n1],
+                    )
+                    .await?;
+                Ok(row.get::<_, bool>(0))
+            })?;
+            if already {
+                return Ok(());
+            }
+            let mut read: u64 = 0;
+            let mut recipients = recipients.peekable();
+            while recipients.peek().is_some() {
+                let (mut keys, mut addresses, mut names, mut fields) =
+                    (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                for r in recipients.by_ref().take(CHUNK) {
+                    keys.push(super::address_key(&r.address));
+                    addresses.push(r.address);
+                    names.push(r.name);
+                    fields.push(r.fields);
+                    read += 1;
+                }
+                let (c1, e1, n1) = (c.clone(), e.clone(), n.clone());
+                self.call(async move {
+                    c1.execute(
+                        "INSERT INTO journal (edition, namespace, address_key, address, name, fields, state)
+                         SELECT $1, $2, k, a, n, f, 'pending'
+                         FROM unnest($3::text[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY AS t(k, a, n, f, o)
+                         ORDER BY o
+                         ON CONFLICT DO NOTHING",
+                        &[&e1, &n1, &keys, &addresses, &names, &fields],
+                    )
+                    .await?;
+                    Ok(())
+                })?;
+            }
+            let invalid = invalid() as i64;
+            let (c1, e1, n1, t1) = (c.clone(), e.clone(), n.clone(), ts(at));
+            self.call(async move {
+                let held: i64 = c1
+                    .query_one(
+                        "SELECT count(*) FROM journal WHERE edition = $1 AND namespace = $2",
+                        &[&e1, &n1],
+                    )
+                    .await?
+                    .get(0);
+                let duplicates = read.saturating_sub(held as u64) as i64;
+                c1.execute(
+                    "UPDATE sends SET frozen_at = $3, invalid = $4, duplicates = $5
+                     WHERE edition = $1 AND namespace = $2",
+                    &[&e1, &n1, &t1, &invalid, &duplicates],
+                )
+                .await?;
+                Ok(())
+            })
+        })();
+        let unlocked = self.call(async move {
+            c.execute("SELECT pg_advisory_unlock($1, $2)", &[&class, &object])
+                .await?;
+            Ok(())
+        });
+        frozen.and(unlocked)?;
+        self.send_info(edition, namespace)?
+            .ok_or_else(|| anyhow!("the send record vanished"))
+    }
+
+    /// Joins the send of `edition` as a worker (once per store), starting the heartbeat.
+    fn join(&self, edition: &str, namespace: &str) -> Result<i64> {
+        if let Some(w) = self.worker.borrow().as_ref() {
+            if w.edition == edition && w.namespace == namespace {
+                return Ok(w.id);
+            }
+        }
+        let host = hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let id: i64 = self
+            .query_one(
+                "INSERT INTO workers (edition, namespace, host, pid, started_at)
+                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                pg_params![
+                    edition.to_string(),
+                    namespace.to_string(),
+                    host,
+                    i64::from(std::process::id()),
+                    ts(crate::clock::now())
+                ],
+            )?
+            .get(0);
+        let live = Arc::new(AtomicUsize::new(1));
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let pool = self.pool.clone();
+        let (e, n, counted) = (edition.to_string(), namespace.to_string(), live.clone());
+        let lease = LEASE.as_secs_f64();
+        self.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    _ = tokio::time::sleep(HEARTBEAT) => {}
+                }
+                let beat = async {
+                    let c = pool.get().await?;
+                    c.execute("UPDATE workers SET heartbeat = now() WHERE id = $1", &[&id])
+                        .await?;
+                    let n: i64 = c
+                        .query_one(
+                            "SELECT count(*) FROM workers WHERE edition = $1 AND namespace = $2
+                               AND heartbeat > now() - make_interval(secs => $3)",
+                            &[&e, &n, &lease],
+                        )
+                        .await?
+                        .get(0);
+                    anyhow::Ok(n)
+                };
+                match beat.await {
+                    Ok(n) => counted.store((n as usize).max(1), Ordering::Relaxed),
+                    Err(err) => tracing::warn!("cannot renew this sender's lease: {err:#}"),
+                }
+            }
+        });
+        *self.worker.borrow_mut() = Some(Worker {
+            id,
+            edition: edition.to_string(),
+            namespace: namespace.to_string(),
+            live,
+            _stop: stop,
+        });
+        Ok(id)
+    }
+
+    /// How many senders share the send this store works on (1 before it claims any).
+    pub(super) fn live_workers(&self) -> Option<Arc<AtomicUsize>> {
+        self.worker.borrow().as_ref().map(|w| w.live.clone())
+    }
+
+    /// Leaves the send: unsent claims go back to the pool at once (not after the
+    /// lease), and the worker row goes.
+    pub(super) fn leave(&self) -> Result<()> {
+        let Some(w) = self.worker.borrow_mut().take() else {
+            return Ok(());
+        };
+        let client = self.client();
+        self.call(async move {
+            let c = client.await?;
+            c.execute(
+                "UPDATE journal SET claimed_by = NULL
+                 WHERE claimed_by = $1 AND state IN ('pending', 'deferred')",
+                &[&w.id],
+            )
+            .await?;
+            c.execute("DELETE FROM workers WHERE id = $1", &[&w.id])
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Claims up to `limit` due recipients with id > `after` for this sender.
+    pub(super) fn due(
+        &self,
+        edition: &str,
+        namespace: &str,
+        after: i64,
+        now: DateTime<Utc>,
+        include_in_doubt: bool,
+        limit: usize,
+    ) -> Result<Vec<Entry>> {
+        let worker = self.join(edition, namespace)?;
+        let mut states = vec![State::Pending.as_str(), State::Deferred.as_str()];
+        if include_in_doubt {
+            states.push(State::InDoubt.as_str());
+        }
+        let states: Vec<String> = states.into_iter().map(str::to_string).collect();
+        let rows = self.query(
+            "UPDATE journal j SET claimed_by = $1
+             WHERE j.id IN (
+                 SELECT c.id FROM journal c
+                 WHERE c.edition = $2 AND c.namespace = $3 AND c.state = ANY($4) AND c.id > $5
+                   AND (c.state <> 'deferred' OR c.next_attempt_at <= $6)
+                   AND (c.claimed_by IS NULL OR NOT EXISTS (
+                        SELECT 1 FROM workers w WHERE w.id = c.claimed_by
+                          AND w.heartbeat > now() - make_interval(secs => $8)))
+                 ORDER BY c.id LIMIT $7
+                 FOR UPDATE SKIP LOCKED)
+             RETURNING j.id, j.address, j.name, j.fields, j.state, j.attempts, j.first_attempt_at,
+                 EXISTS (SELECT 1 FROM suppressions s WHERE s.address_key = j.address_key)",
+            pg_params![
+                worker,
+                edition.to_string(),
+                namespace.to_string(),
+                states,
+                after,
+                ts(now),
+                limit as i64,
+                LEASE.as_secs_f64()
+            ],
+        )?;
+        let mut page: Vec<Entry> = rows
+            .iter()
+            .map(|r| Entry {
+                id: r.get(0),
+                address: r.get(1),
+                name: r.get(2),
+                fields: r.get(3),
+                state: State::parse(r.get(4)).unwrap_or(State::Pending),
+                attempts: r.get::<_, i64>(5) as u32,
+                first_attempt_at: super::journal::parse_ts(r.get(6)),
+                suppressed: r.get(7),
+            })
+            .collect();
+        page.sort_by_key(|e| e.id);
+        Ok(page)
+    }
+
+    /// Whether other live senders still hold claims on this send (recipients that may
+    /// yet come back to the pool if they die).
+    pub(super) fn others_hold_claims(&self, edition: &str, namespace: &str) -> Result<bool> {
+        let me = self.worker.borrow().as_ref().map_or(0, |w| w.id);
+        Ok(self
+            .query_opt(
+                "SELECT 1 FROM journal
+                 WHERE edition = $1 AND namespace = $2 AND state IN ('pending', 'deferred')
+                   AND claimed_by IS NOT NULL AND claimed_by <> $3 LIMIT 1",
+                pg_params![edition.to_string(), namespace.to_string(), me],
+            )?
+            .is_some())
+    }
+
+    pub(super) fn clamp_retries(
+        &self,
+        edition: &str,
+        namespace: &str,
+        now: DateTime<Utc>,
+        latest: DateTime<Utc>,
+    ) -> Result<usize> {
+        let (client, nested) = (self.client(), self.in_transaction());
+        let (e, n, now, latest) = (
+            edition.to_string(),
+            namespace.to_string(),
+            ts(now),
+            ts(latest),
+        );
+        self.call(async move {
+            let c = client.await?;
+            atomic(&c, nested, async {
+                let moved = c
+                    .execute(
+                        "UPDATE journal SET next_attempt_at = $3
+                         WHERE edition = $1 AND namespace = $2 AND state = 'deferred' AND next_attempt_at > $3",
+                        &[&e, &n, &latest],
+                    )
+                    .await?;
+                c.execute(
+                    "UPDATE journal SET first_attempt_at = $3
+                     WHERE edition = $1 AND namespace = $2 AND state = 'deferred' AND first_attempt_at > $3",
+                    &[&e, &n, &now],
+                )
+                .await?;
+                Ok(moved as usize)
+            })
+            .await
+        })
+    }
+
+    /// Applies changes in one transaction, a few statements per batch whatever its
+    /// size. Returns the ids of in-doubt marks that must not go out: the address is
+    /// suppressed (the row is now `suppressed`), or this sender no longer holds the
+    /// row (its lease ran out and another sender claimed it).
+    pub(super) fn apply(&self, updates: &[Update]) -> Result<Vec<i64>> {
+        if updates.is_empty() {
+            return Ok(Vec::new());
+        }
+        // A batch may change one row twice (a mark and its revert): in runs where
+        // no id repeats, so each run is one statement and order is kept.
+        let mut runs: Vec<Vec<Update>> = vec![Vec::new()];
+        let mut seen = HashSet::new();
+        for u in updates {
+            if !seen.insert(u.id) {
+                runs.push(Vec::new());
+                seen.clear();
+                seen.insert(u.id);
+            }
+            runs.last_mut().expect("one run").push(u.clone());
+        }
+        let worker = self.worker.borrow().as_ref().map(|w| w.id);
+        let (client, nested) = (self.client(), self.in_transaction());
+        self.call(async move {
+            let c = client.await?;
+            atomic(&c, nested, async {
+                let mut refused = Vec::new();
+                for run in &runs {
+                    refused.extend(apply_run(&c, run, worker).await?);
+                }
+                Ok(refused)
+            })
+            .await
+        })
+    }
+
+    pub(super) fn counts(&self, edition: &str, namespace: &str) -> Result<Counts> {
+        let mut c = Counts::default();
+        let params = || pg_params![edition.to_string(), namespace.to_string()];
+        for r in self.query(
+            "SELECT state, count(*) FROM journal WHERE edition = $1 AND namespace = $2 GROUP BY state",
+            params(),
+        )? {
+            if let Some(s) = State::parse(r.get(0)) {
+                c.add(s, r.get::<_, i64>(1) as u64);
+            }
+        }
+        c.next_retry = super::journal::parse_ts(
+            self.query_one(
+                "SELECT min(next_attempt_at) FROM journal
+                 WHERE edition = $1 AND namespace = $2 AND state = 'deferred'",
+                params(),
+            )?
+            .get(0),
+        );
+        if let Some(info) = self.send_info(edition, namespace)? {
+            c.invalid = info.invalid;
+        }
+        Ok(c)
+    }
+
+    pub(super) fn finish(&self, edition: &str, namespace: &str, at: DateTime<Utc>) -> Result<()> {
+        self.execute(
+            "UPDATE sends SET finished_at = coalesce(finished_at, $3) WHERE edition = $1 AND namespace = $2",
+            pg_params![edition.to_string(), namespace.to_string(), ts(at)],
+        )?;
+        Ok(())
+    }
+
+    pub(super) fn sends(&self) -> Result<Vec<SendInfo>> {
+        Ok(self
+            .query(
+                &format!(
+                    "SELECT {SEND_COLUMNS} FROM sends ORDER BY started_at, edition, namespace"
+                ),
+                vec![],
+            )?
+            .iter()
+            .map(send_info_row)
+            .collect())
+    }
+
+    pub(super) fn recipients(
+        &self,
+        edition: &str,
+        namespace: &str,
+        state: State,
+    ) -> Result<Vec<(String, Option<String>)>> {
+        Ok(self
+            .query(
+                "SELECT address, reply FROM journal WHERE edition = $1 AND namespace = $2 AND state = $3 ORDER BY id",
+                pg_params![edition.to_string(), namespace.to_string(), state.as_str()],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+}
+
+/// One run of updates with distinct ids: the suppression check of its in-doubt marks,
+/// then every change in one statement. Returns the refused marks.
+async fn apply_run(c: &Client, run: &[Update], worker: Option<i64>) -> Result<Vec<i64>> {
+    let marks: Vec<&Update> = run.iter().filter(|u| u.unless_suppressed).collect();
+    let mut refused: Vec<i64> = Vec::new();
+    if !marks.is_empty() {
+        let ids: Vec<i64> = marks.iter().map(|u| u.id).collect();
+        let at: Vec<String> = marks.iter().map(|u| ts(u.at)).collect();
+        for r in c
+            .query(
+                "UPDATE journal j SET state = 'suppressed', updated_at = m.at, claimed_by = NULL
+                 FROM unnest($1::bigint[], $2::text[]) AS m(id, at)
+                 WHERE j.id = m.id AND j.claimed_by IS NOT DISTINCT FROM $3
+                   AND j.address_key IN (SELECT address_key FROM suppressions)
+                 RETURNING j.id",
+                &[&ids, &at, &worker],
+            )
+            .await?
+        {
+            refused.push(r.get(0));
+        }
+    }
+    let todo: Vec<&Update> = run.iter().filter(|u| !refused.contains(&u.id)).collect();
+    let column = |f: &dyn Fn(&Update) -> Option<String>| -> Vec<Option<String>> {
+        todo.iter().map(|u| f(u)).collect()
+    };
+    let ids: Vec<i64> = todo.iter().map(|u| u.id).collect();
+    let states = column(&|u| Some(u.state.as_str().to_string()));
+    let at = column(&|u| Some(ts(u.at)));
+    let replies = column(&|u| u.reply.clone());
+    let message_ids = column(&|u| u.message_id.clone());
+    let next = column(&|u| u.next_attempt_at.map(ts));
+    let attempts: Vec<i64> = todo.iter().map(|u| i64::from(u.attempt)).collect();
+    let guarded: Vec<bool> = todo.iter().map(|u| u.unless_suppressed).collect();
+    let params: Vec<super::pg::Param> = pg_params![
+        ids,
+        states,
+        at,
+        replies,
+        message_ids,
+        attempts,
+        next,
+        guarded,
+        worker
+    ];
+    // A mark (`guarded`) lands only on a row this sender holds; a row handed back
+    // (pending, deferred) is released for any sender.
+    let changed = c
+        .query(
+            "UPDATE journal j SET state = u.state, updated_at = u.at,
+                reply = coalesce(u.reply, j.reply), message_id = coalesce(u.message_id, j.message_id),
+                attempts = j.attempts + u.attempt,
+                first_attempt_at = CASE WHEN u.attempt = 1 THEN coalesce(j.first_attempt_at, u.at)
+                                        ELSE j.first_attempt_at END,
+                next_attempt_at = u.next,
+                claimed_by = CASE WHEN u.state IN ('pending', 'deferred') THEN NULL ELSE j.claimed_by END
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+                         $7::text[], $8::bool[])
+                  AS u(id, state, at, reply, message_id, attempt, next, guarded)
+             WHERE j.id = u.id AND (NOT u.guarded OR j.claimed_by IS NOT DISTINCT FROM $9)
+             RETURNING j.id",
+            &refs(&params),
+        )
+        .await?;
+    let changed: HashSet<i64> = changed.iter().map(|r| r.get(0)).collect();
+    for u in todo {
+        if u.unless_suppressed && !changed.contains(&u.id) {
+            refused.push(u.id);
+        }
+    }
+    Ok(refused)
+}

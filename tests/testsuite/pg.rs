@@ -1,0 +1,350 @@
+//! The PostgreSQL store, against a real private cluster (`harness::postgres`, one per
+//! test binary; each test has its own database): every area behaves as on SQLite, the
+//! schema is created once by processes starting together and a newer one is refused,
+//! an unreachable database is a clear error.
+
+use crate::harness::*;
+use brief::store::{
+    BounceEvent, Location, NewRecipient, ProviderEvent, ReportKind, State, Store, Suppression,
+    SuppressionReason, SuppressionSource, Update, REAL, TEST,
+};
+use std::process::Stdio;
+
+/// Points a newsletter's `[state]` at the PostgreSQL database `url`.
+fn on_postgres(nl: &Newsletter, url: &str) {
+    let mut config = nl.read("brief.toml");
+    config.push_str(&format!("\n[state]\nurl = \"{url}\"\n"));
+    nl.write("brief.toml", &config);
+}
+
+fn connect(url: &str) -> Store {
+    Store::connect(&Location::Postgres {
+        url: url.into(),
+        password: None,
+    })
+    .expect("connect to the test cluster")
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Everything a store answers for one scenario that touches every area, as text: run
+/// on both engines, the two must be equal.
+fn every_area(s: &Store) -> Vec<String> {
+    let t = |m: i64| {
+        chrono::DateTime::parse_from_rfc3339("2026-11-20T09:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+            + chrono::Duration::minutes(m)
+    };
+    let mut out = Vec::new();
+    let people = ["A@x.org", "b@x.org", "a@X.org", "c@x.org", "d@x.org"].map(|a| NewRecipient {
+        address: a.into(),
+        name: format!("Name of {a}"),
+        fields: r#"{"city":"Ghent"}"#.into(),
+    });
+    let info = s
+        .freeze("e1", REAL, t(0), &mut people.clone().into_iter(), &mut || 2)
+        .unwrap();
+    out.push(format!(
+        "frozen {} {} {}",
+        info.frozen, info.duplicates, info.invalid
+    ));
+    s.freeze("e1", TEST, t(0), &mut people.into_iter().take(1), &mut || 0)
+        .unwrap();
+    let due = s.due("e1", REAL, 0, t(1), false, 10).unwrap();
+    out.push(format!(
+        "due {:?}",
+        due.iter()
+            .map(|e| (&e.address, &e.name, &e.fields, e.state, e.suppressed))
+            .collect::<Vec<_>>()
+    ));
+    // a: sent; b: in doubt; c: deferred; d: suppressed before its claim.
+    s.suppress(&Suppression {
+        address: "D@x.org".into(),
+        suppressed_at: t(1),
+        source: SuppressionSource::OneClick,
+        edition: Some("e1".into()),
+    })
+    .unwrap();
+    let mut marks: Vec<Update> = due
+        .iter()
+        .map(|e| {
+            let mut u = Update::new(e.id, State::InDoubt, t(2));
+            u.unless_suppressed = true;
+            u.message_id = Some(format!(
+                "<tok{}@news.example.org>",
+                e.address.to_lowercase().replace(['@', '.'], "")
+            ));
+            u
+        })
+        .collect();
+    let refused = s.apply(&marks).unwrap();
+    out.push(format!("refused {}", refused.len()));
+    let mut sent = Update::new(due[0].id, State::Sent, t(3));
+    sent.reply = Some("250 ok".into());
+    sent.attempt = true;
+    let mut deferred = Update::new(due[2].id, State::Deferred, t(3));
+    deferred.attempt = true;
+    deferred.reply = Some("451 later".into());
+    deferred.next_attempt_at = Some(t(60));
+    marks.clear();
+    s.apply(&[sent, deferred]).unwrap();
+    out.push(format!("counts {:?}", s.counts("e1", REAL).unwrap()));
+    out.push(format!("test counts {:?}", s.counts("e1", TEST).unwrap()));
+    out.push(format!(
+        "due later {}",
+        s.due("e1", REAL, 0, t(61), false, 10).unwrap().len()
+    ));
+    out.push(format!(
+        "moved {}",
+        s.clamp_retries("e1", REAL, t(3), t(30)).unwrap()
+    ));
+    out.push(format!(
+        "in doubt {:?}",
+        s.recipients("e1", REAL, State::InDoubt).unwrap()
+    ));
+    out.push(format!(
+        "deferred {:?}",
+        s.recipients("e1", REAL, State::Deferred).unwrap()
+    ));
+    s.finish("e1", REAL, t(5)).unwrap();
+    out.push(format!(
+        "sends {:?}",
+        s.sends()
+            .unwrap()
+            .iter()
+            .map(|i| (&i.edition, &i.namespace, i.started_at, i.finished_at))
+            .collect::<Vec<_>>()
+    ));
+    // Suppressions.
+    out.push(format!(
+        "suppressed {}",
+        s.is_suppressed("d@X.ORG").unwrap()
+    ));
+    out.push(format!("suppressions {:?}", s.suppressions().unwrap()));
+    out.push(format!("one {:?}", s.suppression("d@x.org").unwrap()));
+    // Bounces and what attributes them.
+    for (key, address, kind) in [
+        ("m1", "a@x.org", "hard"),
+        ("m2", "c@x.org", "soft"),
+        ("m1", "a@x.org", "hard"),
+    ] {
+        out.push(format!(
+            "bounce {}",
+            s.record_bounce(&BounceEvent {
+                key,
+                address,
+                edition: "e1",
+                kind,
+                status: Some("5.1.1"),
+                diagnostic: None,
+                at: t(10),
+            })
+            .unwrap()
+        ));
+    }
+    s.record_suppression_reason(
+        "d@x.org",
+        &SuppressionReason {
+            kind: "complaint".into(),
+            edition: "e1".into(),
+            status: None,
+            diagnostic: Some("abuse".into()),
+        },
+    )
+    .unwrap();
+    out.push(format!(
+        "editions {:?}",
+        s.bounce_editions("a@x.org", "hard").unwrap()
+    ));
+    out.push(format!("sends to {:?}", s.sends_to("A@x.org").unwrap()));
+    out.push(format!(
+        "was sent {} {}",
+        s.was_sent("e1", "a@x.org").unwrap(),
+        s.was_sent("e1", "z@x.org").unwrap()
+    ));
+    out.push(format!(
+        "by id {:?}",
+        s.send_by_message_id("tokaxorg@news.example.org").unwrap()
+    ));
+    out.push(format!(
+        "by verp {:?}",
+        s.send_by_verp_token("tokbxorg").unwrap()
+    ));
+    out.push(format!("reasons {:?}", s.suppression_reasons().unwrap()));
+    out.push(format!(
+        "bounce counts {:?}",
+        s.bounce_counts("e1").unwrap()
+    ));
+    out.push(format!(
+        "accepted {:?}",
+        s.accepted_recipients("e1", REAL).unwrap().len()
+    ));
+    // Provider events and nonces.
+    let event = ProviderEvent {
+        provider: "postmark".into(),
+        event_id: "ev1".into(),
+        kind: "hard".into(),
+        recipient: Some("B@x.org".into()),
+        status: Some("5.1.1".into()),
+        diagnostic: None,
+        message_id: Some("<tokbxorg@news.example.org>".into()),
+        occurred_at: Some(t(11)),
+        received_at: t(12),
+        edition: Some("e1".into()),
+        outcome: "counted".into(),
+    };
+    out.push(format!(
+        "event {} {}",
+        s.record_event(&event).unwrap(),
+        s.record_event(&event).unwrap()
+    ));
+    out.push(format!("has {}", s.has_event("postmark", "ev1").unwrap()));
+    out.push(format!("events {:?}", s.provider_events().unwrap()));
+    out.push(format!(
+        "nonce {} {}",
+        s.take_nonce("sns", "n1", t(1), t(0)).unwrap(),
+        s.take_nonce("sns", "n1", t(2), t(0)).unwrap()
+    ));
+    out.push(format!(
+        "by message {:?}",
+        s.edition_by_message_id("<tokbxorg@news.example.org>", "b@x.org")
+            .unwrap()
+    ));
+    out.push(format!(
+        "recent {:?}",
+        s.recent_edition_for("b@x.org", t(0)).unwrap()
+    ));
+    // Reports: remembered once per state.
+    out.push(format!(
+        "report {} {} {:?}",
+        s.remember_report("e1", ReportKind::Send, "complete", t(20))
+            .unwrap(),
+        s.remember_report("e1", ReportKind::Send, "complete", t(21))
+            .unwrap(),
+        s.reported("e1", ReportKind::Send).unwrap()
+    ));
+    s.forget_report("e1", ReportKind::Send).unwrap();
+    out.push(format!(
+        "forgotten {:?}",
+        s.reported("e1", ReportKind::Send).unwrap()
+    ));
+    // Resubscribing forgets the bounces; a transaction is all or nothing.
+    out.push(format!(
+        "resubscribed {}",
+        s.resubscribe("d@x.org").unwrap()
+    ));
+    let failed: anyhow::Result<()> = s.transaction(|s| {
+        s.suppress(&Suppression {
+            address: "e@x.org".into(),
+            suppressed_at: t(30),
+            source: SuppressionSource::Manual,
+            edition: None,
+        })?;
+        anyhow::bail!("changed my mind")
+    });
+    out.push(format!(
+        "rolled back {} {}",
+        failed.is_err(),
+        s.is_suppressed("e@x.org").unwrap()
+    ));
+    s.transaction(|s| {
+        s.suppress(&Suppression {
+            address: "e@x.org".into(),
+            suppressed_at: t(30),
+            source: SuppressionSource::Manual,
+            edition: None,
+        })
+    })
+    .unwrap();
+    out.push(format!("committed {}", s.is_suppressed("e@x.org").unwrap()));
+    s.reset("e1", TEST).unwrap();
+    out.push(format!(
+        "reset {:?}",
+        s.send_info("e1", TEST).unwrap().is_none()
+    ));
+    out
+}
+
+#[test]
+fn every_area_of_the_store_answers_on_postgresql_as_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = every_area(&Store::open(&dir.path().join("brief.db")).unwrap());
+    let pg = every_area(&connect(&postgres().database()));
+    for (a, b) in sqlite.iter().zip(&pg) {
+        assert_eq!(a, b, "SQLite and PostgreSQL differ");
+    }
+    assert_eq!(sqlite.len(), pg.len());
+}
+
+#[test]
+fn the_schema_is_created_once_by_processes_that_start_together_on_an_empty_database() {
+    let url = postgres().database();
+    let nl = Newsletter::generated(0, None);
+    on_postgres(&nl, &url);
+    let children: Vec<_> = (0..6)
+        .map(|i| {
+            nl.command(&["unsubscribe", &format!("reader{i}@example.org")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    }
+    assert_eq!(nl.suppressions().len(), 6);
+    assert_eq!(
+        postgres().sql(&url, "SELECT version FROM brief_schema"),
+        "2",
+        "one schema version row"
+    );
+}
+
+#[test]
+fn a_database_with_a_newer_schema_is_refused() {
+    let url = postgres().database();
+    let nl = Newsletter::generated(0, None);
+    on_postgres(&nl, &url);
+    assert_eq!(code(&nl.run(&["unsubscribe", "a@example.org"])), Some(0));
+    postgres().sql(&url, "UPDATE brief_schema SET version = 99");
+    for args in [&["unsubscribe", "b@example.org"][..], &["suppressions"][..]] {
+        let out = nl.run(args);
+        assert_eq!(code(&out), Some(1));
+        let err = stderr(&out);
+        assert!(
+            err.contains("schema is version 99, newer than this brief knows (2)"),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        postgres().sql(&url, "SELECT count(*) FROM suppressions"),
+        "1"
+    );
+}
+
+#[test]
+fn an_unreachable_database_at_start_is_a_clear_error() {
+    let nl = Newsletter::generated(3, None);
+    let port = free_port();
+    on_postgres(&nl, &format!("postgres://brief@127.0.0.1:{port}/nowhere"));
+    let started = std::time::Instant::now();
+    let out = nl.run(&["send", "--edition", "e1"]);
+    assert_eq!(code(&out), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "cannot reach the database postgres://brief@127.0.0.1:{port}/nowhere"
+        )),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "no long wait at start"
+    );
+    assert!(!nl.path("outbox").exists(), "nothing written");
+}
