@@ -67,6 +67,7 @@ pub fn check(config: &Config, only: Option<&str>) -> Findings {
         }
     }
     problems.extend(crate::correct::template_problems(config));
+    problems.extend(crate::serve::signup_template_problems(config));
     problems.extend(dkim_problem(config));
     problems.extend(crate::doctor::rules::bulk_sender_problems(config));
     lists.sort();

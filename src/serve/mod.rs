@@ -14,6 +14,10 @@ pub mod pages;
 mod signup;
 mod writer;
 
+pub(crate) use signup::{
+    template_problems as signup_template_problems, TEMPLATE_FILES as SIGNUP_TEMPLATE_FILES,
+};
+
 use crate::config::Config;
 use crate::store::{Store, SuppressionSource};
 use crate::token::{Claims, Keyring};

@@ -1085,3 +1085,27 @@ fn two_serve_processes_share_signups_on_one_postgresql_store() {
     sent.sort();
     assert_eq!(sent, ["pat@example.org", "reader0000@example.org"]);
 }
+
+#[test]
+fn a_broken_signup_template_is_located_by_check_and_stops_serve() {
+    let n = newsletter(None, "");
+    n.write(
+        "templates/welcome.txt.hbs",
+        "Welcome!\n{{#each lists}}\n- {{this.title}}\n",
+    );
+    let check = n.run(&["check"]);
+    assert_eq!(code(&check), Some(1));
+    let out = String::from_utf8_lossy(&check.stdout).to_string();
+    assert!(out.contains("templates/welcome.txt.hbs:"), "{out}");
+    assert!(out.contains("template does not parse"), "{out}");
+    let serve = n.run(&["serve", "--listen", "127.0.0.1:0"]);
+    assert_eq!(code(&serve), Some(1));
+    assert!(String::from_utf8_lossy(&serve.stderr).contains("welcome.txt.hbs"));
+    // A good override is a known template: no "not used" warning.
+    n.write(
+        "templates/welcome.txt.hbs",
+        "Welcome, {{subscriber.email}}!\n{{preferences_url}}\n",
+    );
+    let check = n.run(&["check"]);
+    assert!(!String::from_utf8_lossy(&check.stdout).contains("welcome.txt.hbs"));
+}

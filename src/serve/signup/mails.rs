@@ -10,6 +10,8 @@ use serde_json::json;
 
 const CONFIRM_FILE: &str = "signup-confirm.txt.hbs";
 const WELCOME_FILE: &str = "welcome.txt.hbs";
+/// The signup mails' template files, under `templates/`.
+pub(crate) const TEMPLATE_FILES: [&str; 2] = [CONFIRM_FILE, WELCOME_FILE];
 const DEFAULT_CONFIRM: &str = include_str!("../../../templates/signup-confirm.txt.hbs");
 const DEFAULT_WELCOME: &str = include_str!("../../../templates/welcome.txt.hbs");
 

@@ -31,6 +31,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 pub(super) use mailer::Mailer;
+pub(crate) use mails::TEMPLATE_FILES;
 use mails::{Mails, Named};
 use pages::{Choice, Filled, Work};
 use serde_json::json;
@@ -44,6 +45,19 @@ use tokens::{Ask, Opened, Tokens, CHALLENGE_VALID};
 const FALLBACK_WAIT: i64 = 8;
 /// Longest name kept (characters).
 const MAX_NAME: usize = 100;
+
+/// A signup template that does not parse, for `brief check` (file:line:col).
+pub(crate) fn template_problems(config: &Config) -> Vec<crate::diag::Diagnostic> {
+    match Mails::load(config) {
+        Ok(_) => Vec::new(),
+        Err(e) => vec![match e.downcast::<crate::diag::Diagnostic>() {
+            Ok(d) => d,
+            Err(e) => {
+                crate::diag::Diagnostic::error(config.templates_dir(), 1, 1, format!("{e:#}"))
+            }
+        }],
+    }
+}
 
 /// The paths this module answers, relative to the base path.
 pub(super) enum Area<'a> {
