@@ -1109,3 +1109,20 @@ fn a_broken_signup_template_is_located_by_check_and_stops_serve() {
     let check = n.run(&["check"]);
     assert!(!String::from_utf8_lossy(&check.stdout).contains("welcome.txt.hbs"));
 }
+
+#[test]
+fn the_archive_links_to_the_signup_form_once_a_list_is_public() {
+    let n = newsletter(None, "");
+    let out = n.run(&["archive", "--all"]);
+    assert_eq!(
+        code(&out),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let index = n.read("site/index.html");
+    assert!(
+        index.contains("href=\"https://news.example.org/brief/subscribe\""),
+        "{index}"
+    );
+}
