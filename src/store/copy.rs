@@ -133,6 +133,7 @@ pub(super) const TABLES: &[(&str, &[&str])] = &[
         ],
     ),
     ("spent_challenges", &["challenge", "expires_at"]),
+    ("signup_stats", &["id", "answered", "last_at"]),
 ];
 
 /// One column's value: both engines store only integers and text.

@@ -64,6 +64,11 @@ CREATE TABLE IF NOT EXISTS spent_challenges (
     challenge  TEXT PRIMARY KEY,
     expires_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS signup_stats (
+    id       BIGINT PRIMARY KEY,
+    answered BIGINT NOT NULL,
+    last_at  TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS signup_mails_by_address ON signup_mails (address_key);
 ";
 
@@ -116,6 +121,11 @@ CREATE TABLE signup_mails (
 CREATE TABLE spent_challenges (
     challenge  TEXT PRIMARY KEY,
     expires_at TEXT NOT NULL
+);
+CREATE TABLE signup_stats (
+    id       BIGINT PRIMARY KEY,
+    answered BIGINT NOT NULL,
+    last_at  TEXT NOT NULL
 );
 CREATE INDEX signup_mails_by_address ON signup_mails (address_key);
 ";
@@ -623,6 +633,18 @@ impl Store {
             &[t(challenge), t(ts(expires))],
         )?;
         Ok(changed == 1)
+    }
+
+    /// Counts one answered signup. Every signup's transaction writes (and commits to
+    /// disk) this at least, whether or not it also records a confirmation, so the
+    /// answer takes as long for an address that gets no mail.
+    pub fn count_signup(&self, now: DateTime<Utc>) -> Result<()> {
+        self.run(
+            "INSERT INTO signup_stats (id, answered, last_at) VALUES (1, 1, ?1)
+             ON CONFLICT (id) DO UPDATE SET answered = signup_stats.answered + 1, last_at = excluded.last_at",
+            &[t(ts(now))],
+        )?;
+        Ok(())
     }
 
     /// Records a signup mail to send (`pending`), in the caller's transaction.

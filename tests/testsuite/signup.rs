@@ -1126,3 +1126,71 @@ fn the_archive_links_to_the_signup_form_once_a_list_is_public() {
         "{index}"
     );
 }
+
+#[test]
+fn confirmation_mails_are_dkim_signed_like_editions() {
+    let n = newsletter(None, "");
+    std::fs::create_dir_all(n.path("keys")).unwrap();
+    let pem = n.path("keys/brief.pem");
+    let der = n.path("keys/public.der");
+    for args in [
+        vec![
+            "genpkey",
+            "-algorithm",
+            "ed25519",
+            "-out",
+            pem.to_str().unwrap(),
+        ],
+        vec![
+            "pkey",
+            "-in",
+            pem.to_str().unwrap(),
+            "-pubout",
+            "-outform",
+            "DER",
+            "-out",
+            der.to_str().unwrap(),
+        ],
+    ] {
+        let out = std::process::Command::new("openssl")
+            .args(&args)
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}");
+    }
+    let config = n.read("brief.toml");
+    n.write(
+        "brief.toml",
+        &format!("{config}\n[dkim]\ndomain = \"news.example.org\"\nselector = \"brief\"\nkey_file = \"keys/brief.pem\"\n"),
+    );
+    let server = n.serve();
+    assert_eq!(
+        form_post(&server, "email=signed%40example.org&list=local").status,
+        200
+    );
+    let file = eventually("the confirmation mail", || {
+        std::fs::read_dir(n.path("outbox/reports"))
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "eml"))
+    });
+    let raw = std::fs::read_to_string(&file).unwrap();
+    assert!(raw.starts_with("DKIM-Signature:"), "{raw}");
+    let out = std::process::Command::new("python3")
+        .arg(support("dkim_verify.py"))
+        .args([
+            "brief._domainkey.news.example.org",
+            "ed25519",
+            der.to_str().unwrap(),
+        ])
+        .arg(&file)
+        .output()
+        .expect("run dkim_verify.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["results"][file.to_str().unwrap()], true, "{v}");
+}

@@ -325,6 +325,7 @@ enum Accepted {
 /// mailed or has enough unconfirmed signups already.
 fn accept(s: &Signup, store: &Store, input: &Input, client: &str, form: &str) -> Result<Accepted> {
     let now = clock::now();
+    store.count_signup(now)?;
     if s.config.signup.proof_of_work > 0 {
         let expires = now + chrono::Duration::from_std(CHALLENGE_VALID)?;
         if !store.spend_challenge(&input.challenge, expires, now)? {
