@@ -1,5 +1,6 @@
 //! `brief serve`: the unsubscribe endpoint (RFC 8058 one-click POST, a confirmation
-//! page on GET) and the web archive, behind a TLS-terminating reverse proxy.
+//! page on GET), readers' signups and preference centre ([`signup`]), provider
+//! webhooks and the web archive, behind a TLS-terminating reverse proxy.
 //!
 //! It answers the path part of `base_url` (`/brief/u/<token>` for
 //! `https://news.example.org/brief`) and the same paths without it (for proxies that

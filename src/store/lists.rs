@@ -893,6 +893,14 @@ mod tests {
     }
 
     #[test]
+    fn statements_are_rewritten_for_postgresql() {
+        assert_eq!(
+            pg_sql("SELECT ?1, '?' FROM t WHERE a = ?12 AND b = ?"),
+            "SELECT $1, '?' FROM t WHERE a = $12 AND b = ?"
+        );
+    }
+
+    #[test]
     fn adding_a_list_keeps_a_reader_confirmed() {
         let s = Store::in_memory().unwrap();
         let first = consent("signup form", &["local"]);

@@ -236,7 +236,7 @@ impl Raw {
 
 /// Checks a signup's fields; the error is for the reader (it says nothing about
 /// whether the address is known).
-fn check(s: &Signup, raw: Raw) -> Result<Input, &'static str> {
+fn check(public: &[&String], raw: Raw) -> Result<Input, &'static str> {
     if raw.email.len() > 254 {
         return Err("That email address is too long.");
     }
@@ -249,7 +249,6 @@ fn check(s: &Signup, raw: Raw) -> Result<Input, &'static str> {
     if name.chars().any(unsafe_in_name) {
         return Err("That name contains characters we cannot use.");
     }
-    let public: Vec<&String> = s.public_lists().map(|(n, _)| n).collect();
     let mut lists: Vec<String> = Vec::new();
     for l in raw.lists {
         if !public.contains(&&l) {
@@ -260,7 +259,7 @@ fn check(s: &Signup, raw: Raw) -> Result<Input, &'static str> {
         }
     }
     if lists.is_empty() {
-        match public.as_slice() {
+        match public {
             [only] => lists.push((*only).clone()),
             _ => return Err("Please choose at least one newsletter."),
         }
@@ -479,7 +478,8 @@ async fn form_route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Resp
         email: &email,
         name: &name,
     };
-    let input = match check(s, raw) {
+    let public: Vec<&String> = s.public_lists().map(|(n, _)| n).collect();
+    let input = match check(&public, raw) {
         Ok(input) => input,
         Err(why) => return form_page(s, StatusCode::BAD_REQUEST, Some(why), &filled, &chosen),
     };
@@ -614,7 +614,8 @@ async fn api_answer(
     } else {
         Raw::from_form(super::form::fields(content_type.as_deref(), &body))
     };
-    let input = match check(s, raw) {
+    let public: Vec<&String> = s.public_lists().map(|(n, _)| n).collect();
+    let input = match check(&public, raw) {
         Ok(input) => input,
         Err(why) => return json_response(StatusCode::BAD_REQUEST, &json!({"error": why})),
     };
@@ -764,5 +765,71 @@ async fn confirm_route(app: &App, token: &str, req: Request<Incoming>) -> Respon
         }
         Ok(Confirmed::Kept) => page_response(StatusCode::OK, super::pages::kept(&app.site)),
         Err(err) => super::store_failed(app, &err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn lists() -> Vec<String> {
+        vec!["culture".to_string(), "local".to_string()]
+    }
+
+    fn form(body: &str) -> Raw {
+        Raw::from_form(super::super::form::fields(None, body.as_bytes()))
+    }
+
+    #[test]
+    fn fields_are_checked() {
+        let l = lists();
+        let public: Vec<&String> = l.iter().collect();
+        let ok = check(
+            &public,
+            form("email=Ann%40Example.org&name=+Ann+&list=local&list=local"),
+        )
+        .unwrap();
+        assert_eq!(
+            (ok.email.as_str(), ok.name.as_str()),
+            ("Ann@Example.org", "Ann")
+        );
+        assert_eq!(ok.lists, vec!["local"]);
+        assert!(!ok.honeypot);
+        assert!(
+            check(&public, form("email=a%40b.org&list=local&website=x"))
+                .unwrap()
+                .honeypot
+        );
+        for bad in [
+            "email=a%40b.org",
+            "email=a%40b.org&list=secret",
+            "email=nope&list=local",
+            "email=a%40b.org&list=local&name=a%0Db",
+            "email=a%40b.org&list=local&name=%E2%80%AEevil",
+            "email=a%40b.org&list=local&name=%EE%80%80",
+        ] {
+            assert!(check(&public, form(bad)).is_err(), "{bad}");
+        }
+        let one = [&l[1]];
+        assert_eq!(
+            check(&one, form("email=a%40b.org")).unwrap().lists,
+            vec!["local"]
+        );
+        let json = Raw::from_json(br#"{"email": "a@b.org", "lists": "culture"}"#).unwrap();
+        assert_eq!(check(&public, json).unwrap().lists, vec!["culture"]);
+        assert!(Raw::from_json(b"nope").is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn no_input_panics(body in proptest::collection::vec(any::<u8>(), 0..300), name in ".{0,120}") {
+            let l = lists();
+            let public: Vec<&String> = l.iter().collect();
+            let _ = check(&public, Raw::from_form(super::super::form::fields(None, &body)));
+            let _ = Raw::from_json(&body).map(|raw| check(&public, raw));
+            let raw = Raw { email: "a@b.org".into(), name, lists: vec!["local".into()], ..Raw::default() };
+            let _ = check(&public, raw);
+        }
     }
 }
