@@ -1194,3 +1194,45 @@ fn confirmation_mails_are_dkim_signed_like_editions() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["results"][file.to_str().unwrap()], true, "{v}");
 }
+
+#[test]
+fn a_confirmation_the_relay_deferred_is_sent_by_the_next_server() {
+    let smtp = Server::aiosmtpd(serde_json::json!({"defer_once": ["later@example.org"]}));
+    let n = newsletter(Some(smtp.port), "max_pending_per_client = 2\n");
+    let server = n.serve();
+    assert_eq!(
+        form_post(&server, "email=later%40example.org&list=local").status,
+        200
+    );
+    eventually("the relay's deferral in the log", || {
+        server.stderr().contains("not sent (try 1)").then_some(())
+    });
+    assert!(smtp.messages().is_empty());
+    // Two more signups from this client: the second is over the client's bound.
+    assert_eq!(
+        form_post(&server, "email=one%40example.org&list=local").status,
+        200
+    );
+    assert_eq!(
+        form_post(&server, "email=two%40example.org&list=local").status,
+        200
+    );
+    eventually("one more confirmation", || {
+        (smtp.messages().len() == 1).then_some(())
+    });
+    drop(server);
+    // A server started after the back-off (a minute) sends the deferred mail at once.
+    let next = n.serve_at("2026-11-20T09:02:00Z", "127.0.0.1:0");
+    let got = eventually("the deferred confirmation", || {
+        smtp.messages()
+            .into_iter()
+            .find(|(rcpt, _)| rcpt == "later@example.org")
+    });
+    assert!(got.1.contains("Confirm your subscription"));
+    std::thread::sleep(Duration::from_millis(500));
+    let counts = smtp.counts();
+    assert_eq!(counts.get("later@example.org"), Some(&1));
+    assert_eq!(counts.get("one@example.org"), Some(&1));
+    assert_eq!(counts.get("two@example.org"), None);
+    drop(next);
+}

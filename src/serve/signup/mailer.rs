@@ -60,16 +60,17 @@ impl Mailer {
     }
 }
 
+/// Sends what is due at start (mails a stopped server left), on each wake-up, every
+/// [`POLL`], and once more when the server stops.
 fn run(config: &Config, store: &Store, rx: &mpsc::Receiver<()>) {
     loop {
-        let stop = matches!(
-            rx.recv_timeout(POLL),
-            Err(mpsc::RecvTimeoutError::Disconnected)
-        );
         if let Err(err) = send_due(config, store) {
             tracing::error!("signup mails: {err:#}");
         }
-        if stop {
+        if let Err(mpsc::RecvTimeoutError::Disconnected) = rx.recv_timeout(POLL) {
+            if let Err(err) = send_due(config, store) {
+                tracing::error!("signup mails: {err:#}");
+            }
             return;
         }
     }
