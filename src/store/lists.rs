@@ -795,11 +795,15 @@ impl Store {
     /// Erases a reader: their managed-list data, consents, pending signups and signup
     /// mails go; the journal keeps its rows (counts stay right) with the address
     /// replaced by its [`erased_key`] and anything not yet sent marked `suppressed`;
-    /// the suppression list keeps only the erased key, which sends honour. Run in a
-    /// transaction.
+    /// the suppression list keeps only the erased key (with the source of a
+    /// suppression the address had: a bounce stays a bounce), which sends honour. Run
+    /// in a transaction.
     pub fn erase_reader(&self, email: &str, at: DateTime<Utc>) -> Result<()> {
         let key = address_key(email);
         let erased = erased_key(email);
+        let source = self
+            .suppression(email)?
+            .map_or(super::SuppressionSource::Page, |s| s.source);
         for table in [
             "readers",
             "memberships",
@@ -826,8 +830,8 @@ impl Store {
         self.forget_bounces(email)?;
         self.run(
             "INSERT INTO suppressions (address_key, address, suppressed_at, source, edition)
-             VALUES (?1, ?1, ?2, 'page', NULL) ON CONFLICT (address_key) DO NOTHING",
-            &[t(erased), t(ts(at))],
+             VALUES (?1, ?1, ?2, ?3, NULL) ON CONFLICT (address_key) DO NOTHING",
+            &[t(erased), t(ts(at)), t(source.as_str())],
         )?;
         Ok(())
     }
@@ -890,6 +894,27 @@ mod tests {
             lists: lists.iter().map(|l| l.to_string()).collect(),
             text: "yes please".into(),
         }
+    }
+
+    #[test]
+    fn an_erased_bounce_stays_a_bounce() {
+        let s = Store::in_memory().unwrap();
+        s.suppress(&Suppression {
+            address: "gone@example.org".into(),
+            suppressed_at: crate::clock::now(),
+            source: SuppressionSource::Bounce,
+            edition: Some("e1".into()),
+        })
+        .unwrap();
+        s.erase_reader("gone@example.org", crate::clock::now())
+            .unwrap();
+        let kept = s
+            .suppression(&erased_key("Gone@example.org"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept.source, SuppressionSource::Bounce);
+        assert_eq!(kept.edition, None);
+        assert!(!s.is_suppressed("gone@example.org").unwrap());
     }
 
     #[test]

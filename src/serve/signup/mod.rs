@@ -140,6 +140,20 @@ impl Signup {
             .collect()
     }
 
+    /// Runs `f` on the store in a blocking thread, outside a transaction (reads).
+    async fn read_store<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Signup, &Store) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let store = me.store.lock().unwrap_or_else(|e| e.into_inner());
+            f(&me, &store)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("the store task failed: {e}"))?
+    }
+
     /// Runs `f` on the store in a blocking thread, in one transaction.
     async fn with_store<T: Send + 'static>(
         self: &Arc<Self>,
@@ -282,6 +296,18 @@ fn unsafe_in_name(c: char) -> bool {
         || matches!(c, '\u{E000}'..='\u{F8FF}')
 }
 
+/// Whether `email` is suppressed (by address, or erased and known by its hash) by
+/// someone other than the reader: the editors, a bounce, a complaint.
+fn kept_off(store: &Store, email: &str) -> Result<bool> {
+    Ok([
+        store.suppression(email)?,
+        store.suppression(&crate::store::erased_key(email))?,
+    ]
+    .iter()
+    .flatten()
+    .any(|x| !reader_made(x.source)))
+}
+
 /// Suppressions a confirmation link may lift: the reader's own.
 fn reader_made(source: SuppressionSource) -> bool {
     matches!(
@@ -336,10 +362,7 @@ fn accept(s: &Signup, store: &Store, input: &Input, client: &str, form: &str) ->
     }
     let limits = &s.config.signup;
     let (per_address, per_client) = store.pending_counts(&input.email, client, now)?;
-    let kept = store
-        .suppression(&input.email)?
-        .is_some_and(|x| !reader_made(x.source));
-    if kept
+    if kept_off(store, &input.email)?
         || per_address >= u64::from(limits.max_pending_per_address)
         || per_client >= u64::from(limits.max_pending_per_client)
     {
@@ -671,10 +694,10 @@ enum Confirmed {
 /// own suppression; queues the welcome mail once per signup.
 fn confirm(s: &Signup, store: &Store, ask: &Ask) -> Result<Confirmed> {
     let now = clock::now();
-    if let Some(x) = store.suppression(&ask.email)? {
-        if !reader_made(x.source) {
-            return Ok(Confirmed::Kept);
-        }
+    if kept_off(store, &ask.email)? {
+        return Ok(Confirmed::Kept);
+    }
+    if store.is_suppressed(&ask.email)? {
         store.resubscribe(&ask.email)?;
     }
     store.forget_erasure(&ask.email)?;

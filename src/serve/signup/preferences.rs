@@ -110,7 +110,7 @@ pub(super) async fn route(app: &App, token: &str, req: Request<Incoming>) -> Res
         }
         "export" => {
             let who = email.clone();
-            match s.with_store(move |s, store| export(s, store, &who)).await {
+            match s.read_store(move |s, store| export(s, store, &who)).await {
                 Ok(data) => {
                     let mut res = crate::serve::http::response(
                         StatusCode::OK,
@@ -191,7 +191,7 @@ async fn show(
 ) -> Response<Body> {
     let who = email.clone();
     let read = s
-        .with_store(move |_, store| Ok((store.reader(&who)?, store.suppression(&who)?.is_some())))
+        .read_store(move |_, store| Ok((store.reader(&who)?, store.suppression(&who)?.is_some())))
         .await;
     let (reader, unsubscribed) = match read {
         Ok(found) => found,
