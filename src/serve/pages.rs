@@ -22,7 +22,7 @@ button.quiet{background:#fff;color:#1d1d1b;border:1px solid #1d1d1b}\
 .note{margin-top:1.25rem;font-size:.85rem;color:#6b6b66}\
 label{display:block;margin:1rem 0 .35rem;font-weight:600}\
 input[type=email],input[type=text]{display:block;width:100%;min-height:48px;padding:.6rem .75rem;border:1px solid #8a8a84;border-radius:8px;font:inherit;background:#fff;color:inherit}\
-fieldset{margin:1.25rem 0 0;padding:0;border:0}\
+fieldset{margin:1.25rem 0;padding:0;border:0}\
 legend{font-weight:600;padding:0}\
 label.check{display:flex;gap:.75rem;align-items:flex-start;font-weight:400;margin:.75rem 0}\
 label.check input{width:1.35rem;height:1.35rem;margin:.15rem 0 0;flex:none}\
