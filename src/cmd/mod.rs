@@ -19,6 +19,7 @@ mod dispatch;
 mod doctor;
 pub(crate) mod init;
 mod preview;
+mod report;
 pub(crate) mod send;
 mod serve;
 pub(crate) mod status;
@@ -54,6 +55,9 @@ pub(crate) fn run(cli: Cli) -> Result<Outcome> {
         Command::Preview(args) => with_config(&cli.config, |c| preview::run(&c, &args)),
         Command::Correct(args) => with_config(&cli.config, |c| correct::run(&c, args)),
         Command::Doctor(args) => with_config(&cli.config, |c| doctor::run(&c, &args)),
+        Command::Report(crate::cli::ReportCommand::Sponsors(args)) => {
+            with_config(&cli.config, |c| report::sponsors(&c, &args))
+        }
     }
 }
 

@@ -29,6 +29,7 @@
 //! released one.
 
 mod bounces;
+mod clicks;
 mod copy;
 mod corrections;
 mod events;
@@ -41,6 +42,7 @@ mod reports;
 mod suppressions;
 
 pub use bounces::{BounceCounts, BounceEvent, SuppressionReason};
+pub use clicks::{Click, ClickWindow};
 pub use events::ProviderEvent;
 pub use journal::{Counts, Entry, NewRecipient, SendInfo, State, Update, REAL, TEST};
 pub use lists::{erased_key, Addition, Consent, Delivery, ListCounts, Reader, SignupMail};
@@ -209,6 +211,7 @@ impl Store {
         conn.execute_batch(events::SCHEMA)?;
         conn.execute_batch(mark::SCHEMA)?;
         conn.execute_batch(lists::SCHEMA)?;
+        conn.execute_batch(clicks::SCHEMA)?;
         Ok(Sqlite {
             conn,
             path: None,

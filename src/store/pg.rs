@@ -42,6 +42,8 @@ const MIGRATIONS: &[&[&str]] = &[
         super::bounces::PG_SCHEMA,
         super::events::PG_SCHEMA,
     ],
+    // Sponsor reports: tracked links and clicks.
+    &[super::clicks::PG_SCHEMA],
     // Managed lists, consents, pending signups and signup mails.
     &[super::lists::PG_SCHEMA],
 ];

@@ -32,5 +32,6 @@ mod serve;
 mod serve_hardening;
 mod signup;
 mod smtp_wire;
+mod sponsor;
 mod tls;
 mod unsubscribe_during_send;
