@@ -150,6 +150,7 @@ impl Job {
         let test = job.namespace == crate::store::TEST;
         let token = job.keyring.issue(&e.address, &job.slug, test);
         let url = token::unsubscribe_url(&job.base_url, &token);
+        let preferences = token::preferences_url(&job.base_url, &token);
         let mailto = job
             .mailto
             .as_ref()
@@ -164,6 +165,7 @@ impl Job {
                 name: &e.name,
                 columns: &columns,
                 unsubscribe_url: &url,
+                preferences_url: &preferences,
                 unsubscribe_mailto: mailto.as_deref(),
                 message_id: &message_id,
             },
@@ -205,10 +207,10 @@ pub struct Report {
 /// error before anything starts).
 pub struct OpenLists(Vec<(ListReader, Vec<String>)>);
 
-pub fn open_lists(lists: &[PathBuf]) -> Result<OpenLists> {
+pub fn open_lists(lists: &[crate::audience::ListSource]) -> Result<OpenLists> {
     let mut readers = Vec::new();
-    for path in lists {
-        let reader = ListReader::open(path)?;
+    for list in lists {
+        let reader = list.open()?;
         let columns = reader.columns();
         readers.push((reader, columns));
     }
@@ -226,6 +228,9 @@ pub fn freeze_lists(
 ) -> Result<SendInfo> {
     let mut readers = lists.0;
     let invalid = std::cell::Cell::new(0u64);
+    // Readers who deleted their data are known only by a hash: a stale list still
+    // naming them must not mail them again (nor put their address back in the journal).
+    let erased = store.erased_keys()?;
     let mut current = 0;
     let mut rows = std::iter::from_fn(|| loop {
         let (reader, columns) = readers.get_mut(current)?;
@@ -235,6 +240,8 @@ pub fn freeze_lists(
                 invalid.set(invalid.get() + 1);
                 report(&d);
             }
+            Some(Ok(s))
+                if !erased.is_empty() && erased.contains(&crate::store::erased_key(&s.email)) => {}
             Some(Ok(s)) => {
                 return Some(NewRecipient {
                     address: s.email,

@@ -34,6 +34,7 @@ mod copy;
 mod corrections;
 mod events;
 mod journal;
+mod lists;
 mod mark;
 mod pg;
 mod pg_journal;
@@ -44,6 +45,7 @@ pub use bounces::{BounceCounts, BounceEvent, SuppressionReason};
 pub use clicks::{Click, ClickWindow};
 pub use events::ProviderEvent;
 pub use journal::{Counts, Entry, NewRecipient, SendInfo, State, Update, REAL, TEST};
+pub use lists::{erased_key, Addition, Consent, Delivery, ListCounts, Reader, SignupMail};
 pub use mark::{HighWater, RolledBack};
 pub use pg::check_url;
 pub use reports::ReportKind;
@@ -208,6 +210,7 @@ impl Store {
         conn.execute_batch(bounces::SCHEMA)?;
         conn.execute_batch(events::SCHEMA)?;
         conn.execute_batch(mark::SCHEMA)?;
+        conn.execute_batch(lists::SCHEMA)?;
         conn.execute_batch(clicks::SCHEMA)?;
         Ok(Sqlite {
             conn,
