@@ -1237,3 +1237,46 @@ fn a_confirmation_the_relay_deferred_is_sent_by_the_next_server() {
     assert_eq!(counts.get("two@example.org"), None);
     drop(next);
 }
+
+/// RFC 3834: a mail a machine sends because a form was filled in says so
+/// (`Auto-Submitted: auto-generated`, so vacation responders and ticket systems do not
+/// answer it), and carries no List-Unsubscribe (the reader is on no list yet).
+#[test]
+fn signup_mails_say_they_are_auto_generated() {
+    let smtp = Server::aiosmtpd(serde_json::json!({}));
+    let n = newsletter(Some(smtp.port), "");
+    let server = n.serve();
+    assert_eq!(
+        form_post(&server, "email=auto%40example.org&list=local").status,
+        200
+    );
+    let (_, confirm) = eventually("the confirmation mail", || {
+        smtp.messages().into_iter().next()
+    });
+    let parsed = |raw: &str| {
+        let m = mail_parser::MessageParser::default()
+            .parse(raw.as_bytes())
+            .expect("a message");
+        let auto = m.header_raw("Auto-Submitted").map(|v| v.trim().to_string());
+        (auto, m.header_raw("List-Unsubscribe").is_some())
+    };
+    assert_eq!(
+        parsed(&confirm),
+        (Some("auto-generated".to_string()), false),
+        "{confirm}"
+    );
+    let (_, _, body) = parse_mail(confirm.as_bytes());
+    let confirm_path = path_of(&link(&body, "https://news.example.org/brief/s/"));
+    let r = server.request("POST", &confirm_path, &[("Content-Type", FORM)], b"");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (_, welcome) = eventually("the welcome mail", || {
+        smtp.messages()
+            .into_iter()
+            .find(|(_, m)| m.contains("Welcome to"))
+    });
+    assert_eq!(
+        parsed(&welcome),
+        (Some("auto-generated".to_string()), false),
+        "{welcome}"
+    );
+}
