@@ -1280,3 +1280,54 @@ fn signup_mails_say_they_are_auto_generated() {
         "{welcome}"
     );
 }
+
+/// A confirmation link works for the signup it was sent for, not after it: once the
+/// reader has left everything or deleted their data, the old link in their mailbox
+/// (or in a mail they forwarded) changes nothing.
+#[test]
+fn a_used_confirmation_link_cannot_undo_an_unsubscribe_or_an_erasure() {
+    let n = newsletter(None, "");
+    let server = n.serve();
+    assert_eq!(
+        form_post(&server, "email=once%40example.org&list=local").status,
+        200
+    );
+    let mails = eventually("the confirmation mail", || {
+        let m = outbox_mails(&n);
+        (!m.is_empty()).then_some(m)
+    });
+    let confirm = path_of(&link(&mails[0].2, "https://news.example.org/brief/s/"));
+    let post = |path: &str, headers: &[(&str, &str)], body: &[u8]| {
+        server.request("POST", path, headers, body)
+    };
+    let r = post(&confirm, &[("Content-Type", FORM)], b"");
+    assert!(r.body.contains("You are subscribed"), "{}", r.body);
+    assert_eq!(subscribers(&n, Some("local")).len(), 1);
+    let prefs = format!("/brief/p/{}", n.token("once@example.org", "e1", false));
+    let same = [
+        ("Content-Type", FORM),
+        ("Origin", "https://news.example.org"),
+        ("Sec-Fetch-Site", "same-origin"),
+    ];
+
+    // Unsubscribed from everything: the old link does not resubscribe.
+    let r = post(&prefs, &same, b"action=unsubscribe");
+    assert_eq!(r.status, 200);
+    let r = post(&confirm, &[("Content-Type", FORM)], b"");
+    assert_eq!(r.status, 410, "{}", r.body);
+    assert!(r.body.contains("This link was used already"), "{}", r.body);
+    let suppressed = n.suppressions();
+    assert_eq!(suppressed.len(), 1, "{suppressed:?}");
+    assert_eq!(suppressed[0]["address"], "once@example.org");
+
+    // Deleted: the old link does not bring the reader (or their address) back.
+    let r = post(&prefs, &same, b"action=delete&confirm=yes");
+    assert!(r.body.contains("Your data is deleted"));
+    let r = post(&confirm, &[("Content-Type", FORM)], b"");
+    assert_eq!(r.status, 410, "{}", r.body);
+    assert!(r.body.contains("This link was used already"), "{}", r.body);
+    assert!(subscribers(&n, None).is_empty());
+    let kept = n.suppressions();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0]["address"].as_str().unwrap().starts_with("sha256:"));
+}
