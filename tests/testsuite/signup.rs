@@ -1331,3 +1331,38 @@ fn a_used_confirmation_link_cannot_undo_an_unsubscribe_or_an_erasure() {
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert!(kept[0]["address"].as_str().unwrap().starts_with("sha256:"));
 }
+
+/// A reader who deleted their data and later chooses a newsletter from the link in an
+/// old message (their own act, like signing up and confirming) gets it: the page says
+/// the address receives nothing now, and "Saved." is not followed by silence.
+#[test]
+fn an_erased_reader_who_chooses_a_newsletter_again_receives_it() {
+    let n = newsletter(None, "");
+    let server = n.serve();
+    let page = format!("/brief/p/{}", n.token("zoe@example.org", "e1", false));
+    let same = [
+        ("Content-Type", FORM),
+        ("Origin", "https://news.example.org"),
+        ("Sec-Fetch-Site", "same-origin"),
+    ];
+    let post = |body: &[u8]| server.request("POST", &page, &same, body);
+    assert!(post(b"action=save&list=local").body.contains("Saved."));
+    assert!(post(b"action=delete&confirm=yes")
+        .body
+        .contains("Your data is deleted"));
+    assert!(subscribers(&n, None).is_empty());
+    let shown = server.get(&page);
+    assert!(
+        shown.body.contains("receives nothing from"),
+        "{}",
+        shown.body
+    );
+    assert!(post(b"action=save&list=local").body.contains("Saved."));
+    assert_eq!(subscribers(&n, Some("local")).len(), 1);
+    assert!(n.suppressions().is_empty(), "{:?}", n.suppressions());
+    drop(server);
+    assert_eq!(code(&n.run(&["send", "--edition", "e1"])), Some(0));
+    assert!(n
+        .recipients_of("e1", "sent")
+        .contains(&"zoe@example.org".to_string()));
+}
