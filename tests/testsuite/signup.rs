@@ -1366,3 +1366,37 @@ fn an_erased_reader_who_chooses_a_newsletter_again_receives_it() {
         .recipients_of("e1", "sent")
         .contains(&"zoe@example.org".to_string()));
 }
+
+/// A quoted local part (`"a b"@example.org`) is a valid address that no confirmation
+/// mail can be built for: the form and the API refuse it at once, rather than
+/// answering "check your inbox" for a mail that fails six times and never comes.
+#[test]
+fn an_address_the_confirmation_cannot_reach_is_refused_in_the_form() {
+    let smtp = Server::aiosmtpd(serde_json::json!({}));
+    let n = newsletter(Some(smtp.port), "");
+    let server = n.serve();
+    for email in ["\"a b\"@example.org", "\"a> NOTIFY=NEVER\"@example.org"] {
+        let r = form_post(&server, &format!("email={}&list=local", enc(email)));
+        assert_eq!(r.status, 400, "{email}: {}", r.body);
+        assert!(r.body.contains("class=\"error\""), "{email}");
+        let api = server.request(
+            "POST",
+            "/brief/api/subscribe",
+            &[("Content-Type", "application/json")],
+            serde_json::json!({"email": email, "lists": ["local"]})
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(api.status, 400, "{email}: {}", api.body);
+    }
+    // A plain address still signs up, and its mail arrives.
+    assert_eq!(
+        form_post(&server, "email=plain%40example.org&list=local").status,
+        200
+    );
+    eventually("the confirmation mail", || {
+        (smtp.messages().len() == 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!server.stderr().contains("not sent"), "{}", server.stderr());
+}

@@ -255,7 +255,10 @@ fn check(public: &[&String], raw: Raw) -> Result<Input, &'static str> {
         return Err("That email address is too long.");
     }
     let email = normalize_address(&raw.email)
-        .map_err(|_| "Please enter a valid email address, like name@example.org.")?;
+        .ok()
+        // A quoted local part is valid, but no confirmation mail can be built for it.
+        .filter(|e| !e.starts_with('"'))
+        .ok_or("Please enter a valid email address, like name@example.org.")?;
     let name = raw.name.trim().to_string();
     if name.chars().count() > MAX_NAME {
         return Err("That name is too long (100 characters at most).");
@@ -851,6 +854,7 @@ mod tests {
             "email=a%40b.org&list=local&name=a%0Db",
             "email=a%40b.org&list=local&name=%E2%80%AEevil",
             "email=a%40b.org&list=local&name=%EE%80%80",
+            "email=%22a+b%22%40b.org&list=local",
         ] {
             assert!(check(&public, form(bad)).is_err(), "{bad}");
         }
