@@ -23,7 +23,7 @@ use std::time::Duration;
 /// A sender whose heartbeat is older than this is dead: its claims go back to the pool.
 pub(super) const LEASE: Duration = Duration::from_secs(30);
 /// How often a sender renews its heartbeat.
-const HEARTBEAT: Duration = Duration::from_secs(5);
+const HEARTBEAT: Duration = Duration::from_secs(2);
 
 /// This process's membership of one send.
 pub(super) struct Worker {
@@ -236,7 +236,18 @@ impl Pg {
                 ],
             )?
             .get(0);
-        let live = Arc::new(AtomicUsize::new(1));
+        let senders: i64 = self
+            .query_one(
+                "SELECT count(*) FROM workers WHERE edition = $1 AND namespace = $2
+                   AND heartbeat > now() - make_interval(secs => $3)",
+                pg_params![
+                    edition.to_string(),
+                    namespace.to_string(),
+                    LEASE.as_secs_f64()
+                ],
+            )?
+            .get(0);
+        let live = Arc::new(AtomicUsize::new((senders as usize).max(1)));
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let pool = self.pool.clone();
         let (e, n, counted) = (edition.to_string(), namespace.to_string(), live.clone());
@@ -283,12 +294,14 @@ impl Pg {
     }
 
     /// Leaves the send: unsent claims go back to the pool at once (not after the
-    /// lease), and the worker row goes.
-    pub(super) fn leave(&self) -> Result<()> {
+    /// lease), and the worker row goes. Returns how many other senders are still on
+    /// the send.
+    pub(super) fn leave(&self) -> Result<usize> {
         let Some(w) = self.worker.borrow_mut().take() else {
-            return Ok(());
+            return Ok(0);
         };
         let client = self.client();
+        let lease = LEASE.as_secs_f64();
         self.call(async move {
             let c = client.await?;
             c.execute(
@@ -299,7 +312,15 @@ impl Pg {
             .await?;
             c.execute("DELETE FROM workers WHERE id = $1", &[&w.id])
                 .await?;
-            Ok(())
+            let others: i64 = c
+                .query_one(
+                    "SELECT count(*) FROM workers WHERE edition = $1 AND namespace = $2
+                       AND heartbeat > now() - make_interval(secs => $3)",
+                    &[&w.edition, &w.namespace, &lease],
+                )
+                .await?
+                .get(0);
+            Ok(others as usize)
         })
     }
 
@@ -360,16 +381,26 @@ impl Pg {
         Ok(page)
     }
 
-    /// Whether other live senders still hold claims on this send (recipients that may
-    /// yet come back to the pool if they die).
+    /// Whether other senders still hold recipients of this send: claimed ones not yet
+    /// tried (which come back to the pool if their sender dies), and in-doubt marks of
+    /// live senders (whose answer is on its way).
     pub(super) fn others_hold_claims(&self, edition: &str, namespace: &str) -> Result<bool> {
         let me = self.worker.borrow().as_ref().map_or(0, |w| w.id);
         Ok(self
             .query_opt(
-                "SELECT 1 FROM journal
-                 WHERE edition = $1 AND namespace = $2 AND state IN ('pending', 'deferred')
-                   AND claimed_by IS NOT NULL AND claimed_by <> $3 LIMIT 1",
-                pg_params![edition.to_string(), namespace.to_string(), me],
+                "SELECT 1 FROM journal j
+                 WHERE j.edition = $1 AND j.namespace = $2 AND j.claimed_by <> $3
+                   AND (j.state = 'pending'
+                        OR (j.state = 'in_doubt' AND EXISTS (
+                            SELECT 1 FROM workers w WHERE w.id = j.claimed_by
+                              AND w.heartbeat > now() - make_interval(secs => $4))))
+                 LIMIT 1",
+                pg_params![
+                    edition.to_string(),
+                    namespace.to_string(),
+                    me,
+                    LEASE.as_secs_f64()
+                ],
             )?
             .is_some())
     }
@@ -431,17 +462,21 @@ impl Pg {
             runs.last_mut().expect("one run").push(u.clone());
         }
         let worker = self.worker.borrow().as_ref().map(|w| w.id);
-        let (client, nested) = (self.client(), self.in_transaction());
-        self.call(async move {
-            let c = client.await?;
-            atomic(&c, nested, async {
-                let mut refused = Vec::new();
-                for run in &runs {
-                    refused.extend(apply_run(&c, run, worker).await?);
-                }
-                Ok(refused)
-            })
-            .await
+        let (runs, nested) = (Arc::new(runs), self.in_transaction());
+        // Run again whole after a lost connection: the states it sets are absolute,
+        // and a mark lands only on a row this sender still holds.
+        self.call_retrying(move |c| {
+            let runs = runs.clone();
+            async move {
+                atomic(&c, nested, async {
+                    let mut refused = Vec::new();
+                    for run in runs.iter() {
+                        refused.extend(apply_run(&c, run, worker).await?);
+                    }
+                    Ok(refused)
+                })
+                .await
+            }
         })
     }
 
