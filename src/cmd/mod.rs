@@ -22,6 +22,7 @@ mod preview;
 pub(crate) mod send;
 mod serve;
 pub(crate) mod status;
+mod store;
 mod suppress;
 
 use crate::cli::{Cli, Command};
@@ -52,6 +53,9 @@ pub(crate) fn run(cli: Cli) -> Result<Outcome> {
         Command::Preview(args) => with_config(&cli.config, |c| preview::run(&c, &args)),
         Command::Correct(args) => with_config(&cli.config, |c| correct::run(&c, args)),
         Command::Doctor(args) => with_config(&cli.config, |c| doctor::run(&c, &args)),
+        Command::Store(crate::cli::StoreCommand::Copy(args)) => {
+            with_config(&cli.config, |c| store::copy(&c, &args))
+        }
     }
 }
 

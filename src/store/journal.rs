@@ -619,6 +619,15 @@ impl Store {
         }
     }
 
+    /// With a shared store: how many live senders are on this send now (0 on SQLite,
+    /// whose lock file says it instead).
+    pub fn senders_on(&self, edition: &str, namespace: &str) -> Result<usize> {
+        match &self.engine {
+            Engine::Sqlite(_) => Ok(0),
+            Engine::Pg(pg) => pg.senders_on(edition, namespace),
+        }
+    }
+
     /// With a shared store: leaves the send, handing back unsent claims at once.
     /// Returns how many other senders are still on it (0 on SQLite).
     pub fn leave_send(&self) -> Result<usize> {

@@ -236,18 +236,9 @@ impl Pg {
                 ],
             )?
             .get(0);
-        let senders: i64 = self
-            .query_one(
-                "SELECT count(*) FROM workers WHERE edition = $1 AND namespace = $2
-                   AND heartbeat > now() - make_interval(secs => $3)",
-                pg_params![
-                    edition.to_string(),
-                    namespace.to_string(),
-                    LEASE.as_secs_f64()
-                ],
-            )?
-            .get(0);
-        let live = Arc::new(AtomicUsize::new((senders as usize).max(1)));
+        let live = Arc::new(AtomicUsize::new(
+            self.senders_on(edition, namespace)?.max(1),
+        ));
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let pool = self.pool.clone();
         let (e, n, counted) = (edition.to_string(), namespace.to_string(), live.clone());
@@ -286,6 +277,21 @@ impl Pg {
             _stop: stop,
         });
         Ok(id)
+    }
+
+    pub(super) fn senders_on(&self, edition: &str, namespace: &str) -> Result<usize> {
+        let n: i64 = self
+            .query_one(
+                "SELECT count(*) FROM workers WHERE edition = $1 AND namespace = $2
+                   AND heartbeat > now() - make_interval(secs => $3)",
+                pg_params![
+                    edition.to_string(),
+                    namespace.to_string(),
+                    LEASE.as_secs_f64()
+                ],
+            )?
+            .get(0);
+        Ok(n as usize)
     }
 
     /// How many senders share the send this store works on (1 before it claims any).

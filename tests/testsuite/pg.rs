@@ -407,14 +407,16 @@ fn wait_for_messages(sink: &Server, at_least: usize) {
 
 #[test]
 fn two_senders_of_one_edition_deliver_every_reader_exactly_once_and_both_do_a_share() {
-    // A second before every DATA reply: the relay, not brief, sets the pace, so the
-    // second sender starts while the first has most of the audience still to go.
+    // A second before every DATA reply: the relay, not brief, sets the pace, so both
+    // senders have most of the audience still to go once they are running.
     let sink = Server::smtp_sink(&["-w", "1"]);
-    let nl = Newsletter::generated_with(48, Some(sink.port), "concurrency = 4");
+    let nl = Newsletter::generated_with(48, Some(sink.port), "concurrency = 4\nreport = true");
     on_postgres(&nl, &postgres().database());
+    // Started together: one freezes the audience, the other waits for it, then joins.
     let first = start_send(&nl);
-    wait_for_messages(&sink, 1);
     let second = start_send(&nl);
+    wait_for_messages(&sink, 1);
+    assert_eq!(nl.status(false)["state"], "sending");
     let limit = std::time::Duration::from_secs(60);
     let (code_a, a) = finish(first, limit);
     let (code_b, b) = finish(second, limit);
@@ -423,7 +425,11 @@ fn two_senders_of_one_edition_deliver_every_reader_exactly_once_and_both_do_a_sh
     for reader in &nl.readers {
         assert_eq!(counts.get(reader), Some(&1), "{reader}: {counts:?}");
     }
-    assert_eq!(counts.len(), 48, "nobody else");
+    // The editors' report went out once, not once per sender.
+    for editor in ["edith@example.org", "ezra@example.org"] {
+        assert_eq!(counts.get(editor), Some(&1), "{editor}: {counts:?}");
+    }
+    assert_eq!(counts.len(), 48 + 2, "nobody else");
     let (own_a, own_b) = (&a["this_sender"], &b["this_sender"]);
     assert!(
         n(own_a, "sent") > 0 && n(own_b, "sent") > 0,
@@ -432,10 +438,16 @@ fn two_senders_of_one_edition_deliver_every_reader_exactly_once_and_both_do_a_sh
     assert_eq!(n(own_a, "sent") + n(own_b, "sent"), 48);
     assert_eq!(n(own_a, "attempted") + n(own_b, "attempted"), 48);
     assert_ne!(own_a["pid"], own_b["pid"]);
-    // Each report's totals are the edition's, not the process's.
+    // Each report's totals are the edition's, not the process's; the duplicate row of
+    // the list is counted once although two senders started the freeze.
     assert_eq!((n(&a, "sent"), n(&b, "sent")), (48, 48));
+    assert_eq!((n(&a, "duplicates"), n(&b, "duplicates")), (1, 1));
     let s = nl.status(false);
-    assert_eq!((n(&s, "sent"), n(&s, "pending")), (48, 0));
+    assert_eq!(
+        (n(&s, "sent"), n(&s, "pending"), n(&s, "invalid")),
+        (48, 0, 1)
+    );
+    assert_eq!(s["state"], "complete");
 }
 
 #[test]
@@ -565,4 +577,56 @@ fn an_unsubscribe_through_brief_serve_during_a_shared_send_is_honoured() {
     assert_eq!(sink.counts().get(&last), None);
     assert_eq!((n(&report, "sent"), n(&report, "suppressed")), (7, 1));
     assert_eq!(n(&report["this_sender"], "suppressed"), 1);
+}
+
+#[test]
+fn store_copy_moves_every_table_to_postgresql_and_back() {
+    let sink = Server::smtp_sink(&[]);
+    let nl = Newsletter::generated(20, Some(sink.port));
+    // History on SQLite: a send, a suppression, a remembered report.
+    assert_eq!(
+        code(&nl.run(&["unsubscribe", "reader0003@example.org"])),
+        Some(0)
+    );
+    assert_eq!(code(&nl.run(&["send", "--edition", "e1"])), Some(0));
+    let before = nl.status(false);
+    let suppressed_before = nl.suppressions();
+    let url = postgres().database();
+    let out = nl.run(&["store", "copy", "--to", &url]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        printed.contains("journal: 20\n") && printed.contains("suppressions: 1\n"),
+        "{printed}"
+    );
+    // A second copy into the same (now full) database is refused, and changes nothing.
+    let again = nl.run(&["store", "copy", "--to", &url]);
+    assert_eq!(code(&again), Some(1));
+    assert!(
+        stderr(&again).contains("is not empty (suppressions: 1, sends: 1, journal: 20"),
+        "{}",
+        stderr(&again)
+    );
+    // Switched over: the same answers from PostgreSQL, and a resend sends nothing.
+    let sqlite_config = nl.read("brief.toml");
+    on_postgres(&nl, &url);
+    assert_eq!(nl.status(false), before);
+    assert_eq!(nl.suppressions(), suppressed_before);
+    let mailed = sink.messages().len();
+    assert_eq!(code(&nl.run(&["send", "--edition", "e1"])), Some(0));
+    assert_eq!(
+        sink.messages().len(),
+        mailed,
+        "nobody mailed twice after the switch"
+    );
+    // And back, into a new SQLite file.
+    let back = nl.path("state/back.db");
+    let out = nl.run(&["store", "copy", "--to", back.to_str().unwrap()]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    nl.write(
+        "brief.toml",
+        &format!("{sqlite_config}\n[state]\npath = \"state/back.db\"\n"),
+    );
+    assert_eq!(nl.status(false), before);
+    assert_eq!(nl.suppressions(), suppressed_before);
 }
