@@ -220,6 +220,11 @@ impl Pg {
                 return Ok(w.id);
             }
         }
+        // Senders killed long ago left their rows; their claims need no row to expire.
+        self.execute(
+            "DELETE FROM workers WHERE heartbeat < now() - interval '1 day'",
+            vec![],
+        )?;
         let host = hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default();
