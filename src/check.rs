@@ -15,6 +15,16 @@ pub struct Findings {
     pub editions: usize,
     pub templates: usize,
     pub problems: Vec<Diagnostic>,
+    /// With `[tracking]`: each edition's HTML size with its tracked links and without.
+    pub tracked_sizes: Vec<TrackedSize>,
+}
+
+/// Tracked links make the HTML longer, and Gmail clips at 102 KB.
+pub struct TrackedSize {
+    pub slug: String,
+    pub links: usize,
+    pub html_bytes: usize,
+    pub untracked_html_bytes: usize,
 }
 
 /// Checks the templates and the editions (all, or the one named); never stops at the
@@ -49,6 +59,7 @@ pub fn check(config: &Config, only: Option<&str>) -> Findings {
     let columns = crate::sample::SampleReader::load(config).columns();
     // Every list an edition or the config sends to, each checked once.
     let mut lists: Vec<String> = config.newsletter.audience.clone();
+    let mut tracked_sizes = Vec::new();
     lists.push(config.newsletter.editors.clone());
     for path in &paths {
         match edition::load(path) {
@@ -58,8 +69,21 @@ pub fn check(config: &Config, only: Option<&str>) -> Findings {
                 problems.extend(crate::correct::load(&e.path).err());
                 lists.extend(e.audience.iter().flatten().cloned());
                 if let Some(composer) = &composer {
+                    let plain = config.tracking.changes_links().then(|| e.clone());
                     match compile::compile_edition(config, composer, e, &columns) {
-                        Ok(compiled) => problems.extend(compiled.warnings),
+                        Ok(compiled) => {
+                            if let Some(plain) = plain {
+                                tracked_sizes.push(TrackedSize {
+                                    slug: compiled.slug.clone(),
+                                    links: compiled.links.len(),
+                                    html_bytes: compiled.html.len(),
+                                    untracked_html_bytes: untracked_size(
+                                        config, composer, plain, &columns,
+                                    ),
+                                });
+                            }
+                            problems.extend(compiled.warnings);
+                        }
                         Err(d) => problems.extend(d.0),
                     }
                 }
@@ -103,7 +127,15 @@ pub fn check(config: &Config, only: Option<&str>) -> Findings {
         editions: paths.len(),
         templates: crate::compose::templates::DEFAULTS.len(),
         problems,
+        tracked_sizes,
     }
+}
+
+/// The HTML size of `e` compiled without `[tracking]`.
+fn untracked_size(config: &Config, composer: &Composer, e: Edition, columns: &[String]) -> usize {
+    let mut plain = config.clone();
+    plain.tracking = crate::config::Tracking::default();
+    compile::compile_edition(&plain, composer, e, columns).map_or(0, |c| c.html.len())
 }
 
 /// Audience lists named by the edition that have no file under subscribers/.

@@ -59,6 +59,9 @@ pub(crate) enum Command {
     /// The state store: copy it to another store (SQLite to PostgreSQL and back).
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Reports from the store.
+    #[command(subcommand)]
+    Report(ReportCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,6 +81,33 @@ pub(crate) struct StoreCopyArgs {
     /// Delete what the target holds first (without it, a target with any state is refused).
     #[arg(long)]
     pub replace: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ReportCommand {
+    /// Per edition and sponsor: delivered, readers' clicks per link, click-through,
+    /// machine clicks apart (`[tracking]`).
+    Sponsors(SponsorsArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SponsorsArgs {
+    /// Only this edition (slug or path).
+    #[arg(long, value_name = "E", conflicts_with = "since")]
+    pub edition: Option<String>,
+    /// Only editions whose send started on or after this day (YYYY-MM-DD, UTC) or
+    /// instant (RFC 3339).
+    #[arg(long, value_name = "DATE")]
+    pub since: Option<String>,
+    /// Print JSON.
+    #[arg(long, conflicts_with_all = ["csv", "html"])]
+    pub json: bool,
+    /// Print CSV, one row per edition and link.
+    #[arg(long, conflicts_with = "html")]
+    pub csv: bool,
+    /// Print a self-contained HTML page (inline chart, no script, nothing loaded).
+    #[arg(long)]
+    pub html: bool,
 }
 
 #[derive(Debug, Args)]

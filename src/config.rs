@@ -30,6 +30,9 @@ pub struct Config {
     /// Provider webhooks (`brief serve`'s `/hooks/<provider>`); a provider left out answers 404.
     #[serde(default)]
     pub hooks: Hooks,
+    /// Opt-in click counting for sponsor reports (`brief serve`'s `/c/<token>`).
+    #[serde(default)]
+    pub tracking: Tracking,
     /// The folder that holds brief.toml; relative paths are resolved against it.
     #[serde(skip)]
     pub root: PathBuf,
@@ -266,6 +269,74 @@ pub struct Hooks {
     pub ses_topic_arn: Option<String>,
 }
 
+/// `[tracking]`: opt-in click counting (docs/tracking.md says what is kept and for how
+/// long). Off by default: no link is rewritten and nothing is counted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tracking {
+    /// Rewrite the links of `sections` to go through `brief serve` and count clicks.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Which sections' links are tracked: `sponsor` (the default), `essay`, `roundup`,
+    /// `agenda`, `read_more`, or `all`.
+    #[serde(default = "default_tracked_sections")]
+    pub sections: Vec<TrackedSection>,
+    /// UTM parameters added to sponsor links (tracked or not); none when unset.
+    pub utm_source: Option<String>,
+    #[serde(default = "default_utm_medium")]
+    pub utm_medium: String,
+    /// Default: the edition's slug; `{edition}` is replaced by the slug.
+    pub utm_campaign: Option<String>,
+    /// Clicks are counted for this long after the send starts; then the per-edition
+    /// set that tells unique clicks apart is dropped and the counts are final.
+    #[serde(default = "d_30d", deserialize_with = "duration")]
+    pub window: Duration,
+    /// One client fetching this many different links of an edition within
+    /// `burst_within` is a link scanner: those clicks are counted as machine clicks.
+    #[serde(default = "default_burst_links")]
+    pub burst_links: usize,
+    #[serde(default = "d_10s", deserialize_with = "duration")]
+    pub burst_within: Duration,
+    /// More user-agent substrings (case-insensitive) counted as machines, besides the
+    /// built-in list of mail security scanners.
+    #[serde(default)]
+    pub scanner_agents: Vec<String>,
+}
+
+/// A value of `[tracking] sections`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackedSection {
+    Sponsor,
+    Essay,
+    Roundup,
+    Agenda,
+    ReadMore,
+    All,
+}
+
+impl Tracking {
+    /// Whether compose changes any link: tracked links, or UTM parameters alone.
+    pub fn changes_links(&self) -> bool {
+        self.enabled || self.utm_source.is_some()
+    }
+
+    /// Whether links of `section` are rewritten (tracking on and the section chosen).
+    pub fn tracks(&self, section: TrackedSection) -> bool {
+        self.enabled
+            && self
+                .sections
+                .iter()
+                .any(|s| *s == section || *s == TrackedSection::All)
+    }
+}
+
+impl Default for Tracking {
+    fn default() -> Self {
+        toml::from_str("").expect("all tracking keys have defaults")
+    }
+}
+
 impl Default for Delivery {
     fn default() -> Self {
         toml::from_str("").expect("all delivery keys have defaults")
@@ -317,6 +388,21 @@ fn default_transport() -> Transport {
 }
 fn default_concurrency() -> usize {
     8
+}
+fn d_10s() -> Duration {
+    Duration::from_secs(10)
+}
+fn d_30d() -> Duration {
+    Duration::from_secs(30 * 86_400)
+}
+fn default_tracked_sections() -> Vec<TrackedSection> {
+    vec![TrackedSection::Sponsor]
+}
+fn default_utm_medium() -> String {
+    "email".into()
+}
+fn default_burst_links() -> usize {
+    3
 }
 fn d_60s() -> Duration {
     Duration::from_secs(60)
@@ -474,6 +560,37 @@ impl Config {
                 return Err(at(
                     "subscribe_url",
                     "`subscribe_url` must start with https://, http:// or mailto:".into(),
+                ));
+            }
+        }
+        let t = &self.tracking;
+        if t.window.is_zero() {
+            return Err(at("window", "`tracking.window` must be above 0".into()));
+        }
+        if t.burst_links < 2 {
+            return Err(at(
+                "burst_links",
+                "`tracking.burst_links` must be at least 2 (one link is what a reader clicks)"
+                    .into(),
+            ));
+        }
+        if t.enabled && t.sections.is_empty() {
+            return Err(at(
+                "sections",
+                "`tracking.sections` is empty: name at least one section (e.g. [\"sponsor\"])"
+                    .into(),
+            ));
+        }
+        let utm = [
+            ("utm_source", t.utm_source.as_deref()),
+            ("utm_medium", Some(t.utm_medium.as_str())),
+            ("utm_campaign", t.utm_campaign.as_deref()),
+        ];
+        for (key, value) in utm {
+            if value.is_some_and(|v| v.trim().is_empty() || v.chars().any(char::is_control)) {
+                return Err(at(
+                    key,
+                    format!("`tracking.{key}` must be a non-empty value on one line"),
                 ));
             }
         }

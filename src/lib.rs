@@ -33,3 +33,4 @@ pub mod send;
 pub mod serve;
 pub mod store;
 pub mod token;
+pub mod tracking;

@@ -52,6 +52,8 @@ pub struct Plan {
     /// A correction's audience, read from the edition's journal (instead of `lists`).
     recipients: Option<Vec<NewRecipient>>,
     job: Job,
+    /// The edition's tracked links, recorded before the first message goes out.
+    links: Vec<crate::tracking::TrackedLink>,
     /// What compiling the edition warned about, for the caller to show.
     pub warnings: Vec<Diagnostic>,
 }
@@ -105,6 +107,7 @@ impl Plan {
         plan.lists = lists;
         plan.to = to;
         plan.warnings = compiled.warnings;
+        plan.links = compiled.links;
         Ok(plan)
     }
 
@@ -225,6 +228,7 @@ impl Plan {
             to: Vec::new(),
             recipients: None,
             job,
+            links: Vec::new(),
             warnings: Vec::new(),
         })
     }
@@ -246,6 +250,7 @@ impl Plan {
             to,
             recipients,
             mut job,
+            links,
             warnings: _,
         } = self;
         let state = config.state_path();
@@ -270,6 +275,10 @@ impl Plan {
             // A journal that went back in time would send again to readers it had
             // sent to: refuse before anything is frozen or sent.
             store.check_progress()?;
+            // A link in a message must redirect as soon as the message can be read.
+            if !links.is_empty() {
+                store.record_links(&slug, &links, clock::now())?;
+            }
         }
         if request.test {
             // Every test send starts afresh.

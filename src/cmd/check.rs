@@ -18,6 +18,18 @@ pub(crate) fn run(config: &Config, args: CheckArgs) -> Result<Outcome> {
             outln!("{p}");
         }
     }
+    if !args.json {
+        for s in &report.tracked_sizes {
+            outln!(
+                "{}: HTML {} with tracking ({} tracked, {} without; Gmail clips over {} KB)",
+                s.slug,
+                kb(s.html_bytes),
+                plural(s.links, "link"),
+                kb(s.untracked_html_bytes),
+                brief::compile::GMAIL_CLIP_BYTES / 1024
+            );
+        }
+    }
     let errors = report.problems.iter().filter(|p| p.is_error()).count();
     let warnings = report.problems.len() - errors;
     if !args.json {
@@ -35,6 +47,10 @@ pub(crate) fn run(config: &Config, args: CheckArgs) -> Result<Outcome> {
         bail!("check found {}", plural(errors, "error"));
     }
     Ok(Outcome::Done)
+}
+
+fn kb(bytes: usize) -> String {
+    format!("{:.1} KB", bytes as f64 / 1024.0)
 }
 
 fn plural(n: usize, word: &str) -> String {

@@ -19,6 +19,7 @@ mod dispatch;
 mod doctor;
 pub(crate) mod init;
 mod preview;
+mod report;
 pub(crate) mod send;
 mod serve;
 pub(crate) mod status;
@@ -55,6 +56,9 @@ pub(crate) fn run(cli: Cli) -> Result<Outcome> {
         Command::Doctor(args) => with_config(&cli.config, |c| doctor::run(&c, &args)),
         Command::Store(crate::cli::StoreCommand::Copy(args)) => {
             with_config(&cli.config, |c| store::copy(&c, &args))
+        }
+        Command::Report(crate::cli::ReportCommand::Sponsors(args)) => {
+            with_config(&cli.config, |c| report::sponsors(&c, &args))
         }
     }
 }

@@ -5,10 +5,11 @@
 pub mod guarantee;
 pub mod lint;
 
-use crate::compose::{Composer, RecipientValues, TRACE_CLOSE, TRACE_OPEN};
+use crate::compose::{Composed, Composer, RecipientValues, TRACE_CLOSE, TRACE_OPEN};
 use crate::config::Config;
 use crate::diag::{line_col, Diagnostic, Diagnostics};
 use crate::edition::{self, Edition};
+use crate::tracking::{Rewriter, TrackedLink};
 use anyhow::Result;
 use std::path::PathBuf;
 
@@ -28,6 +29,8 @@ pub struct Compiled {
     /// The text part with the same markers.
     pub text: String,
     pub warnings: Vec<Diagnostic>,
+    /// The tracked links in `html` and `text` (`[tracking]`), for the store.
+    pub links: Vec<TrackedLink>,
 }
 
 /// Loads, composes and compiles an edition (a slug or a path). `columns` are the
@@ -52,9 +55,7 @@ pub fn composed_mjml(
 ) -> Option<(String, String)> {
     let edition = edition::load(&edition::resolve(config, edition_arg)).ok()?;
     let composer = Composer::new(config).ok()?;
-    let composed = composer
-        .compose(config, &edition, &RecipientValues::markers(columns))
-        .ok()?;
+    let composed = compose(config, &composer, &edition, columns).ok()?.0;
     Some((edition.slug, composed.mjml))
 }
 
@@ -66,7 +67,7 @@ pub fn compile_edition(
     columns: &[String],
 ) -> Result<Compiled, Diagnostics> {
     let personal = RecipientValues::markers(columns);
-    let composed = composer.compose(config, &edition, &personal)?;
+    let (composed, links) = compose(config, composer, &edition, columns)?;
     let output = compile_mjml(&composed.mjml).map_err(|findings| {
         Diagnostics(locate(
             config,
@@ -112,7 +113,26 @@ pub fn compile_edition(
         text: composed.text,
         warnings,
         edition,
+        links,
     })
+}
+
+/// Composes with markers, the links rewritten when `[tracking]` asks for it (once per
+/// edition: every reader gets the same links).
+fn compose(
+    config: &Config,
+    composer: &Composer,
+    edition: &Edition,
+    columns: &[String],
+) -> Result<(Composed, Vec<TrackedLink>), Diagnostics> {
+    let personal = RecipientValues::markers(columns);
+    let rewriter = Rewriter::new(config, &edition.slug);
+    let composed = if rewriter.is_active() {
+        composer.compose_tracked(config, edition, &personal, &rewriter)?
+    } else {
+        composer.compose(config, edition, &personal)?
+    };
+    Ok((composed, rewriter.into_links()))
 }
 
 /// A problem in the MJML (found by the lint or by mrml), at a byte offset of it.

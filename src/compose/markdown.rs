@@ -13,27 +13,59 @@ pub struct RenderedMarkdown {
     pub text: String,
 }
 
+/// What becomes of each link's destination (tracking rewrites some; images are not
+/// links and are left alone).
+pub type LinkMap<'a> = &'a dyn Fn(&str) -> String;
+
 /// The essay: block Markdown.
 pub fn block(source: &str) -> RenderedMarkdown {
+    block_with_links(source, &|url| url.to_string())
+}
+
+/// [`block`], with every link's destination passed through `links`.
+pub fn block_with_links(source: &str, links: LinkMap<'_>) -> RenderedMarkdown {
     RenderedMarkdown {
-        html: html(source, false),
-        text: text(source),
+        html: html(source, false, links),
+        text: text(source, links),
     }
 }
 
 /// A short field (sponsor text, roundup text, agenda text): paragraphs are joined
 /// with line breaks instead of becoming `<p>` blocks.
 pub fn inline(source: &str) -> RenderedMarkdown {
+    inline_with_links(source, &|url| url.to_string())
+}
+
+/// [`inline`], with every link's destination passed through `links`.
+pub fn inline_with_links(source: &str, links: LinkMap<'_>) -> RenderedMarkdown {
     RenderedMarkdown {
-        html: html(source, true),
-        text: text(source).trim_end().to_string(),
+        html: html(source, true, links),
+        text: text(source, links).trim_end().to_string(),
     }
+}
+
+/// The parser's events with each link destination mapped through `links`.
+fn mapped_events<'s>(source: &'s str, links: LinkMap<'s>) -> impl Iterator<Item = Event<'s>> + 's {
+    Parser::new_ext(source, markdown_options()).map(move |event| match event {
+        Event::Start(Tag::Link {
+            link_type,
+            dest_url,
+            title,
+            id,
+        }) => Event::Start(Tag::Link {
+            link_type,
+            dest_url: links(&dest_url).into(),
+            title,
+            id,
+        }),
+        other => other,
+    })
 }
 
 /// Raw HTML becomes text; link titles lose their line breaks (mrml would print
 /// them as a literal `\n` inside the attribute).
-fn safe_events(source: &str) -> impl Iterator<Item = Event<'_>> {
-    Parser::new_ext(source, markdown_options()).map(|event| match event {
+fn safe_events<'s>(source: &'s str, links: LinkMap<'s>) -> impl Iterator<Item = Event<'s>> + 's {
+    mapped_events(source, links).map(|event| match event {
         Event::Html(raw) | Event::InlineHtml(raw) => Event::Text(raw),
         Event::Start(Tag::HtmlBlock) => Event::Start(Tag::Paragraph),
         Event::End(TagEnd::HtmlBlock) => Event::End(TagEnd::Paragraph),
@@ -52,11 +84,11 @@ fn safe_events(source: &str) -> impl Iterator<Item = Event<'_>> {
     })
 }
 
-fn html(source: &str, inline: bool) -> String {
+fn html(source: &str, inline: bool, links: LinkMap<'_>) -> String {
     let mut out = String::with_capacity(source.len() * 5 / 4 + 32);
     if inline {
         let mut paragraphs = 0usize;
-        let events = safe_events(source).filter_map(|e| match e {
+        let events = safe_events(source, links).filter_map(|e| match e {
             Event::Start(Tag::Paragraph) => {
                 paragraphs += 1;
                 (paragraphs > 1).then_some(Event::InlineHtml("<br /><br />".into()))
@@ -66,7 +98,7 @@ fn html(source: &str, inline: bool) -> String {
         });
         pulldown_cmark::html::push_html(&mut out, events);
     } else {
-        pulldown_cmark::html::push_html(&mut out, safe_events(source));
+        pulldown_cmark::html::push_html(&mut out, safe_events(source, links));
     }
     // No trailing newline inside the mj-text.
     while out.ends_with('\n') {
@@ -78,9 +110,9 @@ fn html(source: &str, inline: bool) -> String {
 /// Plain text: paragraphs separated by blank lines, lists with `- ` or `1. `,
 /// quotes with `> `, headings underlined, every link followed by its URL. Long lines
 /// are wrapped later, with the rest of the text part.
-fn text(source: &str) -> String {
+fn text(source: &str, links: LinkMap<'_>) -> String {
     let mut r = TextRenderer::default();
-    for event in Parser::new_ext(source, markdown_options()) {
+    for event in mapped_events(source, links) {
         r.event(event);
     }
     r.flush_line();

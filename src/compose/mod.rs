@@ -7,10 +7,12 @@ pub mod templates;
 pub mod text;
 
 use crate::config::Config;
+use crate::config::TrackedSection;
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::edition::{Edition, Link};
+use crate::edition::Edition;
 use crate::personalize;
 use crate::token;
+use crate::tracking::Rewriter;
 use handlebars::{Context, Handlebars};
 use markdown::RenderedMarkdown;
 use serde::Serialize;
@@ -105,7 +107,19 @@ impl Composer {
         edition: &Edition,
         personal: &RecipientValues,
     ) -> Result<Composed, Diagnostics> {
-        self.compose_for(config, edition, personal, None)
+        self.compose_for(config, edition, personal, None, None)
+    }
+
+    /// Composes `edition` with its links passed through `links` (tracked links and UTM
+    /// parameters, `[tracking]`): the HTML and the text part get the same links.
+    pub fn compose_tracked(
+        &self,
+        config: &Config,
+        edition: &Edition,
+        personal: &RecipientValues,
+        links: &Rewriter,
+    ) -> Result<Composed, Diagnostics> {
+        self.compose_for(config, edition, personal, None, Some(links))
     }
 
     /// Composes the web version of `edition` (the archive page): templates see `web`
@@ -118,7 +132,7 @@ impl Composer {
         personal: &RecipientValues,
         web: WebView,
     ) -> Result<Composed, Diagnostics> {
-        self.compose_for(config, edition, personal, Some(web))
+        self.compose_for(config, edition, personal, Some(web), None)
     }
 
     fn compose_for(
@@ -127,9 +141,10 @@ impl Composer {
         edition: &Edition,
         personal: &RecipientValues,
         web: Option<WebView>,
+        links: Option<&Rewriter>,
     ) -> Result<Composed, Diagnostics> {
-        let parts = Parts::render(edition);
-        let mut view = View::new(config, edition, &parts, personal);
+        let parts = Parts::render(edition, links);
+        let mut view = View::new(config, edition, &parts, personal, links);
         if let Some(web) = web {
             view.web_url = "./".to_string();
             view.web = Some(web);
@@ -176,8 +191,8 @@ impl Composer {
         personal: &RecipientValues,
     ) -> Option<String> {
         let traced = templates::registries(&self.sources, true).ok()?;
-        let parts = Parts::render(edition);
-        let view = View::new(config, edition, &parts, personal);
+        let parts = Parts::render(edition, None);
+        let view = View::new(config, edition, &parts, personal, None);
         traced
             .html
             .render(self.source(Kind::Layout).name, &view)
@@ -198,20 +213,45 @@ struct Parts {
 }
 
 impl Parts {
-    fn render(e: &Edition) -> Parts {
+    fn render(e: &Edition, links: Option<&Rewriter>) -> Parts {
+        let section = |s: TrackedSection| move |url: &str| track(links, s, url);
+        let (essay, sponsor, roundup, agenda) = (
+            section(TrackedSection::Essay),
+            section(TrackedSection::Sponsor),
+            section(TrackedSection::Roundup),
+            section(TrackedSection::Agenda),
+        );
         Parts {
-            essay: markdown::block(&e.body),
-            sponsor: e.sponsor.as_ref().map(|s| markdown::inline(&s.text)),
+            essay: markdown::block_with_links(&e.body, &essay),
+            sponsor: e
+                .sponsor
+                .as_ref()
+                .map(|s| markdown::inline_with_links(&s.text, &sponsor)),
             roundup: e.roundup.as_ref().map_or_else(Vec::new, |r| {
                 r.items
                     .iter()
-                    .map(|i| i.text.as_deref().map(markdown::inline))
+                    .map(|i| {
+                        i.text
+                            .as_deref()
+                            .map(|t| markdown::inline_with_links(t, &roundup))
+                    })
                     .collect()
             }),
             agenda: e.agenda.as_ref().map_or_else(Vec::new, |a| {
-                a.items.iter().map(|i| markdown::inline(&i.text)).collect()
+                a.items
+                    .iter()
+                    .map(|i| markdown::inline_with_links(&i.text, &agenda))
+                    .collect()
             }),
         }
+    }
+}
+
+/// `url` as the edition carries it: through the rewriter when there is one.
+fn track(links: Option<&Rewriter>, section: TrackedSection, url: &str) -> String {
+    match links {
+        Some(r) => r.link(section, url),
+        None => url.to_string(),
     }
 }
 
@@ -286,7 +326,7 @@ struct SponsorView<'a> {
     label: &'a str,
     html: &'a str,
     text: &'a str,
-    url: &'a str,
+    url: String,
     image: Option<&'a str>,
     cta: Option<&'a str>,
 }
@@ -302,7 +342,7 @@ struct RoundupItemView<'a> {
     headline: &'a str,
     html: Option<&'a str>,
     text: Option<&'a str>,
-    url: Option<&'a str>,
+    url: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -318,7 +358,7 @@ struct AgendaItemView<'a> {
 #[derive(Serialize)]
 struct LinkView<'a> {
     title: &'a str,
-    url: &'a str,
+    url: String,
 }
 
 impl<'a> View<'a> {
@@ -327,6 +367,7 @@ impl<'a> View<'a> {
         e: &'a Edition,
         parts: &'a Parts,
         personal: &'a RecipientValues,
+        links: Option<&Rewriter>,
     ) -> View<'a> {
         let n = &config.newsletter;
         View {
@@ -351,7 +392,7 @@ impl<'a> View<'a> {
                     label: s.label.as_deref().unwrap_or("Sponsored"),
                     html: &r.html,
                     text: &r.text,
-                    url: &s.url,
+                    url: track(links, TrackedSection::Sponsor, &s.url),
                     image: s.image.as_deref(),
                     cta: s.cta.as_deref(),
                 }),
@@ -366,7 +407,10 @@ impl<'a> View<'a> {
                         headline: &i.headline,
                         html: rendered.as_ref().map(|r| r.html.as_str()),
                         text: rendered.as_ref().map(|r| r.text.as_str()),
-                        url: i.url.as_deref(),
+                        url: i
+                            .url
+                            .as_deref()
+                            .map(|u| track(links, TrackedSection::Roundup, u)),
                     })
                     .collect(),
             }),
@@ -390,21 +434,19 @@ impl<'a> View<'a> {
                     .collect(),
             }),
             editors: &e.editors,
-            read_more: e.read_more.iter().map(LinkView::from).collect(),
+            read_more: e
+                .read_more
+                .iter()
+                .map(|l| LinkView {
+                    title: &l.title,
+                    url: track(links, TrackedSection::ReadMore, &l.url),
+                })
+                .collect(),
             web_url: token::web_url(&n.base_url, &e.slug),
             unsubscribe_url: &personal.unsubscribe_url,
             subscriber: &personal.subscriber,
             web: None,
             corrections: crate::correct::carried_by(config, e),
-        }
-    }
-}
-
-impl<'a> From<&'a Link> for LinkView<'a> {
-    fn from(l: &'a Link) -> Self {
-        LinkView {
-            title: &l.title,
-            url: &l.url,
         }
     }
 }

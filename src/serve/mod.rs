@@ -63,6 +63,7 @@ struct App {
     limiter: Option<RateLimiter>,
     limits: http::Limits,
     hooks: crate::hooks::Hooks,
+    clicks: Arc<crate::tracking::recorder::Recorder>,
 }
 
 /// Runs the server on `listen` until SIGTERM or SIGINT, then drains requests in flight.
@@ -88,6 +89,7 @@ pub fn run(config: &Config, listen: &str) -> Result<()> {
         ),
         limits: limits(config),
         hooks: crate::hooks::Hooks::from_config(config)?,
+        clicks: crate::tracking::recorder::Recorder::start(config)?,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -169,10 +171,54 @@ async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<
             return res;
         }
     }
+    if let Some(token) = rel.strip_prefix("/c/") {
+        return click_route(app, token, peer, &req).await;
+    }
     match rel.strip_prefix("/u/") {
         Some(rest) => unsubscribe_route(app, rest, req).await,
         None => archive_route(app, rel, &req).await,
     }
+}
+
+/// `/c/<token>`: a tracked link (src/tracking/recorder.rs).
+async fn click_route(
+    app: &App,
+    token: &str,
+    peer: SocketAddr,
+    req: &Request<Incoming>,
+) -> Response<Body> {
+    use crate::tracking::recorder::{redirect, ClickRequest};
+    let head = req.method() == Method::HEAD;
+    if !head && req.method() != Method::GET {
+        return method_not_allowed(app, "GET, HEAD");
+    }
+    let (recorder, token) = (app.clicks.clone(), token.to_string());
+    let (headers, client) = (
+        req.headers().clone(),
+        limits::client_ip(peer, req.headers()),
+    );
+    let followed = tokio::task::spawn_blocking(move || {
+        recorder.follow(&ClickRequest {
+            token: &token,
+            head,
+            headers: &headers,
+            client,
+        })
+    })
+    .await;
+    match followed {
+        Ok(Ok(Some(url))) => redirect(&url).unwrap_or_else(|| not_found(app)),
+        Ok(Ok(None)) => not_found(app),
+        Ok(Err(e)) => store_failed(app, &e),
+        Err(e) => store_failed(app, &anyhow::anyhow!("{e}")),
+    }
+}
+
+fn not_found(app: &App) -> Response<Body> {
+    page_response(
+        StatusCode::NOT_FOUND,
+        pages::status(&app.site, "Not found", "There is no page at this address."),
+    )
 }
 
 /// `/u/<token>` and `/u/<token>/resubscribe`.

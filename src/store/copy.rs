@@ -92,6 +92,23 @@ pub(super) const TABLES: &[(&str, &[&str])] = &[
         ],
     ),
     ("provider_nonces", &["provider", "nonce", "seen_at"]),
+    (
+        "tracked_links",
+        &[
+            "token",
+            "edition",
+            "position",
+            "section",
+            "url",
+            "recorded_at",
+        ],
+    ),
+    (
+        "clicks",
+        &["id", "token", "edition", "at", "machine", "client"],
+    ),
+    ("click_windows", &["edition", "client_key", "closed_at"]),
+    ("click_uniques", &["edition", "scope", "uniques"]),
 ];
 
 /// One column's value: both engines store only integers and text.
@@ -245,11 +262,13 @@ impl Store {
                         params,
                     )?;
                 }
-                if table == "journal" {
+                if table == "journal" || table == "clicks" {
                     // New rows continue after the copied ids.
                     pg.execute(
-                        "SELECT setval(pg_get_serial_sequence('journal', 'id'),
-                                       coalesce((SELECT max(id) FROM journal), 0) + 1, false)",
+                        &format!(
+                            "SELECT setval(pg_get_serial_sequence('{table}', 'id'),
+                                           coalesce((SELECT max(id) FROM {table}), 0) + 1, false)"
+                        ),
                         vec![],
                     )?;
                 }
@@ -376,9 +395,21 @@ mod tests {
             edition: None,
         })
         .unwrap();
+        let link = crate::tracking::TrackedLink {
+            token: "t0".into(),
+            position: 0,
+            section: crate::config::TrackedSection::Sponsor,
+            url: "https://acme.example/".into(),
+        };
+        from.record_links("e1", &[link], now).unwrap();
+        from.click_key("e1").unwrap();
+        from.record_click("t0", "e1", now, None, "label").unwrap();
         let to = Store::open(&dir.path().join("b.db")).unwrap();
         let copied = from.copy_to(&to, false).unwrap();
         assert!(copied.contains(&("journal", 2)) && copied.contains(&("suppressions", 1)));
+        assert!(copied.contains(&("tracked_links", 1)) && copied.contains(&("clicks", 1)));
+        assert_eq!(to.clicks("e1").unwrap(), from.clicks("e1").unwrap());
+        assert_eq!(to.click_key("e1").unwrap(), from.click_key("e1").unwrap());
         assert_eq!(
             to.counts("e1", REAL).unwrap(),
             from.counts("e1", REAL).unwrap()

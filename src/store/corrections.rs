@@ -55,6 +55,44 @@ impl Store {
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
+
+    /// How many recipients got `edition`, counted as [`Store::accepted_recipients`]
+    /// lists them (without loading them): the "delivered" of sponsor reports.
+    pub fn delivered_count(&self, edition: &str, namespace: &str) -> Result<u64> {
+        const NOT_BOUNCED: &str =
+            "AND NOT EXISTS (SELECT 1 FROM bounce_events b WHERE b.edition = j.edition
+                 AND b.address_key = j.address_key AND b.kind = 'hard')";
+        let count = "SELECT count(*) FROM journal j WHERE j.edition = {e} AND j.namespace = {n} AND j.state = 'sent'";
+        let n: i64 = match &self.engine {
+            Engine::Pg(pg) => pg
+                .query_one(
+                    &format!(
+                        "{} {NOT_BOUNCED}",
+                        count.replace("{e}", "$1").replace("{n}", "$2")
+                    ),
+                    pg_params![edition.to_string(), namespace.to_string()],
+                )?
+                .get(0),
+            Engine::Sqlite(db) => {
+                // A store last written by an older brief (opened read-only) has no events table.
+                let events: i64 = db.conn.query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'bounce_events'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                let bounced_after = if events == 1 { NOT_BOUNCED } else { "" };
+                db.conn.query_row(
+                    &format!(
+                        "{} {bounced_after}",
+                        count.replace("{e}", "?1").replace("{n}", "?2")
+                    ),
+                    [edition, namespace],
+                    |r| r.get(0),
+                )?
+            }
+        };
+        Ok(n as u64)
+    }
 }
 
 #[cfg(test)]
@@ -120,6 +158,7 @@ mod tests {
             .map(|r| r.address)
             .collect();
         assert_eq!(accepted, ["c@x.org"]);
+        assert_eq!(store.delivered_count("e1", REAL).unwrap(), 1);
         assert!(store.accepted_recipients("e2", REAL).unwrap().is_empty());
     }
 }

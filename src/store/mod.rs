@@ -33,6 +33,7 @@
 //! released one.
 
 mod bounces;
+mod clicks;
 mod copy;
 mod corrections;
 mod events;
@@ -44,6 +45,7 @@ mod reports;
 mod suppressions;
 
 pub use bounces::{BounceCounts, BounceEvent, SuppressionReason};
+pub use clicks::{Click, ClickWindow};
 pub use events::ProviderEvent;
 pub use journal::{Counts, Entry, NewRecipient, SendInfo, State, Update, REAL, TEST};
 pub use mark::RolledBack;
@@ -210,6 +212,7 @@ impl Store {
         conn.execute_batch(bounces::SCHEMA)?;
         conn.execute_batch(events::SCHEMA)?;
         conn.execute_batch(mark::SCHEMA)?;
+        conn.execute_batch(clicks::SCHEMA)?;
         Ok(Sqlite {
             conn,
             path: None,

@@ -34,13 +34,17 @@ pub(super) use pg_params;
 
 /// The schema, one step per version: step `i` brings version `i` to `i + 1`. A new
 /// table is a new step appended here (never an edit of a released step).
-const MIGRATIONS: &[&[&str]] = &[&[
-    super::suppressions::PG_SCHEMA,
-    super::journal::PG_SCHEMA,
-    super::reports::PG_SCHEMA,
-    super::bounces::PG_SCHEMA,
-    super::events::PG_SCHEMA,
-]];
+const MIGRATIONS: &[&[&str]] = &[
+    &[
+        super::suppressions::PG_SCHEMA,
+        super::journal::PG_SCHEMA,
+        super::reports::PG_SCHEMA,
+        super::bounces::PG_SCHEMA,
+        super::events::PG_SCHEMA,
+    ],
+    // Sponsor reports: tracked links and clicks.
+    &[super::clicks::PG_SCHEMA],
+];
 
 /// The schema version this binary writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -297,8 +297,17 @@ mailto = "unsubscribe@news.example.org"
     /// Starts `brief serve --listen listen` (port 0: a free one) and waits until
     /// /healthz answers; a server on every address is reached over IPv4 loopback.
     pub fn serve_on(&self, listen: &str) -> Server {
+        self.serve_on_at(listen, self.now)
+    }
+
+    /// [`Newsletter::serve`] with the server's clock set to `now`.
+    pub fn serve_at(&self, now: &str) -> Server {
+        self.serve_on_at("127.0.0.1:0", now)
+    }
+
+    fn serve_on_at(&self, listen: &str, now: &str) -> Server {
         let mut child = self
-            .command(&["serve", "--listen", listen])
+            .command_at(now, &["serve", "--listen", listen])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -31,5 +31,6 @@ mod secrets_and_modes;
 mod serve;
 mod serve_hardening;
 mod smtp_wire;
+mod sponsor;
 mod tls;
 mod unsubscribe_during_send;
