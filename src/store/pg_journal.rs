@@ -346,29 +346,45 @@ impl Pg {
         limit: usize,
     ) -> Result<Vec<Entry>> {
         let worker = self.join(edition, namespace)?;
-        let mut states = vec![State::Pending.as_str(), State::Deferred.as_str()];
-        if include_in_doubt {
-            states.push(State::InDoubt.as_str());
-        }
-        let states: Vec<String> = states.into_iter().map(str::to_string).collect();
+        // One range of the (edition, namespace, state, id) index per state, as on
+        // SQLite, so a claim costs the same at the start of a list as at its end;
+        // the rows another live sender holds are passed over in the range.
+        let claimable = "c.edition = $2 AND c.namespace = $3 AND c.id > $4
+              AND (c.claimed_by IS NULL OR NOT EXISTS (
+                   SELECT 1 FROM workers w WHERE w.id = c.claimed_by
+                     AND w.heartbeat > now() - make_interval(secs => $7)))";
+        let in_doubt = if include_in_doubt {
+            format!(
+                "UNION ALL (SELECT c.id FROM journal c WHERE c.state = 'in_doubt' AND {claimable}
+                            ORDER BY c.id LIMIT $6)"
+            )
+        } else {
+            String::new()
+        };
         let rows = self.query(
-            "UPDATE journal j SET claimed_by = $1
-             WHERE j.id IN (
-                 SELECT c.id FROM journal c
-                 WHERE c.edition = $2 AND c.namespace = $3 AND c.state = ANY($4) AND c.id > $5
-                   AND (c.state <> 'deferred' OR c.next_attempt_at <= $6)
-                   AND (c.claimed_by IS NULL OR NOT EXISTS (
-                        SELECT 1 FROM workers w WHERE w.id = c.claimed_by
-                          AND w.heartbeat > now() - make_interval(secs => $8)))
-                 ORDER BY c.id LIMIT $7
-                 FOR UPDATE SKIP LOCKED)
-             RETURNING j.id, j.address, j.name, j.fields, j.state, j.attempts, j.first_attempt_at,
-                 EXISTS (SELECT 1 FROM suppressions s WHERE s.address_key = j.address_key)",
+            &format!(
+                "UPDATE journal j SET claimed_by = $1
+                 WHERE j.id IN (
+                     SELECT c.id FROM journal c
+                     WHERE c.id IN (
+                         (SELECT c.id FROM journal c WHERE c.state = 'pending' AND {claimable}
+                          ORDER BY c.id LIMIT $6)
+                         UNION ALL
+                         (SELECT c.id FROM journal c WHERE c.state = 'deferred' AND {claimable}
+                            AND c.next_attempt_at <= $5
+                          ORDER BY c.id LIMIT $6)
+                         {in_doubt}
+                         ORDER BY 1 LIMIT $6)
+                       AND {claimable}
+                     FOR UPDATE SKIP LOCKED)
+                 RETURNING j.id, j.address, j.name, j.fields, j.state, j.attempts,
+                     j.first_attempt_at,
+                     EXISTS (SELECT 1 FROM suppressions s WHERE s.address_key = j.address_key)"
+            ),
             pg_params![
                 worker,
                 edition.to_string(),
                 namespace.to_string(),
-                states,
                 after,
                 ts(now),
                 limit as i64,
