@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
 # Send throughput of `brief send` (journal on, durable) against Postfix's own load
 # generator `smtp-source`, both into `smtp-sink` on loopback in the same run, at 8 and
-# 16 connections with ~60 KB messages; then a 1,000,000-address list: peak memory and
-# time to the first message.
+# 16 connections: by default 6,000 readers and an edition of about 40 KB (issue 14's
+# goal), ROUNDS rounds alternating smtp-source and brief, each round's ratio and the
+# median printed; then a 1,000,000-address list: peak memory and time to the first
+# message.
 #
 # Then cost against list size: a SMALL-reader and a LARGE-reader send, whole, in the
 # same run (messages/s and CPU per message of the brief process); with FULL_BIG=1 also
 # a whole BIG-reader send against smtp-source's time for BIG messages.
 #
-#   scripts/bench-send.sh            # N=20000 messages per measurement, BIG=1000000
-#   N=5000 BIG=200000 scripts/bench-send.sh
+#   scripts/bench-send.sh            # N=6000 messages per measurement, BIG=1000000
+#   N=20000 PARAGRAPHS=90 scripts/bench-send.sh   # the older 20,000 × 50 KB setting
+#   PARTS=throughput ROUNDS=5 scripts/bench-send.sh              # only the comparison
+#   BRIEF_BIN=/tmp/brief-old PARTS=throughput scripts/bench-send.sh  # another binary
 #   PARTS=scale SMALL=20000 LARGE=300000 scripts/bench-send.sh   # only the scale part
 #   PARTS=scale FULL_BIG=1 scripts/bench-send.sh                 # and the whole 1M send
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N=${N:-20000}
+N=${N:-6000}
+# Paragraphs of the bench edition: 66 make a message of about 40 KB, 90 about 50 KB.
+PARAGRAPHS=${PARAGRAPHS:-66}
+ROUNDS=${ROUNDS:-3}
 BIG=${BIG:-1000000}
 PARTS=${PARTS:-"throughput big scale"}
 SMALL=${SMALL:-20000}
@@ -25,8 +32,12 @@ SINK=/usr/sbin/smtp-sink
 SOURCE=/usr/sbin/smtp-source
 [ -x "$SINK" ] && [ -x "$SOURCE" ] || { echo "needs Postfix's smtp-sink and smtp-source (Debian package postfix)"; exit 1; }
 
-cargo build --release --quiet
-BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/brief
+# BRIEF_BIN: measure that binary instead of building this tree (e.g. a copy of an
+# older build, to compare before and after in the same conditions).
+if [ -z "${BRIEF_BIN:-}" ]; then
+  cargo build --release --quiet
+fi
+BIN=${BRIEF_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release/brief}
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -38,7 +49,7 @@ user=(); [ "$(id -u)" -eq 0 ] && user=(-u nobody)
 pids+=($!)
 sleep 0.5
 
-# A newsletter folder: N readers, an edition whose message is about 60 KB.
+# A newsletter folder: N readers, an edition of PARAGRAPHS paragraphs.
 make_newsletter() { # dir readers transport concurrency
   local dir=$1 readers=$2 transport=$3 conc=$4
   mkdir -p "$dir/editions" "$dir/subscribers"
@@ -62,7 +73,7 @@ mailto = "unsubscribe@news.example.org"
 TOML
   {
     printf '+++\ntitle = "Benchmark edition"\ndate = 2026-11-20\n+++\n\n'
-    for i in $(seq 1 90); do
+    for i in $(seq 1 "$PARAGRAPHS"); do
       printf 'Paragraph %d. Night trains are back on the map, and the question is no longer whether people want them but whether the network has room for them at night, when freight and maintenance crews need it most.\n\n' "$i"
     done
   } > "$dir/editions/bench.md"
@@ -96,19 +107,32 @@ w = time.time() - t
 r = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(round(w, 2), round(r.ru_utime + r.ru_stime, 2))' "$@"; }
 
-has throughput && for conc in 8 16; do
-  t0=$(now)
-  "$SOURCE" -s "$conc" -m "$N" -l "$size" -d -f brief@news.example.org -t reader@example.org "127.0.0.1:$port"
-  t1=$(now)
-  src=$(rate "$N" "$t0" "$t1")
-  make_newsletter "$work/c$conc" "$N" smtp "$conc"
-  t0=$(now)
-  (cd "$work/c$conc" && "$BIN" -q send --edition bench >/dev/null)
-  t1=$(now)
-  br=$(rate "$N" "$t0" "$t1")
-  ratio=$(python3 -c "print(round($br/$src, 2))")
-  echo "concurrency $conc: smtp-source $src msg/s, brief send $br msg/s (ratio $ratio), $N messages"
-done
+median() { python3 -c 'import statistics, sys; print(round(statistics.median(map(float, sys.argv[1:])), 2))' "$@"; }
+
+if has throughput; then
+  echo "load average before the throughput runs: $(cut -d' ' -f1-3 /proc/loadavg)"
+  for conc in 8 16; do
+    ratios=()
+    for round in $(seq 1 "$ROUNDS"); do
+      t0=$(now)
+      "$SOURCE" -s "$conc" -m "$N" -l "$size" -d -f brief@news.example.org -t reader@example.org "127.0.0.1:$port"
+      t1=$(now)
+      src=$(rate "$N" "$t0" "$t1")
+      rm -rf "$work/c$conc"
+      make_newsletter "$work/c$conc" "$N" smtp "$conc"
+      t0=$(now)
+      (cd "$work/c$conc" && "$BIN" -vv send --edition bench >/dev/null 2>"$work/send.log")
+      t1=$(now)
+      br=$(rate "$N" "$t0" "$t1")
+      ratio=$(python3 -c "print(round($br/$src, 2))")
+      ratios+=("$ratio")
+      # brief -vv: the share of the connections' time spent waiting for in-doubt marks.
+      waited=$(grep -o '([0-9]* %) waiting' "$work/send.log" | tr -dc '0-9' || true)
+      echo "concurrency $conc round $round: smtp-source $src msg/s, brief send $br msg/s (ratio $ratio), $N messages, ${waited:-?} % of connection time waiting for in-doubt marks (load $(cut -d' ' -f1 /proc/loadavg))"
+    done
+    echo "concurrency $conc: median ratio $(median "${ratios[@]}") over $ROUNDS rounds"
+  done
+fi
 
 # 1,000,000 addresses: peak memory (VmHWM of the brief process) and time to the first
 # message (the first `sent`/`in_doubt` row in the journal, polled every 0.1 s), against
@@ -214,7 +238,8 @@ t = time.time(); subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL); print(
     for _ in $(seq 1 "$senders"); do
       (cd "$work/pg-lat$senders" && "$BIN" -q send --edition bench >/dev/null) &
     done
-    wait $(jobs -p | tail -n "$senders")
+    # A sender that ends incomplete (exit 3) still ends the measurement.
+    wait $(jobs -p | tail -n "$senders") || true
     t1=$(now)
     eval "lat$senders=$(rate "$PG_LAT" "$t0" "$t1")"
   done

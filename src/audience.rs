@@ -15,6 +15,146 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
+/// Where a list's subscribers come from: `subscribers/<name>.csv`, or the state store
+/// for a list `[lists.<name>]` declares. Both are read the same way (a managed list is
+/// streamed as CSV: `email`, `name`, then its members' extra fields), so dedupe, row
+/// checks, suppressions and template fields do not care which it is.
+#[derive(Debug, Clone)]
+pub enum ListSource {
+    File(PathBuf),
+    Managed {
+        name: String,
+        store: crate::store::Location,
+    },
+}
+
+impl ListSource {
+    /// The source of list `list`: managed when `[lists.<list>]` declares it. A list
+    /// declared managed that also has a CSV file is an error (which one is meant?).
+    pub fn for_list(config: &crate::config::Config, list: &str) -> Result<ListSource> {
+        let path = config.list_path(list);
+        if config.managed_list(list).is_none() {
+            return Ok(ListSource::File(path));
+        }
+        if path.exists() {
+            anyhow::bail!(
+                "list `{list}` is declared managed ([lists.{list}] in brief.toml) and also has {}: a list is one or the other (import the file with `brief subscribers import {} --list {list}`, then remove it)",
+                path.display(),
+                path.display()
+            );
+        }
+        Ok(ListSource::Managed {
+            name: list.to_string(),
+            store: config.state_location()?,
+        })
+    }
+
+    /// Opens the list for streaming.
+    pub fn open(&self) -> Result<ListReader> {
+        match self {
+            ListSource::File(path) => ListReader::open(path),
+            ListSource::Managed { name, store } => {
+                let stream = MemberStream::open(name, store)?;
+                ListReader::from_reader(&self.label(), Box::new(stream))
+            }
+        }
+    }
+
+    /// How messages name the list (`[lists.local]` rows are numbered like CSV lines).
+    pub fn label(&self) -> PathBuf {
+        match self {
+            ListSource::File(path) => path.clone(),
+            ListSource::Managed { name, .. } => PathBuf::from(format!("[lists.{name}]")),
+        }
+    }
+}
+
+/// A managed list as CSV text, read from the store a page at a time (memory stays
+/// flat whatever the list's size). A store that does not exist yet holds no one.
+struct MemberStream {
+    store: Option<crate::store::Store>,
+    list: String,
+    columns: Vec<String>,
+    after: String,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+const MEMBER_PAGE: usize = 2000;
+
+impl MemberStream {
+    fn open(list: &str, location: &crate::store::Location) -> Result<MemberStream> {
+        let store = crate::store::Store::existing(location)?.filter(|s| s.manages_lists());
+        let columns = match &store {
+            Some(s) => s.member_columns(list)?,
+            None => Vec::new(),
+        };
+        let mut header = csv::Writer::from_writer(Vec::new());
+        header.write_record(
+            ["email", "name"]
+                .into_iter()
+                .chain(columns.iter().map(String::as_str)),
+        )?;
+        Ok(MemberStream {
+            store,
+            list: list.to_string(),
+            columns,
+            after: String::new(),
+            buf: header.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?,
+            pos: 0,
+        })
+    }
+
+    fn refill(&mut self) -> std::io::Result<()> {
+        self.buf.clear();
+        self.pos = 0;
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let page = store
+            .members_after(&self.list, &self.after, MEMBER_PAGE)
+            .map_err(std::io::Error::other)?;
+        let mut out = csv::Writer::from_writer(std::mem::take(&mut self.buf));
+        for (address, name, fields, key) in &page {
+            let map: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(fields).unwrap_or_default();
+            let values = self.columns.iter().map(|c| match map.get(c) {
+                Some(serde_json::Value::String(v)) => v.clone(),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            });
+            let row: Vec<String> = [address.clone(), name.clone()]
+                .into_iter()
+                .chain(values)
+                .collect();
+            out.write_record(&row)?;
+            self.after.clone_from(key);
+        }
+        self.buf = out
+            .into_inner()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        if page.len() < MEMBER_PAGE {
+            self.store = None;
+        }
+        Ok(())
+    }
+}
+
+impl Read for MemberStream {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            if self.store.is_none() {
+                return Ok(0);
+            }
+            self.refill()?;
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 /// One valid subscriber row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscriber {
@@ -225,10 +365,10 @@ fn skip_bom(mut input: Box<dyn Read + Send>) -> Box<dyn Read + Send> {
 
 /// The extra column names used by `lists` (the union, in first-seen order), for the
 /// compile stage's personalization markers.
-pub fn columns(lists: &[PathBuf]) -> Result<Vec<String>> {
+pub fn columns(lists: &[ListSource]) -> Result<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
-    for path in lists {
-        for c in ListReader::open(path)?.columns() {
+    for list in lists {
+        for c in list.open()?.columns() {
             if !out.contains(&c) {
                 out.push(c);
             }

@@ -91,13 +91,25 @@ pub fn check(config: &Config, only: Option<&str>) -> Findings {
         }
     }
     problems.extend(crate::correct::template_problems(config));
+    problems.extend(crate::serve::signup_template_problems(config));
     problems.extend(dkim_problem(config));
     problems.extend(crate::doctor::rules::bulk_sender_problems(config));
     lists.sort();
     lists.dedup();
     for name in &lists {
         let path = config.list_path(name);
-        if path.is_file() {
+        if config.managed_list(name).is_some() {
+            if let Err(e) = crate::audience::ListSource::for_list(config, name) {
+                let source = std::fs::read_to_string(&config.path).unwrap_or_default();
+                let offset = source.find(&format!("[lists.{name}]")).unwrap_or(0);
+                problems.push(Diagnostic::at_offset(
+                    &config.path,
+                    &source,
+                    offset,
+                    format!("{e:#}"),
+                ));
+            }
+        } else if path.is_file() {
             problems.extend(crate::audience::check_list(&path));
         } else if config.newsletter.audience.contains(name) {
             problems.push(config_list_missing(config, name, "newsletter.audience"));
@@ -148,7 +160,9 @@ fn audience_problems(config: &Config, e: &Edition) -> Vec<Diagnostic> {
     lists
         .iter()
         .zip(&e.locations.audience)
-        .filter(|(name, _)| !config.list_path(name).is_file())
+        .filter(|(name, _)| {
+            config.managed_list(name).is_none() && !config.list_path(name).is_file()
+        })
         .map(|(name, (line, column))| {
             let hint = match nearest(name, &existing) {
                 Some(best) => format!(" (did you mean `{best}`?)"),

@@ -45,6 +45,8 @@ pub(crate) enum Command {
     Resubscribe(ResubscribeArgs),
     /// List or export the suppression list.
     Suppressions(SuppressionsArgs),
+    /// The managed lists ([lists.<name>]): list, add, remove, import, export readers.
+    Subscribers(SubscribersArgs),
     /// Read the bounce mailbox: classify every message and apply the [bounces] policy.
     Bounces(BouncesArgs),
     /// Write a static web archive of the editions, with an Atom feed.
@@ -185,6 +187,9 @@ pub(crate) struct StatusArgs {
     /// Look at the test-send journal instead of the real one.
     #[arg(long)]
     pub test: bool,
+    /// Only the managed lists: confirmed readers and pending signups per list.
+    #[arg(long, conflicts_with_all = ["edition", "test"])]
+    pub lists: bool,
 }
 
 #[derive(Debug, Args)]
@@ -220,6 +225,63 @@ pub(crate) struct SuppressionsArgs {
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
     /// Print as CSV (for export).
+    #[arg(long)]
+    pub csv: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SubscribersArgs {
+    #[command(subcommand)]
+    pub action: SubscribersAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SubscribersAction {
+    /// Print the confirmed readers of the managed lists (or of one).
+    List(SubscribersShowArgs),
+    /// Add readers to a managed list as confirmed; you attest their consent.
+    Add {
+        #[arg(value_name = "ADDR", required = true)]
+        addresses: Vec<String>,
+        #[arg(long, value_name = "L")]
+        list: String,
+        /// Their name (with a single address).
+        #[arg(long)]
+        name: Option<String>,
+        /// How they agreed (recorded as their consent), e.g. "signed up at the 2026 fair".
+        #[arg(long, value_name = "TEXT")]
+        consent: String,
+    },
+    /// Take readers off one managed list, or off every one.
+    Remove {
+        #[arg(value_name = "ADDR", required = true)]
+        addresses: Vec<String>,
+        #[arg(long, value_name = "L")]
+        list: Option<String>,
+    },
+    /// Import a CSV (email, name, consent, any other column) into a managed list.
+    Import {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[arg(long, value_name = "L")]
+        list: String,
+        /// The consent attestation of rows whose `consent` column is empty or missing.
+        #[arg(long, value_name = "TEXT")]
+        consent: Option<String>,
+    },
+    /// Export the readers as CSV (default) or JSON, with their consent records.
+    Export(SubscribersShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SubscribersShowArgs {
+    /// Only this managed list.
+    #[arg(long, value_name = "L")]
+    pub list: Option<String>,
+    /// Print as JSON.
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print as CSV.
     #[arg(long)]
     pub csv: bool,
 }

@@ -30,6 +30,13 @@ pub struct Config {
     /// Provider webhooks (`brief serve`'s `/hooks/<provider>`); a provider left out answers 404.
     #[serde(default)]
     pub hooks: Hooks,
+    /// `[lists.<name>]`: lists kept in the state store (signups, `brief subscribers`)
+    /// instead of `subscribers/<name>.csv`. A name is one or the other, never both.
+    #[serde(default)]
+    pub lists: std::collections::BTreeMap<String, ManagedList>,
+    /// `[signup]`: `brief serve`'s signup form, double opt-in and preference centre.
+    #[serde(default)]
+    pub signup: Signup,
     /// Opt-in click counting for sponsor reports (`brief serve`'s `/c/<token>`).
     #[serde(default)]
     pub tracking: Tracking,
@@ -269,6 +276,78 @@ pub struct Hooks {
     pub ses_topic_arn: Option<String>,
 }
 
+/// `[lists.<name>]`: a list brief manages in its store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagedList {
+    /// What readers see on the signup form and in the preference centre.
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    /// Offered on the signup form and in the preference centre; a private list is
+    /// filled only by `brief subscribers add|import`.
+    #[serde(default = "yes")]
+    pub public: bool,
+}
+
+/// `[signup]`: double opt-in and its abuse limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signup {
+    /// How long a confirmation link works.
+    #[serde(default = "d_2d", deserialize_with = "duration")]
+    pub confirm_within: Duration,
+    /// The consent text shown above the button and recorded with each confirmation.
+    pub consent_text: Option<String>,
+    /// Send `templates/welcome.txt.hbs` (or the built-in welcome) after a confirmation.
+    #[serde(default = "yes")]
+    pub welcome: bool,
+    /// Origins (`https://www.example.org`) allowed to call `POST …/api/subscribe` from a
+    /// browser (CORS); other sites' pages get no CORS headers.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+    /// Signup requests per second allowed per client address (a token bucket, on top
+    /// of `[unsubscribe] client_rate`).
+    #[serde(default = "default_signup_rate")]
+    pub client_rate: f64,
+    #[serde(default = "default_signup_burst")]
+    pub client_burst: u32,
+    /// Unconfirmed signups (unexpired) one address may have; beyond it, no more mail.
+    #[serde(default = "default_pending_per_address")]
+    pub max_pending_per_address: u32,
+    /// Unconfirmed signups (unexpired) one client address may have started.
+    #[serde(default = "default_pending_per_client")]
+    pub max_pending_per_client: u32,
+    /// Proof of work asked of the form (leading zero bits of a SHA-256); 0: none.
+    #[serde(default)]
+    pub proof_of_work: u8,
+}
+
+impl Signup {
+    pub fn consent_text(&self, newsletter: &str) -> String {
+        self.consent_text.clone().unwrap_or_else(|| {
+            format!("I want to receive {newsletter} by email. I can unsubscribe at any time with the link in every message.")
+        })
+    }
+}
+
+impl Default for Signup {
+    fn default() -> Self {
+        toml::from_str("").expect("all signup keys have defaults")
+    }
+}
+fn default_signup_rate() -> f64 {
+    0.1
+}
+fn default_signup_burst() -> u32 {
+    5
+}
+fn default_pending_per_address() -> u32 {
+    3
+}
+fn default_pending_per_client() -> u32 {
+    20
+}
 /// `[tracking]`: opt-in click counting (docs/tracking.md says what is kept and for how
 /// long). Off by default: no link is rewritten and nothing is counted.
 #[derive(Debug, Clone, Deserialize)]
@@ -602,6 +681,43 @@ impl Config {
                 ));
             }
         }
+        for name in self.lists.keys() {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+            {
+                return Err(at(
+                    &format!("[lists.{name}]"),
+                    format!("list name `{name}`: use lowercase letters, digits, - and _"),
+                ));
+            }
+        }
+        let s = &self.signup;
+        if !(s.client_rate > 0.0 && s.client_rate.is_finite()) || s.client_burst == 0 {
+            return Err(at(
+                "client_rate",
+                "[signup] `client_rate` must be above 0 and `client_burst` at least 1".into(),
+            ));
+        }
+        if s.proof_of_work > 24 {
+            return Err(at(
+                "proof_of_work",
+                "[signup] `proof_of_work` is a number of bits, at most 24".into(),
+            ));
+        }
+        if let Some(o) = s
+            .cors_origins
+            .iter()
+            .find(|o| !(o.starts_with("https://") || o.starts_with("http://")) || o.ends_with('/'))
+        {
+            return Err(at(
+                "cors_origins",
+                format!(
+                    "[signup] `cors_origins`: `{o}` is not an origin like https://www.example.org"
+                ),
+            ));
+        }
         Ok((from, reply_to))
     }
 
@@ -625,6 +741,10 @@ impl Config {
     }
     pub fn list_path(&self, list: &str) -> PathBuf {
         self.subscribers_dir().join(format!("{list}.csv"))
+    }
+    /// The managed list `list`, if `[lists.<list>]` declares one.
+    pub fn managed_list(&self, list: &str) -> Option<&ManagedList> {
+        self.lists.get(list)
     }
     pub fn state_path(&self) -> PathBuf {
         self.resolve(&self.state.path)

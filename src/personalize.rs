@@ -12,6 +12,8 @@ const CLOSE: char = '\u{E001}';
 /// Per-recipient fields every template can use: the unsubscribe URL, and the
 /// subscriber's `email`, `name` and every other CSV column as `subscriber.<column>`.
 pub const UNSUBSCRIBE_URL: &str = "unsubscribe_url";
+/// The reader's preference centre (`<base_url>/p/<token>`, the same token).
+pub const PREFERENCES_URL: &str = "preferences_url";
 
 /// The field key of a subscriber column (`email`, `name`, or any other CSV column).
 pub fn subscriber_field(column: &str) -> String {

@@ -3,7 +3,7 @@
 //! the editors list when there is one, placeholders otherwise.
 
 use crate::config::Config;
-use crate::personalize::{Escape, Template, UNSUBSCRIBE_URL};
+use crate::personalize::{Escape, Template, PREFERENCES_URL, UNSUBSCRIBE_URL};
 use crate::token;
 use std::collections::BTreeMap;
 
@@ -65,11 +65,18 @@ impl SampleReader {
     /// unsubscribe link that names `placeholder` instead of a real token.
     pub fn fill(&self, config: &Config, doc: &str, escape: Escape, placeholder: &str) -> String {
         let unsubscribe = token::unsubscribe_url(&config.newsletter.base_url, placeholder);
+        let preferences = token::preferences_url(&config.newsletter.base_url, placeholder);
         let template = Template::parse(doc);
         let values: Vec<&str> = template
             .fields()
             .iter()
-            .map(|f| self.value(f, &unsubscribe))
+            .map(|f| {
+                if f == PREFERENCES_URL {
+                    &preferences
+                } else {
+                    self.value(f, &unsubscribe)
+                }
+            })
             .collect();
         template.render(&values, escape)
     }

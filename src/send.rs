@@ -46,7 +46,7 @@ pub struct Plan {
     request: Request,
     slug: String,
     namespace: &'static str,
-    lists: Vec<PathBuf>,
+    lists: Vec<audience::ListSource>,
     /// A test send's `--to` addresses, normalized.
     to: Vec<String>,
     /// A correction's audience, read from the edition's journal (instead of `lists`).
@@ -78,7 +78,7 @@ impl Plan {
         // Who: the edition's lists (or the config's), or for a test the editors list or
         // the --to addresses. A test never falls back to the real lists.
         let to = test_addresses(&request)?;
-        let lists: Vec<PathBuf> = if request.test {
+        let lists: Vec<audience::ListSource> = if request.test {
             test_lists(config, &to)
         } else {
             edition
@@ -86,8 +86,8 @@ impl Plan {
                 .clone()
                 .unwrap_or_else(|| config.newsletter.audience.clone())
                 .iter()
-                .map(|l| config.list_path(l))
-                .collect()
+                .map(|l| audience::ListSource::for_list(config, l))
+                .collect::<Result<_>>()?
         };
         let columns = audience::columns(&lists)?;
 
@@ -314,7 +314,7 @@ impl Plan {
                 store.reset(&slug, TEST)?;
                 bail!(
                     "the test send has no recipients: {} has no valid address (add editors to it, or use --to ADDR)",
-                    lists.first().map_or_else(String::new, |p| p.display().to_string())
+                    lists.first().map_or_else(String::new, |l| l.label().display().to_string())
                 );
             }
         }
@@ -370,9 +370,11 @@ fn test_addresses(request: &Request) -> Result<Vec<String>> {
 }
 
 /// A test goes to the editors list, or only to the `--to` addresses.
-fn test_lists(config: &Config, to: &[String]) -> Vec<PathBuf> {
+fn test_lists(config: &Config, to: &[String]) -> Vec<audience::ListSource> {
     if to.is_empty() {
-        vec![config.list_path(&config.newsletter.editors)]
+        vec![audience::ListSource::File(
+            config.list_path(&config.newsletter.editors),
+        )]
     } else {
         Vec::new()
     }
@@ -390,7 +392,7 @@ fn skipped(d: &Diagnostic) {
 fn freeze_in_background(
     location: crate::store::Location,
     slug: &str,
-    lists: &[PathBuf],
+    lists: &[audience::ListSource],
 ) -> Result<(Arc<AtomicBool>, JoinHandle<Result<crate::store::SendInfo>>)> {
     let lists = deliver::open_lists(lists)?;
     let flag = Arc::new(AtomicBool::new(true));

@@ -296,6 +296,11 @@ pub fn unsubscribe_url(base_url: &str, token: &str) -> String {
     format!("{}/u/{}", base_url.trim_end_matches('/'), token)
 }
 
+/// The preference-centre URL for a token: `<base_url>/p/<token>` (`brief serve`).
+pub fn preferences_url(base_url: &str, token: &str) -> String {
+    format!("{}/p/{}", base_url.trim_end_matches('/'), token)
+}
+
 /// The web version ("view in browser") of an edition: `<base_url>/<slug>/`, the page
 /// `brief archive` writes at `<slug>/index.html`.
 pub fn web_url(base_url: &str, slug: &str) -> String {

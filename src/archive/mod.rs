@@ -252,10 +252,17 @@ pub fn web_view(config: &Config) -> WebView {
     }
 }
 
-/// `archive.subscribe_url`, or a `mailto:` to the editors asking to subscribe.
+/// `archive.subscribe_url`; else `brief serve`'s signup form when a public managed
+/// list exists; else a `mailto:` to the editors asking to subscribe.
 pub fn subscribe_url(config: &Config) -> String {
     if let Some(url) = &config.archive.subscribe_url {
         return url.clone();
+    }
+    if config.lists.values().any(|l| l.public) {
+        return format!(
+            "{}/subscribe",
+            config.newsletter.base_url.trim_end_matches('/')
+        );
     }
     let n = &config.newsletter;
     let address = n.contact_mailbox().email.to_string();

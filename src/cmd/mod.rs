@@ -24,6 +24,7 @@ pub(crate) mod send;
 mod serve;
 pub(crate) mod status;
 mod store;
+mod subscribers;
 mod suppress;
 
 use crate::cli::{Cli, Command};
@@ -49,6 +50,7 @@ pub(crate) fn run(cli: Cli) -> Result<Outcome> {
         Command::Suppressions(args) => {
             with_config(&cli.config, |c| suppress::suppressions(&c, &args))
         }
+        Command::Subscribers(args) => with_config(&cli.config, |c| subscribers::run(&c, args)),
         Command::Bounces(args) => with_config(&cli.config, |c| bounces::run(&c, &args)),
         Command::Archive(args) => with_config(&cli.config, |c| archive::run(&c, &args)),
         Command::Preview(args) => with_config(&cli.config, |c| preview::run(&c, &args)),

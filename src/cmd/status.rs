@@ -116,6 +116,15 @@ pub(crate) fn slug_of(arg: &str) -> String {
 pub(crate) fn run(config: Config, args: StatusArgs) -> Result<Outcome> {
     let store = Store::existing_for_config(&config)?;
     let namespace = if args.test { TEST } else { REAL };
+    if args.lists {
+        let lists = list_counts(&config, store.as_ref())?;
+        if args.json {
+            outln!("{}", serde_json::to_string_pretty(&lists)?);
+        } else {
+            print_lists(&lists)?;
+        }
+        return Ok(Outcome::Done);
+    }
     if let Some(arg) = &args.edition {
         let slug = slug_of(arg);
         if let Some(which) = &args.recipients {
@@ -192,7 +201,54 @@ pub(crate) fn run(config: Config, args: StatusArgs) -> Result<Outcome> {
     } else {
         print_table(&all)?;
     }
+    if !args.json && !args.test && !config.lists.is_empty() {
+        outln!();
+        print_lists(&list_counts(&config, store.as_ref())?)?;
+    }
     Ok(Outcome::Done)
+}
+
+/// One managed list's counts (`brief status --lists --json`).
+#[derive(Debug, Serialize)]
+struct ListStatus {
+    list: String,
+    title: String,
+    public: bool,
+    #[serde(flatten)]
+    counts: brief::store::ListCounts,
+}
+
+fn list_counts(config: &Config, store: Option<&Store>) -> Result<Vec<ListStatus>> {
+    let store = store.filter(|s| s.manages_lists());
+    config
+        .lists
+        .iter()
+        .map(|(name, l)| {
+            Ok(ListStatus {
+                list: name.clone(),
+                title: l.title.clone(),
+                public: l.public,
+                counts: match store {
+                    Some(s) => s.list_counts(name, clock::now())?,
+                    None => Default::default(),
+                },
+            })
+        })
+        .collect()
+}
+
+fn print_lists(lists: &[ListStatus]) -> Result<()> {
+    let width = lists.iter().map(|l| l.list.len()).max().unwrap_or(0).max(4);
+    outln!("{:<width$}  CONFIRMED  PENDING", "LIST");
+    for l in lists {
+        outln!(
+            "{:<width$}  {:<9}  {}",
+            l.list,
+            l.counts.confirmed,
+            l.counts.pending
+        );
+    }
+    Ok(())
 }
 
 fn print_table(rows: &[EditionStatus]) -> Result<()> {

@@ -34,6 +34,7 @@ pub struct Composed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecipientValues {
     pub unsubscribe_url: String,
+    pub preferences_url: String,
     /// `email`, `name` and every other subscriber column.
     pub subscriber: BTreeMap<String, String>,
 }
@@ -53,6 +54,7 @@ impl RecipientValues {
         }
         RecipientValues {
             unsubscribe_url: personalize::marker(personalize::UNSUBSCRIBE_URL),
+            preferences_url: personalize::marker(personalize::PREFERENCES_URL),
             subscriber,
         }
     }
@@ -272,6 +274,7 @@ struct View<'a> {
     read_more: Vec<LinkView<'a>>,
     web_url: String,
     unsubscribe_url: &'a str,
+    preferences_url: &'a str,
     subscriber: &'a BTreeMap<String, String>,
     /// Set only on the web (archive) version: links for its footer.
     web: Option<WebView>,
@@ -444,6 +447,7 @@ impl<'a> View<'a> {
                 .collect(),
             web_url: token::web_url(&n.base_url, &e.slug),
             unsubscribe_url: &personal.unsubscribe_url,
+            preferences_url: &personal.preferences_url,
             subscriber: &personal.subscriber,
             web: None,
             corrections: crate::correct::carried_by(config, e),

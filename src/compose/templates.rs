@@ -130,6 +130,7 @@ pub fn load_sources(dir: &Path) -> (Vec<Source>, Vec<Diagnostic>) {
             .iter()
             .map(|d| d.file)
             .chain(crate::correct::TEMPLATE_FILES)
+            .chain(crate::serve::SIGNUP_TEMPLATE_FILES)
             .collect();
         let mut unknown: Vec<PathBuf> = entries
             .filter_map(Result::ok)

@@ -47,6 +47,7 @@ pub struct Envelope {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
     Unsubscribe,
+    Preferences,
     Email,
     Name,
     Column(usize),
@@ -79,6 +80,7 @@ pub struct Personal<'a> {
     /// Values of the extra columns, in [`Envelope::columns`] order (missing ones are empty).
     pub columns: &'a [String],
     pub unsubscribe_url: &'a str,
+    pub preferences_url: &'a str,
     /// An optional `mailto:` URI for List-Unsubscribe (already including the subject).
     pub unsubscribe_mailto: Option<&'a str>,
     pub message_id: &'a str,
@@ -210,6 +212,7 @@ impl Prepared {
                 Step::Field(source, escape, col) => {
                     let value = match source {
                         Source::Unsubscribe => p.unsubscribe_url,
+                        Source::Preferences => p.preferences_url,
                         Source::Email => p.email,
                         Source::Name => p.name,
                         Source::Column(i) => p.columns.get(*i).map_or("", String::as_str),
@@ -266,6 +269,9 @@ impl Prepared {
 fn source_of(field: &str, columns: &[String]) -> Source {
     if field == personalize::UNSUBSCRIBE_URL {
         return Source::Unsubscribe;
+    }
+    if field == personalize::PREFERENCES_URL {
+        return Source::Preferences;
     }
     match field.strip_prefix("subscriber.") {
         Some("email") => Source::Email,
@@ -612,6 +618,7 @@ mod tests {
             name,
             columns: cols,
             unsubscribe_url: "https://news.example.org/brief/u/TOKEN?a=1&b=2",
+            preferences_url: "https://news.example.org/brief/p/TOKEN",
             unsubscribe_mailto: Some(
                 "mailto:unsubscribe@news.example.org?subject=unsubscribe-TOKEN",
             ),

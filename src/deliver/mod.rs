@@ -150,6 +150,7 @@ impl Job {
         let test = job.namespace == crate::store::TEST;
         let token = job.keyring.issue(&e.address, &job.slug, test);
         let url = token::unsubscribe_url(&job.base_url, &token);
+        let preferences = token::preferences_url(&job.base_url, &token);
         let mailto = job
             .mailto
             .as_ref()
@@ -164,6 +165,7 @@ impl Job {
                 name: &e.name,
                 columns: &columns,
                 unsubscribe_url: &url,
+                preferences_url: &preferences,
                 unsubscribe_mailto: mailto.as_deref(),
                 message_id: &message_id,
             },
@@ -237,10 +239,10 @@ impl SenderCounts {
 /// error before anything starts).
 pub struct OpenLists(Vec<(ListReader, Vec<String>)>);
 
-pub fn open_lists(lists: &[PathBuf]) -> Result<OpenLists> {
+pub fn open_lists(lists: &[crate::audience::ListSource]) -> Result<OpenLists> {
     let mut readers = Vec::new();
-    for path in lists {
-        let reader = ListReader::open(path)?;
+    for list in lists {
+        let reader = list.open()?;
         let columns = reader.columns();
         readers.push((reader, columns));
     }
@@ -258,6 +260,9 @@ pub fn freeze_lists(
 ) -> Result<SendInfo> {
     let mut readers = lists.0;
     let invalid = std::cell::Cell::new(0u64);
+    // Readers who deleted their data are known only by a hash: a stale list still
+    // naming them must not mail them again (nor put their address back in the journal).
+    let erased = store.erased_keys()?;
     let mut current = 0;
     let mut rows = std::iter::from_fn(|| loop {
         let (reader, columns) = readers.get_mut(current)?;
@@ -267,6 +272,8 @@ pub fn freeze_lists(
                 invalid.set(invalid.get() + 1);
                 report(&d);
             }
+            Some(Ok(s))
+                if !erased.is_empty() && erased.contains(&crate::store::erased_key(&s.email)) => {}
             Some(Ok(s)) => {
                 return Some(NewRecipient {
                     address: s.email,
@@ -326,6 +333,10 @@ struct Ctx {
     streaks: Mutex<Streaks>,
     pause_until: Mutex<Option<tokio::time::Instant>>,
     progress: indicatif::ProgressBar,
+    /// Time the connections spent in SMTP transactions, and the part of it they
+    /// waited for in-doubt marks to be committed (nanoseconds; `-vv` prints both).
+    in_transactions: AtomicU64,
+    waiting_for_marks: AtomicU64,
 }
 
 /// Consecutive failures, across all connections.
@@ -479,16 +490,26 @@ impl Ctx {
         *self.pause_until.lock().expect("lock") = Some(tokio::time::Instant::now() + pause);
     }
 
+    /// The envelope sender of `e`'s message: its VERP address with `[delivery] verp`.
+    fn envelope_from(&self, e: &Entry) -> String {
+        let from = &self.job.envelope_from;
+        if !self.job.verp {
+            return from.clone();
+        }
+        token::verp_address(from, &self.message_id(e)).unwrap_or_else(|| from.clone())
+    }
+
+    fn message_id(&self, e: &Entry) -> String {
+        let job = &self.job;
+        job.keyring
+            .message_id(job.namespace, &job.slug, &e.address, &job.domain)
+    }
+
     /// Queues the durable in-doubt mark for `e` (with the Message-ID it will carry).
     fn mark_in_doubt(&self, e: &Entry) -> Option<Durable> {
-        let job = &self.job;
         let mut mark = Update::new(e.id, State::InDoubt, clock::now());
         mark.unless_suppressed = true;
-        mark.message_id =
-            Some(
-                job.keyring
-                    .message_id(job.namespace, &job.slug, &e.address, &job.domain),
-            );
+        mark.message_id = Some(self.message_id(e));
         match self.writer.durable(mark) {
             Ok(d) => Some(Box::pin(d)),
             Err(err) => {
@@ -654,6 +675,8 @@ pub fn run(store: Store, job: Job, transport: Transport) -> Result<(Store, Repor
         streaks: Mutex::new(Streaks::default()),
         pause_until: Mutex::new(None),
         progress,
+        in_transactions: AtomicU64::new(0),
+        waiting_for_marks: AtomicU64::new(0),
     });
     runtime.block_on(drive(ctx.clone(), first_page, concurrency));
     ctx.progress.finish_and_clear();
@@ -733,6 +756,19 @@ async fn drive(ctx: Arc<Ctx>, first_page: Vec<Entry>, concurrency: usize) {
             ctx.fail(anyhow!("a delivery task failed: {e}"));
         }
     }
+    if !matches!(ctx.transport, Transport::Smtp(_)) {
+        return;
+    }
+    let seconds = |n: &AtomicU64| n.load(Ordering::Relaxed) as f64 / 1e9;
+    let (busy, waiting) = (
+        seconds(&ctx.in_transactions),
+        seconds(&ctx.waiting_for_marks),
+    );
+    tracing::debug!(
+        "{} messages over {concurrency} connections: {busy:.2} s in SMTP transactions, {waiting:.2} s of it ({:.0} %) waiting for in-doubt marks to be committed",
+        ctx.attempted.load(Ordering::Relaxed),
+        100.0 * waiting / busy.max(1e-9)
+    );
 }
 
 async fn produce(ctx: &Ctx, first_page: Vec<Entry>, tx: tokio::sync::mpsc::Sender<Entry>) {
@@ -807,6 +843,11 @@ async fn worker(
     // Over SMTP each worker marks the next recipient in doubt while the current one is
     // on the wire, so that commit rides along with the current one's `sent`.
     let mut ahead: Option<(Entry, Option<Durable>)> = None;
+    // The recipient after that, taken from the queue but not marked: it is marked
+    // right after the current outcome is queued, with no await in between, so that
+    // the writer nearly always commits the two together (a lone `sent` would cost
+    // the mark behind it one more commit).
+    let mut upcoming: Option<Entry> = None;
     loop {
         if ctx.stopping() {
             break;
@@ -834,8 +875,11 @@ async fn worker(
             break;
         }
         if smtp {
-            let next = rx.lock().await.try_recv();
-            if let Ok(next) = next {
+            let next = match upcoming.take() {
+                Some(e) => Some(e),
+                None => rx.lock().await.try_recv().ok(),
+            };
+            if let Some(next) = next {
                 match ctx.mark_in_doubt(&next) {
                     Some(d) => ahead = Some((next, Some(d))),
                     None => {
@@ -843,6 +887,7 @@ async fn worker(
                         break;
                     }
                 }
+                upcoming = rx.lock().await.try_recv().ok();
             }
         }
         ctx.wait_if_paused().await;
@@ -887,8 +932,14 @@ async fn worker(
                 }
             }
             Transport::Smtp(settings) => {
+                // Without a rate limit the next envelope rides behind this body; with
+                // one, the relay would wait for that body for as long as the limit says.
+                let next = ahead
+                    .as_ref()
+                    .filter(|_| ctx.job.rate_per_second <= 0.0)
+                    .map(|(e, _)| e);
                 let go_on = smtp_one(
-                    &ctx, settings, &mut conn, &entry, durable, message_id, &rendered,
+                    &ctx, settings, &mut conn, &entry, durable, message_id, &rendered, next,
                 )
                 .await;
                 if !go_on {
@@ -899,7 +950,7 @@ async fn worker(
         ctx.progress.inc(1);
     }
     if let Some((entry, Some(_))) = ahead {
-        // Marked but never tried: back to where it was.
+        // Marked but never tried: back to where it was (`upcoming` was never marked).
         ctx.revert(&entry);
     }
     if let Some(c) = conn {
@@ -911,8 +962,9 @@ async fn worker(
 /// was unsubscribed meanwhile (the journal then says `suppressed`; send nothing).
 type Durable = std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool>> + Send>>;
 
-/// One recipient over SMTP (`first_mark`: its in-doubt mark, already queued). Returns
-/// false if the worker must stop.
+/// One recipient over SMTP (`first_mark`: its in-doubt mark, already queued; `next`:
+/// the recipient this connection sends to next, whose envelope may go out behind this
+/// body). Returns false if the worker must stop.
 #[allow(clippy::too_many_arguments)]
 async fn smtp_one(
     ctx: &Ctx,
@@ -922,14 +974,12 @@ async fn smtp_one(
     mut first_mark: Option<Durable>,
     message_id: String,
     rendered: &Rendered,
+    next: Option<&Entry>,
 ) -> bool {
     let mut retried = false;
     let envid = smtp::envid(ctx.job.namespace, &ctx.job.slug);
-    let verp_from = if ctx.job.verp {
-        token::verp_address(&ctx.job.envelope_from, &message_id)
-    } else {
-        None
-    };
+    let from = ctx.envelope_from(entry);
+    let next_from = next.map(|n| ctx.envelope_from(n));
     loop {
         if conn.is_none() {
             match smtp::Connection::open(settings).await {
@@ -954,21 +1004,34 @@ async fn smtp_one(
             },
         };
         let mut suppressed = false;
+        let started = std::time::Instant::now();
         let outcome = c
             .send(
                 &smtp::MailFrom {
-                    address: verp_from.as_deref().unwrap_or(&ctx.job.envelope_from),
+                    address: &from,
                     envid: envid.as_deref(),
                 },
                 &entry.address,
                 ctx.job.prepared.slices(rendered),
                 async {
+                    let waiting = std::time::Instant::now();
                     let go = durable.await;
+                    ctx.waiting_for_marks
+                        .fetch_add(nanos(waiting.elapsed()), Ordering::Relaxed);
                     suppressed = matches!(go, Ok(false));
                     matches!(go, Ok(true))
                 },
+                next.zip(next_from.as_deref()).map(|(n, from)| smtp::Next {
+                    from: smtp::MailFrom {
+                        address: from,
+                        envid: envid.as_deref(),
+                    },
+                    to: &n.address,
+                }),
             )
             .await;
+        ctx.in_transactions
+            .fetch_add(nanos(started.elapsed()), Ordering::Relaxed);
         if c.broken {
             *conn = None;
         }
@@ -1028,6 +1091,10 @@ async fn smtp_one(
         }
         return true;
     }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Writes one message atomically (temporary file, then rename). The name comes from

@@ -127,6 +127,7 @@ fn send_smtp(
                     to,
                     std::iter::once(bytes.as_slice()),
                     async { true },
+                    None,
                 )
                 .await
             {

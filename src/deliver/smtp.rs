@@ -254,6 +254,24 @@ pub enum Outcome {
     Aborted,
 }
 
+/// The envelope of the next message on a connection, known while the current body is
+/// sent: with PIPELINING its MAIL, RCPT and DATA follow the final dot in the same write
+/// (RFC 2920 3.1: message content may start a group), so one round trip per message
+/// answers both the dot and the next envelope.
+#[derive(Debug, Clone, Copy)]
+pub struct Next<'a> {
+    pub from: MailFrom<'a>,
+    pub to: &'a str,
+}
+
+/// An envelope already on the wire for the next transaction.
+struct Staged {
+    from: String,
+    to: String,
+    /// None: the server answered DATA with 354 and waits for that recipient's body.
+    refusal: Option<Reply>,
+}
+
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
@@ -268,6 +286,9 @@ pub struct Connection {
     data_timeout: Duration,
     /// A transaction failed half-way: send RSET before the next one.
     needs_reset: bool,
+    /// The next transaction's envelope, written behind the last body's final dot, and
+    /// the server's answer to it.
+    staged: Option<Staged>,
     /// The connection cannot be used again (closed, or out of step).
     pub broken: bool,
     /// Messages sent on this connection (a reused connection may have been closed by
@@ -276,6 +297,8 @@ pub struct Connection {
 }
 
 const LINE_MAX: usize = 4096;
+/// The reply classes MAIL, RCPT and DATA must get.
+const ENVELOPE_REPLIES: [u16; 3] = [250, 250, 354];
 
 impl Connection {
     /// Connects, reads the greeting, says EHLO, starts TLS and authenticates as
@@ -300,6 +323,7 @@ impl Connection {
             timeout: s.timeout,
             data_timeout: s.data_timeout,
             needs_reset: false,
+            staged: None,
             broken: false,
             used: 0,
         };
@@ -398,15 +422,18 @@ impl Connection {
 
     /// One message to one recipient. `before_body` runs after the server agreed to take
     /// the body (it makes the in-doubt mark durable); if it fails, the transaction is
-    /// abandoned without sending anything.
+    /// abandoned without sending anything. With `next` (and a relay that offers
+    /// PIPELINING) the next message's envelope goes out right behind this body; the
+    /// next `send` must then be for that envelope.
     pub async fn send<'a>(
         &mut self,
         from: &MailFrom<'_>,
         to: &str,
         body: impl Iterator<Item = &'a [u8]>,
         before_body: impl std::future::Future<Output = bool>,
+        next: Option<Next<'_>>,
     ) -> Outcome {
-        let outcome = self.transaction(from, to, body, before_body).await;
+        let outcome = self.transaction(from, to, body, before_body, next).await;
         match &outcome {
             Outcome::Refused(r) if r.code == 421 => self.broken = true,
             Outcome::Accepted(_) | Outcome::Refused(_) => {}
@@ -421,8 +448,19 @@ impl Connection {
         to: &str,
         body: impl Iterator<Item = &'a [u8]>,
         before_body: impl std::future::Future<Output = bool>,
+        next: Option<Next<'_>>,
     ) -> Outcome {
-        match self.envelope(from, to).await {
+        let envelope = match self.staged.take() {
+            Some(s) if s.from == from.address && s.to == to => Ok(s.refusal),
+            // The server waits for another recipient's body: this connection can only
+            // be dropped (never send one reader's copy on another's envelope).
+            Some(s) => Err(anyhow!(
+                "out of step: the envelope sent ahead was for {}, not {to}",
+                s.to
+            )),
+            None => self.envelope(from, to).await,
+        };
+        match envelope {
             Err(e) => return Outcome::LostBeforeBody(format!("{e:#}")),
             Ok(Some(refusal)) => return Outcome::Refused(refusal),
             Ok(None) => {}
@@ -431,10 +469,38 @@ impl Connection {
             return Outcome::Aborted;
         }
         self.used += 1;
-        match self.body(body).await {
-            Ok(r) if r.code / 100 == 2 => Outcome::Accepted(r),
-            Ok(r) => Outcome::Refused(r),
-            Err(e) => Outcome::LostAfterBody(format!("{e:#}")),
+        let next = match next {
+            Some(n) if self.pipelining => {
+                self.envelope_commands(&n.from, n.to).ok().map(|c| (n, c))
+            }
+            _ => None,
+        };
+        let commands = next.as_ref().map(|(_, c)| &c[..]).unwrap_or(&[]);
+        let reply = match self.body(body, commands).await {
+            Ok(r) => r,
+            Err(e) => return Outcome::LostAfterBody(format!("{e:#}")),
+        };
+        if let Some((n, _)) = next {
+            // After a 421 the server is gone; otherwise it answers the envelope whatever
+            // it said to the dot.
+            if reply.code != 421 {
+                match self.envelope_replies().await {
+                    Ok(refusal) => {
+                        self.staged = Some(Staged {
+                            from: n.from.address.to_string(),
+                            to: n.to.to_string(),
+                            refusal,
+                        })
+                    }
+                    // This message's answer stands; the next one starts afresh.
+                    Err(_) => self.broken = true,
+                }
+            }
+        }
+        if reply.code / 100 == 2 {
+            Outcome::Accepted(reply)
+        } else {
+            Outcome::Refused(reply)
         }
     }
 
@@ -448,6 +514,27 @@ impl Connection {
                 return Ok(Some(r));
             }
         }
+        let commands = self.envelope_commands(from, to)?;
+        if self.pipelining {
+            for c in &commands {
+                self.write_line(c).await?;
+            }
+            self.flush().await?;
+            self.envelope_replies().await
+        } else {
+            for (c, want) in commands.iter().zip(ENVELOPE_REPLIES) {
+                let r = self.command(c).await?;
+                if r.code / 100 != want / 100 {
+                    self.needs_reset = true;
+                    return Ok(Some(r));
+                }
+            }
+            Ok(None)
+        }
+    }
+
+    /// The MAIL, RCPT and DATA lines of one envelope.
+    fn envelope_commands(&self, from: &MailFrom<'_>, to: &str) -> Result<[String; 3]> {
         let (sender, utf8) = envelope_address(from.address, self.smtputf8)?;
         let (rcpt, rcpt_utf8) = envelope_address(to, self.smtputf8)?;
         let mut mail = format!("MAIL FROM:<{sender}>");
@@ -467,52 +554,46 @@ impl Connection {
                 rcpt_to.push_str(&format!(" ORCPT=rfc822;{}", xtext(&rcpt)));
             }
         }
-        let commands = [mail, rcpt_to, "DATA".to_string()];
-        let expected = [250u16, 250, 354];
-        if self.pipelining {
-            for c in &commands {
-                self.write_line(c).await?;
-            }
-            self.flush().await?;
-            let mut first_refusal = None;
-            for want in expected {
-                let r = match self.reply().await {
-                    Ok(r) => r,
-                    Err(e) => match first_refusal {
-                        // e.g. 421 and a hang-up: the refusal is the answer.
-                        Some(r) => {
-                            self.broken = true;
-                            return Ok(Some(r));
-                        }
-                        None => return Err(e),
-                    },
-                };
-                if first_refusal.is_none() && r.code / 100 != want / 100 {
-                    first_refusal = Some(r);
-                } else if first_refusal.is_some() && r.code == 354 {
-                    // The server wants a body for a transaction we abandoned:
-                    // never send one; drop the connection instead.
-                    bail!("the relay accepted DATA after refusing the envelope");
-                }
-            }
-            if let Some(r) = first_refusal {
-                self.needs_reset = true;
-                return Ok(Some(r));
-            }
-            Ok(None)
-        } else {
-            for (c, want) in commands.iter().zip(expected) {
-                let r = self.command(c).await?;
-                if r.code / 100 != want / 100 {
-                    self.needs_reset = true;
-                    return Ok(Some(r));
-                }
-            }
-            Ok(None)
-        }
+        Ok([mail, rcpt_to, "DATA".to_string()])
     }
 
-    async fn body<'a>(&mut self, body: impl Iterator<Item = &'a [u8]>) -> Result<Reply> {
+    /// The replies to a pipelined MAIL, RCPT, DATA: `Ok(None)` when the server waits
+    /// for the body, else the first refusal.
+    async fn envelope_replies(&mut self) -> Result<Option<Reply>> {
+        let mut first_refusal = None;
+        for want in ENVELOPE_REPLIES {
+            let r = match self.reply().await {
+                Ok(r) => r,
+                Err(e) => match first_refusal {
+                    // e.g. 421 and a hang-up: the refusal is the answer.
+                    Some(r) => {
+                        self.broken = true;
+                        return Ok(Some(r));
+                    }
+                    None => return Err(e),
+                },
+            };
+            if first_refusal.is_none() && r.code / 100 != want / 100 {
+                first_refusal = Some(r);
+            } else if first_refusal.is_some() && r.code == 354 {
+                // The server wants a body for a transaction we abandoned:
+                // never send one; drop the connection instead.
+                bail!("the relay accepted DATA after refusing the envelope");
+            }
+        }
+        if first_refusal.is_some() {
+            self.needs_reset = true;
+        }
+        Ok(first_refusal)
+    }
+
+    /// The body and its final dot, then `after` (the next envelope) in the same write;
+    /// the reply to the dot.
+    async fn body<'a>(
+        &mut self,
+        body: impl Iterator<Item = &'a [u8]>,
+        after: &[String],
+    ) -> Result<Reply> {
         for chunk in body {
             timeout(self.timeout, self.stream.write_all(chunk))
                 .await
@@ -521,14 +602,20 @@ impl Connection {
         timeout(self.timeout, self.stream.write_all(b".\r\n"))
             .await
             .map_err(|_| anyhow!("timed out writing the message"))??;
+        for line in after {
+            self.write_line(line).await?;
+        }
         self.flush().await?;
         // RFC 5321 4.5.3.2.6: the server may take long to take responsibility.
         Ok(self.reply_lines_within(self.data_timeout).await?.0)
     }
 
-    /// Says goodbye (best effort).
+    /// Says goodbye (best effort). A server waiting for a body gets none: the
+    /// connection is closed, which abandons that transaction.
     pub async fn quit(mut self) {
-        let _ = self.command("QUIT").await;
+        if !matches!(self.staged, Some(Staged { refusal: None, .. })) {
+            let _ = self.command("QUIT").await;
+        }
         let _ = self.stream.shutdown().await;
     }
 

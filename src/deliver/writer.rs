@@ -5,11 +5,15 @@
 //! forget, and are durable once a later acknowledgement arrives or the writer is
 //! closed. Reads that must see every earlier change (the next page of due
 //! recipients) go through the same queue, in order.
+//!
+//! An acknowledgement also waits for the journal's high-water mark (see
+//! `store::mark`), a second fsync: a helper thread does it while the writer commits
+//! the next transaction, so a mark waits for about one commit, not two.
 
-use crate::store::{Entry, Store, Update};
+use crate::store::{Entry, HighWater, Store, Update};
 use anyhow::{anyhow, Result};
 use chrono::{DateTime, Utc};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use tokio::sync::oneshot;
 
 enum Request {
@@ -120,10 +124,43 @@ impl JournalWriterThread {
     }
 }
 
+/// A committed transaction's acknowledgements, sent once its high-water mark is
+/// durable.
+struct Committed {
+    mark: Option<HighWater>,
+    acks: Vec<(i64, oneshot::Sender<bool>)>,
+    suppressed: Vec<i64>,
+}
+
+/// The way to the high-water thread, and its failure (taken over by the writer at
+/// its next commit).
+struct Marks {
+    tx: mpsc::Sender<Committed>,
+    failure: Arc<Mutex<Option<anyhow::Error>>>,
+}
+
 fn run(store: Store, edition: &str, namespace: &str, rx: mpsc::Receiver<Request>) -> Result<Store> {
+    let (tx, committed) = mpsc::channel();
+    let marks = Marks {
+        tx,
+        failure: Arc::default(),
+    };
+    let marker = {
+        let failure = marks.failure.clone();
+        std::thread::Builder::new()
+            .name("brief-journal-mark".into())
+            .spawn(move || record_marks(committed, &failure))
+            .expect("spawning a thread")
+    };
     let mut updates: Vec<Update> = Vec::new();
     let mut acks: Vec<(i64, oneshot::Sender<bool>)> = Vec::new();
     let mut failure: Option<anyhow::Error> = None;
+    let commit = |store: &Store,
+                  updates: &mut Vec<Update>,
+                  acks: &mut Vec<(i64, oneshot::Sender<bool>)>,
+                  failure: &mut Option<anyhow::Error>| {
+        commit(store, updates, acks, failure, &marks)
+    };
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         while let Some(req) = next.take() {
@@ -162,47 +199,144 @@ fn run(store: Store, edition: &str, namespace: &str, rx: mpsc::Receiver<Request>
         commit(&store, &mut updates, &mut acks, &mut failure);
     }
     commit(&store, &mut updates, &mut acks, &mut failure);
-    match failure {
+    let Marks {
+        tx,
+        failure: marked,
+    } = marks;
+    drop(tx);
+    marker
+        .join()
+        .map_err(|_| anyhow!("the journal's high-water thread panicked"))?;
+    let marked = marked.lock().expect("lock").take();
+    match failure.or(marked) {
         Some(e) => Err(e),
         None => Ok(store),
     }
 }
 
-/// Applies the gathered changes in one transaction and acknowledges them, once the
-/// journal's high-water mark covers them. A change that cannot be committed within
-/// the store's busy timeout (another process holding the write lock) is a failure:
-/// nothing is acknowledged again (the waiting senders stop, sending nothing more),
-/// and every later request gets the error.
+/// Applies the gathered changes in one transaction and hands their acknowledgements
+/// to the high-water thread. A change that cannot be committed within the store's
+/// busy timeout (another process holding the write lock), or a mark that could not
+/// be written, is a failure: nothing is acknowledged again (the waiting senders stop,
+/// sending nothing more), and every later request gets the error.
 fn commit(
     store: &Store,
     updates: &mut Vec<Update>,
     acks: &mut Vec<(i64, oneshot::Sender<bool>)>,
     failure: &mut Option<anyhow::Error>,
+    marks: &Marks,
 ) {
-    let mut suppressed = Vec::new();
-    if failure.is_none() && !updates.is_empty() {
-        let committed = store.apply(updates).and_then(|ids| {
-            if !acks.is_empty() {
-                store.record_high_water()?;
+    if failure.is_none() {
+        *failure = marks.failure.lock().expect("lock").take();
+    }
+    let acks = std::mem::take(acks);
+    if failure.is_some() || updates.is_empty() {
+        updates.clear();
+        return;
+    }
+    let applied = store.apply(updates);
+    updates.clear();
+    match applied {
+        Ok(suppressed) if !acks.is_empty() => {
+            let _ = marks.tx.send(Committed {
+                mark: store.high_water(),
+                acks,
+                suppressed,
+            });
+        }
+        Ok(_) => {}
+        Err(e) => {
+            *failure = Some(e.context(format!(
+                "the journal {} could not be written (its write lock was held too long by another process, or the disk failed); the run stopped, and a later run resumes where it stopped",
+                store.name()
+            )))
+        }
+    }
+}
+
+/// The high-water thread: makes each committed step durable in the mark file, then
+/// acknowledges that commit's marks, in commit order. Commits that queued up while
+/// it synced share one sync (the mark only moves up). After a failure it
+/// acknowledges nothing more.
+fn record_marks(committed: mpsc::Receiver<Committed>, failure: &Mutex<Option<anyhow::Error>>) {
+    while let Ok(first) = committed.recv() {
+        let mut batch = vec![first];
+        batch.extend(committed.try_iter());
+        if let Some(mark) = batch.iter().rev().find_map(|c| c.mark.as_ref()) {
+            if let Err(e) = mark.record() {
+                *failure.lock().expect("lock") = Some(e.context(
+                    "the journal's high-water mark could not be written; the run stopped, and a later run resumes where it stopped",
+                ));
+                // Dropped unanswered, now and later: the waiting senders stop.
+                for _ in committed.iter() {}
+                return;
             }
-            Ok(ids)
-        });
-        match committed {
-            Ok(ids) => suppressed = ids,
-            Err(e) => {
-                *failure = Some(e.context(format!(
-                    "the journal {} could not be written (its write lock was held too long by another process, or the disk failed); the run stopped, and a later run resumes where it stopped",
-                    store.name()
-                )))
+        }
+        for c in batch {
+            for (id, ack) in c.acks {
+                let _ = ack.send(!c.suppressed.contains(&id));
             }
         }
     }
-    updates.clear();
-    if failure.is_none() {
-        for (id, ack) in acks.drain(..) {
-            let _ = ack.send(!suppressed.contains(&id));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NewRecipient, State, REAL};
+
+    /// Every acknowledged in-doubt mark is covered by the high-water mark file by the
+    /// time its sender hears of it, though that fsync runs on another thread.
+    #[test]
+    fn an_acknowledged_mark_is_already_in_the_high_water_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("brief.db");
+        let store = Store::open(&db).unwrap();
+        let now = crate::clock::now();
+        let mut readers = (0..50).map(|i| NewRecipient {
+            address: format!("r{i}@x.org"),
+            name: String::new(),
+            fields: "{}".into(),
+        });
+        store
+            .freeze("e", REAL, now, &mut readers, &mut || 0)
+            .unwrap();
+        let ids: Vec<i64> = store
+            .due("e", REAL, 0, now, false, 50)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        let (writer, thread) = JournalWriter::spawn(store, "e", REAL);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mark_file = dir.path().join("brief.db.mark");
+        let marked = || -> i64 {
+            std::fs::read_to_string(&mark_file)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        let mut last = 0;
+        for pair in ids.chunks(2) {
+            // A fire-and-forget change, then a mark that must wait for the fsync.
+            writer
+                .record(Update::new(pair[0], State::Sent, now))
+                .unwrap();
+            let mut mark = Update::new(pair[1], State::InDoubt, now);
+            mark.unless_suppressed = true;
+            let durable = writer.durable(mark).unwrap();
+            assert!(runtime.block_on(durable).unwrap());
+            let step = marked();
+            assert!(step > last, "the mark file did not move: {step}");
+            last = step;
         }
-    } else {
-        acks.clear();
+        drop(writer);
+        let store = thread.join().unwrap();
+        assert_eq!(store.counts("e", REAL).unwrap().in_doubt, 25);
+        store.check_progress().unwrap();
+        assert!(marked() >= last);
     }
 }

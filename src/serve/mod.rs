@@ -1,5 +1,6 @@
 //! `brief serve`: the unsubscribe endpoint (RFC 8058 one-click POST, a confirmation
-//! page on GET) and the web archive, behind a TLS-terminating reverse proxy.
+//! page on GET), readers' signups and preference centre ([`signup`]), provider
+//! webhooks and the web archive, behind a TLS-terminating reverse proxy.
 //!
 //! It answers the path part of `base_url` (`/brief/u/<token>` for
 //! `https://news.example.org/brief`) and the same paths without it (for proxies that
@@ -11,7 +12,12 @@ mod form;
 pub mod http;
 mod limits;
 pub mod pages;
+mod signup;
 mod writer;
+
+pub(crate) use signup::{
+    template_problems as signup_template_problems, TEMPLATE_FILES as SIGNUP_TEMPLATE_FILES,
+};
 
 use crate::config::Config;
 use crate::store::{Store, SuppressionSource};
@@ -63,6 +69,7 @@ struct App {
     limiter: Option<RateLimiter>,
     limits: http::Limits,
     hooks: crate::hooks::Hooks,
+    signup: Arc<signup::Signup>,
     clicks: Arc<crate::tracking::recorder::Recorder>,
 }
 
@@ -73,6 +80,7 @@ pub fn run(config: &Config, listen: &str) -> Result<()> {
     archive::refuse_private_files(config, &archive_root)?;
     let store = Store::for_config(config)?;
     let (writer, handle) = SuppressionWriter::start(store)?;
+    let (signup, mailer) = signup::Signup::start(config, &keyring)?;
     let app = Arc::new(App {
         keyring,
         site: Site {
@@ -89,6 +97,7 @@ pub fn run(config: &Config, listen: &str) -> Result<()> {
         ),
         limits: limits(config),
         hooks: crate::hooks::Hooks::from_config(config)?,
+        signup,
         clicks: crate::tracking::recorder::Recorder::start(config)?,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -104,6 +113,7 @@ pub fn run(config: &Config, listen: &str) -> Result<()> {
     // Every handle is gone with the app: the writer finishes its last group and stops.
     runtime.shutdown_timeout(Duration::from_secs(1));
     writer.finish(Duration::from_secs(10));
+    mailer.finish(Duration::from_secs(10));
     served
 }
 
@@ -170,6 +180,9 @@ async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> Response<
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return res;
         }
+    }
+    if let Some(area) = signup::area(rel) {
+        return signup::route(app, peer, area, req).await;
     }
     if let Some(token) = rel.strip_prefix("/c/") {
         return click_route(app, token, peer, &req).await;

@@ -20,6 +20,17 @@ form{margin:1.25rem 0 0}\
 button{display:block;width:100%;min-height:48px;padding:.75rem 1rem;border:0;border-radius:8px;background:#1d1d1b;color:#fff;font:inherit;font-weight:600;cursor:pointer}\
 button.quiet{background:#fff;color:#1d1d1b;border:1px solid #1d1d1b}\
 .note{margin-top:1.25rem;font-size:.85rem;color:#6b6b66}\
+label{display:block;margin:1rem 0 .35rem;font-weight:600}\
+input[type=email],input[type=text]{display:block;width:100%;min-height:48px;padding:.6rem .75rem;border:1px solid #8a8a84;border-radius:8px;font:inherit;background:#fff;color:inherit}\
+fieldset{margin:1.25rem 0;padding:0;border:0}\
+legend{font-weight:600;padding:0}\
+label.check{display:flex;gap:.75rem;align-items:flex-start;font-weight:400;margin:.75rem 0}\
+label.check input{width:1.35rem;height:1.35rem;margin:.15rem 0 0;flex:none}\
+.opt{font-weight:400;color:#6b6b66}\
+.error{padding:.75rem 1rem;border-radius:8px;background:#fbeaea;color:#8a1c1c}\
+.done{padding:.75rem 1rem;border-radius:8px;background:#e8f3ea;color:#1d5b2a}\
+.hp{position:absolute;left:-10000px;width:1px;height:1px;overflow:hidden}\
+form+form{margin-top:.75rem}\
 ";
 
 /// The Content-Security-Policy of every page: nothing but our one inline style, and
@@ -52,7 +63,7 @@ pub struct Site {
     pub language: String,
 }
 
-fn page(site: &Site, title: &str, body: &str) -> String {
+pub(super) fn page(site: &Site, title: &str, body: &str) -> String {
     let name = escape(&site.name);
     format!(
         "<!doctype html>\n<html lang=\"{lang}\"><head><meta charset=\"utf-8\">\

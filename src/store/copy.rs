@@ -109,6 +109,48 @@ pub(super) const TABLES: &[(&str, &[&str])] = &[
     ),
     ("click_windows", &["edition", "client_key", "closed_at"]),
     ("click_uniques", &["edition", "scope", "uniques"]),
+    (
+        "readers",
+        &[
+            "address_key",
+            "address",
+            "name",
+            "fields",
+            "confirmed_at",
+            "updated_at",
+        ],
+    ),
+    ("memberships", &["list", "address_key", "added_at"]),
+    ("consents", &["address_key", "at", "form", "lists", "text"]),
+    (
+        "pending_signups",
+        &[
+            "nonce",
+            "address_key",
+            "client",
+            "lists",
+            "created_at",
+            "expires_at",
+        ],
+    ),
+    (
+        "signup_mails",
+        &[
+            "tag",
+            "address_key",
+            "address",
+            "kind",
+            "subject",
+            "body",
+            "state",
+            "attempts",
+            "created_at",
+            "updated_at",
+            "reply",
+        ],
+    ),
+    ("spent_challenges", &["challenge", "expires_at"]),
+    ("signup_stats", &["id", "answered", "last_at"]),
 ];
 
 /// One column's value: both engines store only integers and text.

@@ -105,18 +105,31 @@ impl Store {
         Ok(())
     }
 
-    /// Makes the high-water mark durable at the step of this connection's last
-    /// journal commit (called before acknowledging in-doubt marks).
-    pub fn record_high_water(&self) -> Result<()> {
+    /// The high-water mark at the step of this connection's last journal commit, to
+    /// be made durable before in-doubt marks are acknowledged, on any thread (the
+    /// journal writer syncs it while its next transaction commits). None without a
+    /// mark file (PostgreSQL, a store in memory).
+    pub fn high_water(&self) -> Option<HighWater> {
         let Engine::Sqlite(db) = &self.engine else {
-            return Ok(());
+            return None;
         };
-        let Some(database) = &db.path else {
-            return Ok(());
-        };
-        let mark = mark_path(database);
-        raise(&mark, db.progress.get())
-            .with_context(|| format!("cannot write {}", mark.display()))?;
+        Some(HighWater {
+            mark: mark_path(db.path.as_ref()?),
+            step: db.progress.get(),
+        })
+    }
+}
+
+/// A journal step to make durable in the high-water mark file.
+pub struct HighWater {
+    mark: PathBuf,
+    step: i64,
+}
+
+impl HighWater {
+    pub fn record(&self) -> Result<()> {
+        raise(&self.mark, self.step)
+            .with_context(|| format!("cannot write {}", self.mark.display()))?;
         Ok(())
     }
 }
@@ -184,7 +197,7 @@ mod tests {
         .unwrap();
         let id = s.due("e", REAL, 0, now, false, 1).unwrap()[0].id;
         s.apply(&[Update::new(id, State::InDoubt, now)]).unwrap();
-        s.record_high_water().unwrap();
+        s.high_water().unwrap().record().unwrap();
         assert_eq!(
             std::fs::read_to_string(mark_path(&db)).unwrap().trim(),
             "00000000000000000001"

@@ -38,6 +38,7 @@ mod copy;
 mod corrections;
 mod events;
 mod journal;
+mod lists;
 mod mark;
 mod pg;
 mod pg_journal;
@@ -48,7 +49,8 @@ pub use bounces::{BounceCounts, BounceEvent, SuppressionReason};
 pub use clicks::{Click, ClickWindow};
 pub use events::ProviderEvent;
 pub use journal::{Counts, Entry, NewRecipient, SendInfo, State, Update, REAL, TEST};
-pub use mark::RolledBack;
+pub use lists::{erased_key, Addition, Consent, Delivery, ListCounts, Reader, SignupMail};
+pub use mark::{HighWater, RolledBack};
 pub use pg::check_url;
 pub use reports::ReportKind;
 pub use suppressions::{Suppression, SuppressionSource};
@@ -212,6 +214,7 @@ impl Store {
         conn.execute_batch(bounces::SCHEMA)?;
         conn.execute_batch(events::SCHEMA)?;
         conn.execute_batch(mark::SCHEMA)?;
+        conn.execute_batch(lists::SCHEMA)?;
         conn.execute_batch(clicks::SCHEMA)?;
         Ok(Sqlite {
             conn,

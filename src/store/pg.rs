@@ -44,6 +44,8 @@ const MIGRATIONS: &[&[&str]] = &[
     ],
     // Sponsor reports: tracked links and clicks.
     &[super::clicks::PG_SCHEMA],
+    // Managed lists, consents, pending signups and signup mails.
+    &[super::lists::PG_SCHEMA],
 ];
 
 /// The schema version this binary writes.

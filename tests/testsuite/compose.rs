@@ -215,6 +215,7 @@ fn markers_survive_mrml_in_attributes_and_text() {
         t.fields(),
         [
             "subscriber.email".to_string(),
+            "preferences_url".to_string(),
             "unsubscribe_url".to_string()
         ]
     );
@@ -271,6 +272,8 @@ fn compile_once_then_personalize_equals_rendering_each_recipient() {
         let value = |field: &str| -> String {
             if field == personalize::UNSUBSCRIBE_URL {
                 unsubscribe.clone()
+            } else if field == personalize::PREFERENCES_URL {
+                unsubscribe.replacen("/u/", "/p/", 1)
             } else {
                 r[field.strip_prefix("subscriber.").unwrap()].clone()
             }
@@ -288,6 +291,7 @@ fn compile_once_then_personalize_equals_rendering_each_recipient() {
 
         let personal = RecipientValues {
             unsubscribe_url: unsubscribe.clone(),
+            preferences_url: unsubscribe.replacen("/u/", "/p/", 1),
             subscriber: r.clone(),
         };
         let composed = composer.compose(config, &e, &personal).unwrap();
@@ -414,7 +418,7 @@ Tom & Jerry.
     // Text that spells a marker's escape stays text, in attributes and elsewhere.
     assert_eq!(
         Template::parse(html).fields(),
-        ["subscriber.email", "unsubscribe_url"]
+        ["subscriber.email", "preferences_url", "unsubscribe_url"]
     );
     assert!(html.contains("Forged markers: \\u{e000}unsubscribe_url"));
     // The text part shows everything as typed.
@@ -743,7 +747,7 @@ mod no_panic {
                 // with http(s)/mailto, and the markers are exactly the template's.
                 prop_assert!(!compiled.html.contains("<script"));
                 let template = Template::parse(&compiled.html);
-                prop_assert_eq!(template.fields(), ["subscriber.email", "unsubscribe_url"]);
+                prop_assert_eq!(template.fields(), ["subscriber.email", "preferences_url", "unsubscribe_url"]);
             }
         }
 

@@ -30,6 +30,7 @@ mod preview;
 mod secrets_and_modes;
 mod serve;
 mod serve_hardening;
+mod signup;
 mod smtp_wire;
 mod sponsor;
 mod tls;

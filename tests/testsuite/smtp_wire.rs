@@ -17,10 +17,20 @@ struct Script {
     inject_after_starttls: Option<&'static str>,
     /// Wait before answering the final dot.
     dot_delay: Duration,
+    /// Before answering MAIL, RCPT, DATA, RSET or a final dot, wait up to this long for
+    /// more input; if the client sent more without waiting for the answer, the log
+    /// says `<more before the reply>` (a pipelining client).
+    hold_replies: Duration,
+    /// RCPT TO this address is refused (550); DATA then gets 503.
+    refuse_rcpt: Option<&'static str>,
+    /// After this many accepted messages in a session, MAIL gets 421 and the relay
+    /// hangs up.
+    close_after: Option<usize>,
 }
 
-/// A relay on a loopback port; `log` is every line the client sent, and after
-/// STARTTLS the bytes it sent next (`<n bytes after STARTTLS>`).
+/// A relay on a loopback port; `log` is every line the client sent (a body as
+/// `<body to {To header}>`), and after STARTTLS the bytes it sent next (`<n bytes after
+/// STARTTLS>`).
 struct Relay {
     port: u16,
     log: Arc<Mutex<Vec<String>>>,
@@ -52,6 +62,7 @@ fn session(conn: std::net::TcpStream, script: &Script, log: &Mutex<Vec<String>>)
     let mut input = BufReader::new(conn);
     let _ = out.write_all(b"220 relay.test ESMTP\r\n");
     let mut line = String::new();
+    let (mut accepted, mut recipients) = (0, 0);
     loop {
         line.clear();
         if input.read_line(&mut line).unwrap_or(0) == 0 {
@@ -88,8 +99,34 @@ fn session(conn: std::net::TcpStream, script: &Script, log: &Mutex<Vec<String>>)
                 return;
             }
             "AUTH" => "235 2.7.0 authenticated\r\n".to_string(),
-            "MAIL" | "RCPT" | "RSET" => "250 2.0.0 ok\r\n".to_string(),
+            "MAIL" if script.close_after == Some(accepted) => {
+                hold(&mut input, script, log);
+                let _ = out.write_all(b"421 4.3.2 closing connection\r\n");
+                return;
+            }
+            "MAIL" | "RSET" => {
+                recipients = 0;
+                hold(&mut input, script, log);
+                "250 2.0.0 ok\r\n".to_string()
+            }
+            "RCPT" => {
+                hold(&mut input, script, log);
+                match script.refuse_rcpt {
+                    Some(a) if command.contains(&format!("<{a}>")) => {
+                        "550 5.1.1 no such user\r\n".to_string()
+                    }
+                    _ => {
+                        recipients += 1;
+                        "250 2.0.0 ok\r\n".to_string()
+                    }
+                }
+            }
+            "DATA" if recipients == 0 => {
+                hold(&mut input, script, log);
+                "503 5.5.1 no valid recipients\r\n".to_string()
+            }
             "DATA" => {
+                hold(&mut input, script, log);
                 let _ = out.write_all(b"354 go ahead\r\n");
                 let mut body = String::new();
                 while !body.ends_with("\r\n.\r\n") {
@@ -99,7 +136,15 @@ fn session(conn: std::net::TcpStream, script: &Script, log: &Mutex<Vec<String>>)
                     }
                     body.push_str(&l);
                 }
+                let to = body
+                    .lines()
+                    .find_map(|l| l.strip_prefix("To: "))
+                    .unwrap_or("?");
+                log.lock().unwrap().push(format!("<body to {to}>"));
+                hold(&mut input, script, log);
                 std::thread::sleep(script.dot_delay);
+                accepted += 1;
+                recipients = 0;
                 "250 2.0.0 queued\r\n".to_string()
             }
             "QUIT" => {
@@ -111,6 +156,22 @@ fn session(conn: std::net::TcpStream, script: &Script, log: &Mutex<Vec<String>>)
         if out.write_all(reply.as_bytes()).is_err() {
             return;
         }
+    }
+}
+
+/// Waits up to `script.hold_replies` for input the client sent before this reply.
+fn hold(input: &mut BufReader<std::net::TcpStream>, script: &Script, log: &Mutex<Vec<String>>) {
+    if script.hold_replies.is_zero() {
+        return;
+    }
+    let more = !input.buffer().is_empty() || {
+        let _ = input.get_ref().set_read_timeout(Some(script.hold_replies));
+        let filled = input.fill_buf().is_ok_and(|b| !b.is_empty());
+        let _ = input.get_ref().set_read_timeout(None);
+        filled
+    };
+    if more {
+        log.lock().unwrap().push("<more before the reply>".into());
     }
 }
 
@@ -308,4 +369,136 @@ fn no_dsn_parameters_for_a_relay_that_does_not_offer_dsn() {
         lines.contains(&"RCPT TO:<reader0000@example.org>".to_string()),
         "{lines:?}"
     );
+}
+
+/// The replies that came after the client had already sent more (`hold_replies`).
+fn pipelined(lines: &[String]) -> Vec<&str> {
+    lines
+        .windows(2)
+        .filter(|w| w[1] == "<more before the reply>")
+        .map(|w| w[0].as_str())
+        .collect()
+}
+
+#[test]
+fn the_next_envelope_follows_the_final_dot_when_the_relay_offers_pipelining() {
+    let relay = Relay::start(Script {
+        extensions: vec!["PIPELINING"],
+        hold_replies: Duration::from_millis(300),
+        refuse_rcpt: Some("reader0002@example.org"),
+        ..Script::default()
+    });
+    let nl = Newsletter::generated_with(5, Some(relay.port), "concurrency = 1\n");
+    let out = nl.run(&["send", "--edition", "e1"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let status = nl.status(false);
+    assert_eq!(
+        (n(&status, "sent"), n(&status, "bounced")),
+        (4, 1),
+        "{status}"
+    );
+    let lines = relay.lines();
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("EHLO")).count(),
+        1,
+        "one session: {lines:?}"
+    );
+    // RFC 2920: MAIL, RCPT and DATA of the next reader went out behind each body but
+    // the last, before the reply to its final dot. The first body may leave before the
+    // producer has queued the second reader (a race at the start of every run), so it
+    // is not counted: readers 1 and 3 must carry the next envelope.
+    let bodies = lines.iter().filter(|l| l.starts_with("<body to ")).count();
+    assert_eq!(bodies, 4, "{lines:?}");
+    let after_a_body: Vec<&str> = pipelined(&lines)
+        .into_iter()
+        .filter(|l| l.starts_with("<body to ") && !l.contains("reader0000"))
+        .collect();
+    assert_eq!(
+        after_a_body,
+        [
+            "<body to Reader 1 <reader0001@example.org>>",
+            "<body to Reader 3 <reader0003@example.org>>"
+        ],
+        "{lines:?}"
+    );
+    // Every body went on its own reader's envelope.
+    let mut rcpt = String::new();
+    for l in &lines {
+        if let Some(to) = l.strip_prefix("RCPT TO:<") {
+            rcpt = to.split('>').next().unwrap().to_string();
+        }
+        if let Some(to) = l.strip_prefix("<body to ") {
+            assert!(to.contains(&format!("<{rcpt}>")), "{rcpt}: {l}");
+        }
+    }
+    // The refused reader's group ended with DATA (503); the next one began with RSET.
+    let refused = lines
+        .iter()
+        .position(|l| l.starts_with("RCPT TO:<reader0002@"))
+        .unwrap();
+    let next: Vec<&str> = lines[refused + 1..]
+        .iter()
+        .filter(|l| !l.starts_with('<'))
+        .take(2)
+        .map(|l| l.as_str())
+        .collect();
+    assert_eq!(next, ["DATA", "RSET"], "{lines:?}");
+    assert_eq!(
+        nl.recipients("bounced"),
+        ["reader0002@example.org"],
+        "{status}"
+    );
+}
+
+#[test]
+fn a_relay_without_pipelining_gets_one_command_at_a_time() {
+    let relay = Relay::start(Script {
+        hold_replies: Duration::from_millis(150),
+        ..Script::default()
+    });
+    let nl = Newsletter::generated_with(3, Some(relay.port), "concurrency = 1\n");
+    let out = nl.run(&["send", "--edition", "e1"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(n(&nl.status(false), "sent"), 3);
+    let lines = relay.lines();
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("<body to ")).count(),
+        3,
+        "{lines:?}"
+    );
+    assert_eq!(pipelined(&lines), Vec::<&str>::new(), "{lines:?}");
+}
+
+#[test]
+fn a_421_to_the_envelope_behind_a_body_sends_that_reader_on_a_new_connection() {
+    let relay = Relay::start(Script {
+        extensions: vec!["PIPELINING"],
+        close_after: Some(2),
+        ..Script::default()
+    });
+    let nl = Newsletter::generated_with(5, Some(relay.port), "concurrency = 1\n");
+    let out = nl.run(&["send", "--edition", "e1"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let status = nl.status(false);
+    assert_eq!(
+        (
+            n(&status, "sent"),
+            n(&status, "deferred"),
+            n(&status, "in_doubt")
+        ),
+        (5, 0, 0),
+        "{status}"
+    );
+    let lines = relay.lines();
+    // Two messages per session, then 421 to the third MAIL, behind the second body.
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("EHLO")).count(),
+        3,
+        "{lines:?}"
+    );
+    let bodies: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("<body to "))
+        .collect();
+    assert_eq!(bodies.len(), 5, "each reader once: {lines:?}");
 }
