@@ -183,3 +183,65 @@ if has scale; then
     echo "smtp-source: $BIG messages in $(python3 -c "print(round($t1-$t0,1))") s at 8 connections"
   fi
 fi
+
+# PARTS=pg: the PostgreSQL store (a private cluster: initdb + postgres in the work dir,
+# as nobody when run as root). One sender on PostgreSQL against one on SQLite, same
+# sink, PG_N readers at concurrency 8; then one sender against two on one edition with
+# a relay that waits 1 s before every DATA reply (PG_LAT readers at concurrency 16),
+# where the relay's latency, not brief, is the limit; and the database time of the
+# claim statement per recipient (pg_stat_statements).
+#
+#   PARTS=pg scripts/bench-send.sh
+#   PARTS=pg PG_N=20000 PG_LAT=960 scripts/bench-send.sh
+if has pg; then
+  PG_N=${PG_N:-6000}
+  PG_LAT=${PG_LAT:-480}
+  pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  [ -x "$pgbin/initdb" ] || { echo "needs PostgreSQL (Debian package postgresql)"; exit 1; }
+  as_pg=(); [ "$(id -u)" -eq 0 ] && as_pg=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
+  mkdir -p "$work/pg/data" "$work/pg/sock"
+  chmod 755 "$work" "$work/pg"; chmod 700 "$work/pg/data"
+  [ "$(id -u)" -eq 0 ] && chown -R nobody:nogroup "$work/pg/data" "$work/pg/sock"
+  "${as_pg[@]}" "$pgbin/initdb" -D "$work/pg/data" -U brief --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+  pgport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  "${as_pg[@]}" "$pgbin/postgres" -D "$work/pg/data" -p "$pgport" -k "$work/pg/sock" \
+    -c listen_addresses=127.0.0.1 -c shared_preload_libraries=pg_stat_statements >"$work/pg/log" 2>&1 &
+  pids+=($!)
+  until "$pgbin/pg_isready" -q -h 127.0.0.1 -p "$pgport"; do sleep 0.2; done
+  pgdb() { # name -> url of a new database
+    "$pgbin/createdb" -h 127.0.0.1 -p "$pgport" -U brief "$1"
+    echo "postgres://brief@127.0.0.1:$pgport/$1"
+  }
+  on_pg() { printf '[state]\nurl = "%s"\n' "$2" >> "$1/brief.toml"; }
+  wall() { python3 -c 'import subprocess, sys, time
+t = time.time(); subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL); print(round(time.time() - t, 2))' "$@"; }
+
+  make_newsletter "$work/pg-sqlite" "$PG_N" smtp 8
+  w_sqlite=$(cd "$work/pg-sqlite" && wall "$BIN" -q send --edition bench)
+  make_newsletter "$work/pg-one" "$PG_N" smtp 8
+  url=$(pgdb one); on_pg "$work/pg-one" "$url"
+  "$pgbin/psql" -X -q -d "$url" -c 'CREATE EXTENSION pg_stat_statements' >/dev/null
+  w_pg=$(cd "$work/pg-one" && wall "$BIN" -q send --edition bench)
+  sent=$("$pgbin/psql" -X -A -t -d "$url" -c "select count(*) from journal where state = 'sent'")
+  claim=$("$pgbin/psql" -X -A -t -d "$url" -c "select round((sum(total_exec_time) * 1000 / $PG_N)::numeric, 1) || ' µs in ' || sum(calls) || ' claims' from pg_stat_statements where query like 'UPDATE journal j SET claimed_by%'")
+  echo "one sender, $PG_N readers, concurrency 8: SQLite $(rate "$PG_N" 0 "$w_sqlite") msg/s, PostgreSQL $(rate "$sent" 0 "$w_pg") msg/s (ratio $(python3 -c "print(round($w_sqlite/$w_pg, 2))")); claim: $claim per recipient"
+
+  lport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  "$SINK" "${user[@]}" -w 1 "127.0.0.1:$lport" 1024 >/dev/null 2>&1 &
+  pids+=($!)
+  sleep 0.5
+  for senders in 1 2; do
+    make_newsletter "$work/pg-lat$senders" "$PG_LAT" smtp 16
+    sed -i "s/^port = $port/port = $lport/" "$work/pg-lat$senders/brief.toml"
+    on_pg "$work/pg-lat$senders" "$(pgdb "lat$senders")"
+    t0=$(now)
+    for _ in $(seq 1 "$senders"); do
+      (cd "$work/pg-lat$senders" && "$BIN" -q send --edition bench >/dev/null) &
+    done
+    # A sender that ends incomplete (exit 3) still ends the measurement.
+    wait $(jobs -p | tail -n "$senders") || true
+    t1=$(now)
+    eval "lat$senders=$(rate "$PG_LAT" "$t0" "$t1")"
+  done
+  echo "relay with 1 s per DATA reply, $PG_LAT readers, concurrency 16: one sender $lat1 msg/s, two senders $lat2 msg/s (ratio $(python3 -c "print(round($lat2/$lat1, 2))"))"
+fi

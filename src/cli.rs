@@ -58,9 +58,31 @@ pub(crate) enum Command {
     Correct(CorrectArgs),
     /// Look up SPF, DKIM, DMARC and MX for the newsletter; print the records to publish.
     Doctor(DoctorArgs),
+    /// The state store: copy it to another store (SQLite to PostgreSQL and back).
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Reports from the store.
     #[command(subcommand)]
     Report(ReportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum StoreCommand {
+    /// Copy every table of the configured store ([state]) into another, empty one.
+    Copy(StoreCopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StoreCopyArgs {
+    /// The target: a PostgreSQL URL (postgres://USER@HOST:PORT/DB) or a SQLite file.
+    #[arg(long, value_name = "URL|PATH")]
+    pub to: String,
+    /// The variable holding the target database's password (default: [state] password_env).
+    #[arg(long, value_name = "NAME")]
+    pub password_env: Option<String>,
+    /// Delete what the target holds first (without it, a target with any state is refused).
+    #[arg(long)]
+    pub replace: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -64,7 +64,7 @@ pub enum Execution {
     /// Another send of the edition holds this lock; nothing was done.
     Locked(PathBuf),
     /// The run happened (complete or not: see the report).
-    Ran(Report),
+    Ran(Box<Report>),
 }
 
 impl Plan {
@@ -347,8 +347,16 @@ impl Plan {
         if let Some(info) = store.send_info(&slug, namespace)? {
             report.duplicates = info.duplicates;
         }
-        crate::report::after_send(&config, &notifier, &store, &report);
-        Ok(Execution::Ran(report))
+        // With a shared store, the last sender to leave the send tells the editors.
+        let others = store.leave_send()?;
+        if others == 0 {
+            crate::report::after_send(&config, &notifier, &store, &report);
+        } else {
+            tracing::info!(
+                "{others} other sender(s) still on {slug}: the last one reports to the editors"
+            );
+        }
+        Ok(Execution::Ran(Box::new(report)))
     }
 }
 

@@ -29,7 +29,9 @@ use std::io::IsTerminal;
 const DISPATCH_LOCK: &str = ".dispatch";
 
 pub(super) fn run(config: Config, args: DispatchArgs) -> Result<Outcome> {
-    let _lock = if args.dry_run {
+    // A shared store (PostgreSQL): a second dispatch joins the sends of the first,
+    // on this machine or another, instead of waiting for it.
+    let _lock = if args.dry_run || config.state.url.is_some() {
         None
     } else {
         match dispatch_lock(&config, args.wait)? {
@@ -70,7 +72,7 @@ pub(super) fn run(config: Config, args: DispatchArgs) -> Result<Outcome> {
                 // Started: resumed whatever its lateness (half an audience must not
                 // be left without the edition the other half got). Nothing due now
                 // (deferred not yet due, or only in doubt): leave it, quietly.
-                if store.due(&slug, REAL, 0, now, false, 1)?.is_empty() {
+                if !store.any_due(&slug, REAL, now)? {
                     let c = store.counts(&slug, REAL)?;
                     incomplete |= !c.complete();
                     if !args.dry_run {

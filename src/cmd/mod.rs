@@ -23,6 +23,7 @@ mod report;
 pub(crate) mod send;
 mod serve;
 pub(crate) mod status;
+mod store;
 mod subscribers;
 mod suppress;
 
@@ -55,6 +56,9 @@ pub(crate) fn run(cli: Cli) -> Result<Outcome> {
         Command::Preview(args) => with_config(&cli.config, |c| preview::run(&c, &args)),
         Command::Correct(args) => with_config(&cli.config, |c| correct::run(&c, args)),
         Command::Doctor(args) => with_config(&cli.config, |c| doctor::run(&c, &args)),
+        Command::Store(crate::cli::StoreCommand::Copy(args)) => {
+            with_config(&cli.config, |c| store::copy(&c, &args))
+        }
         Command::Report(crate::cli::ReportCommand::Sponsors(args)) => {
             with_config(&cli.config, |c| report::sponsors(&c, &args))
         }

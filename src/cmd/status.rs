@@ -61,7 +61,12 @@ pub(crate) fn edition_status(
         (Some(s), false) => s.bounce_counts(slug)?,
         _ => BounceCounts::default(),
     };
-    let locked = lock::is_locked(&state_path, slug);
+    // Sending: the SQLite lock is held, or a shared store has live senders on it.
+    let locked = lock::is_locked(&state_path, slug)
+        || match store {
+            Some(s) => s.senders_on(slug, namespace)? > 0,
+            None => false,
+        };
     let state = if test {
         if locked {
             "sending"

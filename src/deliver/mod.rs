@@ -201,6 +201,38 @@ pub struct Report {
     pub session_failure: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// What this process did in this run: with a shared store several senders share
+    /// the send, and the counts above are the edition's.
+    pub this_sender: SenderCounts,
+}
+
+/// One sender's own outcomes in one run (`brief send --json`'s `this_sender`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SenderCounts {
+    pub host: String,
+    pub pid: u32,
+    /// Messages this process handed to the relay (or outbox).
+    pub attempted: u64,
+    pub sent: u64,
+    pub deferred: u64,
+    pub bounced: u64,
+    pub in_doubt: u64,
+    pub expired: u64,
+    pub suppressed: u64,
+}
+
+impl SenderCounts {
+    fn count(&mut self, state: State) {
+        match state {
+            State::Sent => self.sent += 1,
+            State::Deferred => self.deferred += 1,
+            State::Bounced => self.bounced += 1,
+            State::InDoubt => self.in_doubt += 1,
+            State::Expired => self.expired += 1,
+            State::Suppressed => self.suppressed += 1,
+            State::Pending => {}
+        }
+    }
 }
 
 /// The subscriber lists of a send, opened (so a missing or headerless list is an
@@ -291,6 +323,10 @@ struct Ctx {
     rate: rate::RateLimiter,
     stop: AtomicBool,
     attempted: AtomicU64,
+    /// This process's outcomes, as recorded.
+    own: Mutex<SenderCounts>,
+    /// Recipients read (or claimed) from the journal at a time, and queued.
+    page_size: usize,
     session_failure: Mutex<Option<String>>,
     stopped: Mutex<Option<String>>,
     fatal: Mutex<Option<anyhow::Error>>,
@@ -330,6 +366,11 @@ const TRANSIENT_STREAK: u32 = 5;
 const MAX_PAUSES: u32 = 6;
 /// Recipients fetched from the journal at once.
 const PAGE: usize = 512;
+/// A sender of a shared store claims this many recipients per connection at a time
+/// (and queues no more), so that the senders of one send share it evenly.
+const CLAIM_PER_CONNECTION: usize = 4;
+/// How often a sender of a shared store with nothing to claim looks again.
+const SHARED_POLL: Duration = Duration::from_secs(1);
 
 impl Ctx {
     fn stopping(&self) -> bool {
@@ -352,7 +393,14 @@ impl Ctx {
         self.stop.store(true, Ordering::Relaxed);
     }
 
+    /// Records an outcome of this run.
     fn record(&self, u: Update) {
+        self.own.lock().expect("lock").count(u.state);
+        self.record_quietly(u);
+    }
+
+    /// Records a change that is no outcome (a mark undone).
+    fn record_quietly(&self, u: Update) {
         if let Err(e) = self.writer.record(u) {
             self.fail(e);
         }
@@ -479,7 +527,7 @@ impl Ctx {
         } else {
             State::Pending
         };
-        self.record(Update::new(e.id, state, clock::now()));
+        self.record_quietly(Update::new(e.id, state, clock::now()));
     }
 
     async fn wait_if_paused(&self) {
@@ -536,13 +584,33 @@ pub fn run(store: Store, job: Job, transport: Transport) -> Result<(Store, Repor
             .as_ref()
             .is_some_and(|f| f.load(Ordering::Acquire))
     };
+    let page_size = if store.is_shared() {
+        (CLAIM_PER_CONNECTION * job.concurrency.max(1)).min(PAGE)
+    } else {
+        PAGE
+    };
     let first_page = loop {
         let was_freezing = freezing();
-        let page = store.due(&slug, namespace, 0, clock::now(), job.resend_in_doubt, PAGE)?;
-        if !page.is_empty() || !was_freezing {
+        let page = store.due(
+            &slug,
+            namespace,
+            0,
+            clock::now(),
+            job.resend_in_doubt,
+            page_size,
+        )?;
+        if !page.is_empty() {
             break page;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        if was_freezing {
+            std::thread::sleep(Duration::from_millis(20));
+        } else if store.others_hold_claims(&slug, namespace)? {
+            // A shared store whose recipients other senders hold: stand by, and take
+            // over whatever a sender that dies leaves (after its lease).
+            std::thread::sleep(SHARED_POLL);
+        } else {
+            break page;
+        }
     };
     let mut report = Report {
         edition: slug.clone(),
@@ -557,6 +625,13 @@ pub fn run(store: Store, job: Job, transport: Transport) -> Result<(Store, Repor
         session_failure: None,
         started_at: None,
         finished_at: None,
+        this_sender: SenderCounts {
+            host: hostname::get()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            pid: std::process::id(),
+            ..SenderCounts::default()
+        },
     };
     if first_page.is_empty() {
         return finish_report(store, report);
@@ -567,6 +642,7 @@ pub fn run(store: Store, job: Job, transport: Transport) -> Result<(Store, Repor
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let senders = store.live_senders();
     let (writer, thread) = JournalWriter::spawn(store, &slug, namespace);
     let progress = if job.progress {
         let bar = indicatif::ProgressBar::new(total);
@@ -585,12 +661,14 @@ pub fn run(store: Store, job: Job, transport: Transport) -> Result<(Store, Repor
         _ => job.concurrency.max(1),
     };
     let ctx = Arc::new(Ctx {
-        rate: rate::RateLimiter::new(job.rate_per_second),
+        rate: rate::RateLimiter::shared(job.rate_per_second, senders),
         job,
         transport,
         writer,
         stop: AtomicBool::new(false),
         attempted: AtomicU64::new(0),
+        own: Mutex::new(SenderCounts::default()),
+        page_size,
         session_failure: Mutex::new(None),
         stopped: Mutex::new(None),
         fatal: Mutex::new(None),
@@ -603,6 +681,13 @@ pub fn run(store: Store, job: Job, transport: Transport) -> Result<(Store, Repor
     runtime.block_on(drive(ctx.clone(), first_page, concurrency));
     ctx.progress.finish_and_clear();
     report.attempted = ctx.attempted.load(Ordering::Relaxed);
+    let own = ctx.own.lock().expect("lock").clone();
+    report.this_sender = SenderCounts {
+        host: report.this_sender.host.clone(),
+        pid: report.this_sender.pid,
+        attempted: report.attempted,
+        ..own
+    };
     report.session_failure = ctx.session_failure.lock().expect("lock").take();
     report.stopped = ctx.stopped.lock().expect("lock").take();
     let fatal = ctx.fatal.lock().expect("lock").take();
@@ -654,7 +739,7 @@ async fn drive(ctx: Arc<Ctx>, first_page: Vec<Entry>, concurrency: usize) {
         },
         _ => None,
     };
-    let (tx, rx) = tokio::sync::mpsc::channel::<Entry>(PAGE);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Entry>(ctx.page_size);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let mut workers = Vec::new();
     let mut first_conn = first_conn;
@@ -705,7 +790,19 @@ async fn produce(ctx: &Ctx, first_page: Vec<Entry>, tx: tokio::sync::mpsc::Sende
                 // The audience is still being frozen: more rows are coming.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            None => return,
+            None => match ctx.writer.others_hold_claims().await {
+                // Other senders of a shared store hold the rest: wait, and look again
+                // from the start for what one that died hands back.
+                Ok(true) if !ctx.stopping() => {
+                    tokio::time::sleep(SHARED_POLL).await;
+                    last = 0;
+                }
+                Ok(_) => return,
+                Err(e) => {
+                    ctx.fail(e);
+                    return;
+                }
+            },
         }
         for e in page {
             if ctx.stopping() {
@@ -724,7 +821,7 @@ async fn produce(ctx: &Ctx, first_page: Vec<Entry>, tx: tokio::sync::mpsc::Sende
         was_freezing = freezing();
         page = match ctx
             .writer
-            .due(last, clock::now(), ctx.job.resend_in_doubt, PAGE)
+            .due(last, clock::now(), ctx.job.resend_in_doubt, ctx.page_size)
             .await
         {
             Ok(p) => p,
@@ -985,6 +1082,7 @@ async fn smtp_one(
             smtp::Outcome::Aborted if suppressed => {
                 // Unsubscribed while the send ran: the body was never sent, and the
                 // abandoned transaction closed the connection.
+                ctx.own.lock().expect("lock").count(State::Suppressed);
             }
             smtp::Outcome::Aborted => {
                 ctx.fail(anyhow!("the journal could not be written"));

@@ -1,11 +1,17 @@
-//! `rate_per_second` as a token bucket shared by every connection.
+//! `rate_per_second` as a token bucket shared by every connection. With a shared
+//! store (several senders on one send), each sender takes an equal share of the rate:
+//! `rate_per_second / live senders`, the count its heartbeat keeps up to date.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 pub struct RateLimiter {
     per_second: f64,
+    /// How many senders share the rate (none: this one alone).
+    senders: Option<Arc<AtomicUsize>>,
     bucket: Mutex<Bucket>,
 }
 
@@ -33,8 +39,14 @@ impl Bucket {
 impl RateLimiter {
     /// `per_second` 0 means unlimited. The bucket holds one second's worth.
     pub fn new(per_second: f64) -> RateLimiter {
+        Self::shared(per_second, None)
+    }
+
+    /// A limiter whose rate is split among the `senders` of one send.
+    pub fn shared(per_second: f64, senders: Option<Arc<AtomicUsize>>) -> RateLimiter {
         RateLimiter {
             per_second,
+            senders,
             bucket: Mutex::new(Bucket {
                 tokens: per_second.max(1.0),
                 at: Instant::now(),
@@ -48,11 +60,15 @@ impl RateLimiter {
             return;
         }
         loop {
+            let share = self
+                .senders
+                .as_ref()
+                .map_or(1, |n| n.load(Ordering::Relaxed).max(1));
             let wait = self
                 .bucket
                 .lock()
                 .await
-                .take(Instant::now(), self.per_second);
+                .take(Instant::now(), self.per_second / share as f64);
             match wait {
                 None => return,
                 Some(d) => tokio::time::sleep(d).await,

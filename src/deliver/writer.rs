@@ -25,6 +25,9 @@ enum Request {
         limit: usize,
         reply: oneshot::Sender<Result<Vec<Entry>>>,
     },
+    /// Whether other senders of a shared store still hold claims (after every change
+    /// queued before).
+    OthersHoldClaims(oneshot::Sender<Result<bool>>),
 }
 
 /// A handle to the writer thread; clone it freely.
@@ -92,6 +95,19 @@ impl JournalWriter {
                 limit,
                 reply,
             })
+            .map_err(|_| anyhow!("the journal writer stopped"))?;
+        rx.await
+            .map_err(|_| anyhow!("the journal writer stopped"))?
+    }
+}
+
+impl JournalWriter {
+    /// With a shared store: whether other live senders still hold recipients of this
+    /// send (which come back to this one if they die).
+    pub(super) async fn others_hold_claims(&self) -> Result<bool> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::OthersHoldClaims(reply))
             .map_err(|_| anyhow!("the journal writer stopped"))?;
         rx.await
             .map_err(|_| anyhow!("the journal writer stopped"))?
@@ -166,6 +182,14 @@ fn run(store: Store, edition: &str, namespace: &str, rx: mpsc::Receiver<Request>
                         None => store.due(edition, namespace, after, now, include_in_doubt, limit),
                     };
                     let _ = reply.send(page);
+                }
+                Request::OthersHoldClaims(reply) => {
+                    commit(&store, &mut updates, &mut acks, &mut failure);
+                    let held = match &failure {
+                        Some(e) => Err(anyhow!("{e:#}")),
+                        None => store.others_hold_claims(edition, namespace),
+                    };
+                    let _ = reply.send(held);
                 }
             }
             if updates.len() < MAX_BATCH {

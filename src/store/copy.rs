@@ -367,18 +367,21 @@ impl Store {
                     }
                 }
             }
-            let mut copied = Vec::new();
-            for (table, columns) in TABLES {
-                let rows = self
-                    .read_rows(table, columns, Rows::All)
-                    .with_context(|| format!("cannot read {table} from {}", self.name()))?;
-                let n = rows.len() as i64;
-                target
-                    .write_rows(table, columns, rows)
-                    .with_context(|| format!("cannot write {table} to {}", target.name()))?;
-                copied.push((*table, n));
-            }
-            Ok(copied)
+            // One transaction on the source too: on SQLite a snapshot no sender changes.
+            self.transaction(|source| {
+                let mut copied = Vec::new();
+                for (table, columns) in TABLES {
+                    let rows = source
+                        .read_rows(table, columns, Rows::All)
+                        .with_context(|| format!("cannot read {table} from {}", source.name()))?;
+                    let n = rows.len() as i64;
+                    target
+                        .write_rows(table, columns, rows)
+                        .with_context(|| format!("cannot write {table} to {}", target.name()))?;
+                    copied.push((*table, n));
+                }
+                Ok(copied)
+            })
         })
     }
 }

@@ -375,7 +375,9 @@ impl Store {
     }
 
     /// Up to `limit` recipients with id > `after` that are due now: pending, deferred
-    /// with a next attempt time passed, and (if asked) in doubt. One query per state,
+    /// with a next attempt time passed, and (if asked) in doubt. On a shared store
+    /// (PostgreSQL) this *claims* them for this sender (see `pg_journal.rs`): use
+    /// [`Store::any_due`] to only look. One query per state,
     /// each a range of the `(edition, namespace, state)` index (whose entries are in id
     /// order), so a page costs the same at the start of a list as at its end.
     pub fn due(
@@ -573,6 +575,32 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Whether any recipient is due now (pending, or deferred with its retry time
+    /// passed), without claiming it: a look that changes nothing, on either engine.
+    pub fn any_due(&self, edition: &str, namespace: &str, now: DateTime<Utc>) -> Result<bool> {
+        let (e, n, now) = (edition.to_string(), namespace.to_string(), ts(now));
+        Ok(match &self.engine {
+            Engine::Sqlite(db) => db
+                .conn
+                .prepare_cached(
+                    "SELECT 1 FROM journal WHERE edition = ?1 AND namespace = ?2
+                       AND (state = 'pending' OR (state = 'deferred' AND next_attempt_at <= ?3))
+                     LIMIT 1",
+                )?
+                .query_row(params![e, n, now], |r| r.get::<_, i64>(0))
+                .optional()?
+                .is_some(),
+            Engine::Pg(pg) => pg
+                .query_opt(
+                    "SELECT 1 FROM journal WHERE edition = $1 AND namespace = $2
+                       AND (state = 'pending' OR (state = 'deferred' AND next_attempt_at <= $3))
+                     LIMIT 1",
+                    super::pg::pg_params![e, n, now],
+                )?
+                .is_some(),
+        })
+    }
+
     /// With a shared store: whether other live senders still hold claims on this
     /// send (recipients that come back if they die, so this sender must not stop yet).
     pub fn others_hold_claims(&self, edition: &str, namespace: &str) -> Result<bool> {
@@ -591,10 +619,20 @@ impl Store {
         }
     }
 
-    /// With a shared store: leaves the send, handing back unsent claims at once.
-    pub fn leave_send(&self) -> Result<()> {
+    /// With a shared store: how many live senders are on this send now (0 on SQLite,
+    /// whose lock file says it instead).
+    pub fn senders_on(&self, edition: &str, namespace: &str) -> Result<usize> {
         match &self.engine {
-            Engine::Sqlite(_) => Ok(()),
+            Engine::Sqlite(_) => Ok(0),
+            Engine::Pg(pg) => pg.senders_on(edition, namespace),
+        }
+    }
+
+    /// With a shared store: leaves the send, handing back unsent claims at once.
+    /// Returns how many other senders are still on it (0 on SQLite).
+    pub fn leave_send(&self) -> Result<usize> {
+        match &self.engine {
+            Engine::Sqlite(_) => Ok(0),
             Engine::Pg(pg) => pg.leave(),
         }
     }

@@ -21,6 +21,10 @@
 //! }
 //! ```
 //!
+//! One exception: the journal's PostgreSQL statements live in `pg_journal.rs`, because
+//! there the journal is shared by several senders (claims, leases, the `workers`
+//! table) and the SQLite journal (one sender) has no counterpart for most of it.
+//!
 //! Both engines store the same columns with the same meaning: times as RFC 3339 text
 //! (so `<` on them orders in time, in both), counts as 64-bit integers, JSON as text.
 //! That keeps the two statements of a method alike, and lets `brief store copy` move

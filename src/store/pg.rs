@@ -313,21 +313,58 @@ impl Pg {
         self.pinned.borrow().is_some()
     }
 
+    /// Runs a statement made by `attempt` on a connection; when the connection was
+    /// lost (a server restarting) it runs it again on a new one, for up to
+    /// [`WAIT_FOR_DATABASE`]. The statements of the store can run twice: they set
+    /// states, insert what is missing, delete what is there. Inside
+    /// `Store::transaction` nothing is retried (the transaction is gone).
+    pub(super) fn call_retrying<T, Fut>(
+        &self,
+        attempt: impl Fn(Client) -> Fut + Clone + Send + Sync + 'static,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
+        let started = Instant::now();
+        loop {
+            let (client, attempt) = (self.client(), attempt.clone());
+            match self.call(async move {
+                let c = client.await?;
+                attempt(c).await
+            }) {
+                Err(e)
+                    if !self.in_transaction()
+                        && lost_connection(&e)
+                        && started.elapsed() < WAIT_FOR_DATABASE =>
+                {
+                    tracing::warn!("the database {} went away; trying again: {e:#}", self.name);
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                other => return other,
+            }
+        }
+    }
+
     pub(super) fn execute(&self, sql: &str, params: Vec<Param>) -> Result<u64> {
-        let (client, sql) = (self.client(), sql.to_string());
-        self.call(async move {
-            let c = client.await?;
-            let stmt = c.prepare_cached(&sql).await?;
-            Ok(c.execute(&stmt, &refs(&params)).await?)
+        let (sql, params) = (Arc::new(sql.to_string()), Arc::new(params));
+        self.call_retrying(move |c| {
+            let (sql, params) = (sql.clone(), params.clone());
+            async move {
+                let stmt = c.prepare_cached(&sql).await?;
+                Ok(c.execute(&stmt, &refs(&params)).await?)
+            }
         })
     }
 
     pub(super) fn query(&self, sql: &str, params: Vec<Param>) -> Result<Vec<Row>> {
-        let (client, sql) = (self.client(), sql.to_string());
-        self.call(async move {
-            let c = client.await?;
-            let stmt = c.prepare_cached(&sql).await?;
-            Ok(c.query(&stmt, &refs(&params)).await?)
+        let (sql, params) = (Arc::new(sql.to_string()), Arc::new(params));
+        self.call_retrying(move |c| {
+            let (sql, params) = (sql.clone(), params.clone());
+            async move {
+                let stmt = c.prepare_cached(&sql).await?;
+                Ok(c.query(&stmt, &refs(&params)).await?)
+            }
         })
     }
 
@@ -414,12 +451,34 @@ impl Pg {
 
 impl Drop for Pg {
     fn drop(&mut self) {
-        if let Err(e) = self.leave() {
+        if let Err(e) = self.leave().map(drop) {
             tracing::warn!(
                 "cannot hand back this sender's claims (they return after the lease): {e:#}"
             );
         }
     }
+}
+
+/// Whether `e` says the connection is gone (the server restarting or unreachable),
+/// not that a statement was wrong.
+fn lost_connection(e: &anyhow::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.chain().any(|cause| {
+        if let Some(pg) = cause.downcast_ref::<tokio_postgres::Error>() {
+            pg.is_closed()
+                || pg.code().is_some_and(|c| {
+                    [
+                        SqlState::ADMIN_SHUTDOWN,
+                        SqlState::CRASH_SHUTDOWN,
+                        SqlState::CANNOT_CONNECT_NOW,
+                    ]
+                    .contains(c)
+                })
+                || std::error::Error::source(pg).is_some_and(|s| s.is::<std::io::Error>())
+        } else {
+            cause.is::<deadpool_postgres::PoolError>() || cause.is::<std::io::Error>()
+        }
+    })
 }
 
 /// The borrowed form tokio-postgres takes.

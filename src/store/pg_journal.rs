@@ -23,7 +23,7 @@ use std::time::Duration;
 /// A sender whose heartbeat is older than this is dead: its claims go back to the pool.
 pub(super) const LEASE: Duration = Duration::from_secs(30);
 /// How often a sender renews its heartbeat.
-const HEARTBEAT: Duration = Duration::from_secs(5);
+const HEARTBEAT: Duration = Duration::from_secs(2);
 
 /// This process's membership of one send.
 pub(super) struct Worker {
@@ -158,6 +158,7 @@ impl Pg {
                 return Ok(());
             }
             let mut read: u64 = 0;
+            let mut chunks = 0;
             let mut recipients = recipients.peekable();
             while recipients.peek().is_some() {
                 let (mut keys, mut addresses, mut names, mut fields) =
@@ -182,6 +183,15 @@ impl Pg {
                     .await?;
                     Ok(())
                 })?;
+                chunks += 1;
+                if chunks == 1 {
+                    // Statistics for the claims that start now: without them the
+                    // planner takes a fresh journal for empty, and a claim scans it all.
+                    self.analyze_journal(&c)?;
+                }
+            }
+            if chunks > 1 {
+                self.analyze_journal(&c)?;
             }
             let invalid = invalid() as i64;
             let (c1, e1, n1, t1) = (c.clone(), e.clone(), n.clone(), ts(at));
@@ -213,6 +223,11 @@ impl Pg {
             .ok_or_else(|| anyhow!("the send record vanished"))
     }
 
+    fn analyze_journal(&self, c: &Client) -> Result<()> {
+        let c = c.clone();
+        self.call(async move { Ok(c.batch_execute("ANALYZE journal").await?) })
+    }
+
     /// Joins the send of `edition` as a worker (once per store), starting the heartbeat.
     fn join(&self, edition: &str, namespace: &str) -> Result<i64> {
         if let Some(w) = self.worker.borrow().as_ref() {
@@ -220,6 +235,11 @@ impl Pg {
                 return Ok(w.id);
             }
         }
+        // Senders killed long ago left their rows; their claims need no row to expire.
+        self.execute(
+            "DELETE FROM workers WHERE heartbeat < now() - interval '1 day'",
+            vec![],
+        )?;
         let host = hostname::get()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default();
@@ -236,7 +256,9 @@ impl Pg {
                 ],
             )?
             .get(0);
-        let live = Arc::new(AtomicUsize::new(1));
+        let live = Arc::new(AtomicUsize::new(
+            self.senders_on(edition, namespace)?.max(1),
+        ));
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let pool = self.pool.clone();
         let (e, n, counted) = (edition.to_string(), namespace.to_string(), live.clone());
@@ -277,18 +299,35 @@ impl Pg {
         Ok(id)
     }
 
+    pub(super) fn senders_on(&self, edition: &str, namespace: &str) -> Result<usize> {
+        let n: i64 = self
+            .query_one(
+                "SELECT count(*) FROM workers WHERE edition = $1 AND namespace = $2
+                   AND heartbeat > now() - make_interval(secs => $3)",
+                pg_params![
+                    edition.to_string(),
+                    namespace.to_string(),
+                    LEASE.as_secs_f64()
+                ],
+            )?
+            .get(0);
+        Ok(n as usize)
+    }
+
     /// How many senders share the send this store works on (1 before it claims any).
     pub(super) fn live_workers(&self) -> Option<Arc<AtomicUsize>> {
         self.worker.borrow().as_ref().map(|w| w.live.clone())
     }
 
     /// Leaves the send: unsent claims go back to the pool at once (not after the
-    /// lease), and the worker row goes.
-    pub(super) fn leave(&self) -> Result<()> {
+    /// lease), and the worker row goes. Returns how many other senders are still on
+    /// the send.
+    pub(super) fn leave(&self) -> Result<usize> {
         let Some(w) = self.worker.borrow_mut().take() else {
-            return Ok(());
+            return Ok(0);
         };
         let client = self.client();
+        let lease = LEASE.as_secs_f64();
         self.call(async move {
             let c = client.await?;
             c.execute(
@@ -299,7 +338,15 @@ impl Pg {
             .await?;
             c.execute("DELETE FROM workers WHERE id = $1", &[&w.id])
                 .await?;
-            Ok(())
+            let others: i64 = c
+                .query_one(
+                    "SELECT count(*) FROM workers WHERE edition = $1 AND namespace = $2
+                       AND heartbeat > now() - make_interval(secs => $3)",
+                    &[&w.edition, &w.namespace, &lease],
+                )
+                .await?
+                .get(0);
+            Ok(others as usize)
         })
     }
 
@@ -314,29 +361,45 @@ impl Pg {
         limit: usize,
     ) -> Result<Vec<Entry>> {
         let worker = self.join(edition, namespace)?;
-        let mut states = vec![State::Pending.as_str(), State::Deferred.as_str()];
-        if include_in_doubt {
-            states.push(State::InDoubt.as_str());
-        }
-        let states: Vec<String> = states.into_iter().map(str::to_string).collect();
+        // One range of the (edition, namespace, state, id) index per state, as on
+        // SQLite, so a claim costs the same at the start of a list as at its end;
+        // the rows another live sender holds are passed over in the range.
+        let claimable = "c.edition = $2 AND c.namespace = $3 AND c.id > $4
+              AND (c.claimed_by IS NULL OR NOT EXISTS (
+                   SELECT 1 FROM workers w WHERE w.id = c.claimed_by
+                     AND w.heartbeat > now() - make_interval(secs => $7)))";
+        let in_doubt = if include_in_doubt {
+            format!(
+                "UNION ALL (SELECT c.id FROM journal c WHERE c.state = 'in_doubt' AND {claimable}
+                            ORDER BY c.id LIMIT $6)"
+            )
+        } else {
+            String::new()
+        };
         let rows = self.query(
-            "UPDATE journal j SET claimed_by = $1
-             WHERE j.id IN (
-                 SELECT c.id FROM journal c
-                 WHERE c.edition = $2 AND c.namespace = $3 AND c.state = ANY($4) AND c.id > $5
-                   AND (c.state <> 'deferred' OR c.next_attempt_at <= $6)
-                   AND (c.claimed_by IS NULL OR NOT EXISTS (
-                        SELECT 1 FROM workers w WHERE w.id = c.claimed_by
-                          AND w.heartbeat > now() - make_interval(secs => $8)))
-                 ORDER BY c.id LIMIT $7
-                 FOR UPDATE SKIP LOCKED)
-             RETURNING j.id, j.address, j.name, j.fields, j.state, j.attempts, j.first_attempt_at,
-                 EXISTS (SELECT 1 FROM suppressions s WHERE s.address_key = j.address_key)",
+            &format!(
+                "UPDATE journal j SET claimed_by = $1
+                 WHERE j.id IN (
+                     SELECT c.id FROM journal c
+                     WHERE c.id IN (
+                         (SELECT c.id FROM journal c WHERE c.state = 'pending' AND {claimable}
+                          ORDER BY c.id LIMIT $6)
+                         UNION ALL
+                         (SELECT c.id FROM journal c WHERE c.state = 'deferred' AND {claimable}
+                            AND c.next_attempt_at <= $5
+                          ORDER BY c.id LIMIT $6)
+                         {in_doubt}
+                         ORDER BY 1 LIMIT $6)
+                       AND {claimable}
+                     FOR UPDATE SKIP LOCKED)
+                 RETURNING j.id, j.address, j.name, j.fields, j.state, j.attempts,
+                     j.first_attempt_at,
+                     EXISTS (SELECT 1 FROM suppressions s WHERE s.address_key = j.address_key)"
+            ),
             pg_params![
                 worker,
                 edition.to_string(),
                 namespace.to_string(),
-                states,
                 after,
                 ts(now),
                 limit as i64,
@@ -360,16 +423,26 @@ impl Pg {
         Ok(page)
     }
 
-    /// Whether other live senders still hold claims on this send (recipients that may
-    /// yet come back to the pool if they die).
+    /// Whether other senders still hold recipients of this send: claimed ones not yet
+    /// tried (which come back to the pool if their sender dies), and in-doubt marks of
+    /// live senders (whose answer is on its way).
     pub(super) fn others_hold_claims(&self, edition: &str, namespace: &str) -> Result<bool> {
         let me = self.worker.borrow().as_ref().map_or(0, |w| w.id);
         Ok(self
             .query_opt(
-                "SELECT 1 FROM journal
-                 WHERE edition = $1 AND namespace = $2 AND state IN ('pending', 'deferred')
-                   AND claimed_by IS NOT NULL AND claimed_by <> $3 LIMIT 1",
-                pg_params![edition.to_string(), namespace.to_string(), me],
+                "SELECT 1 FROM journal j
+                 WHERE j.edition = $1 AND j.namespace = $2 AND j.claimed_by <> $3
+                   AND (j.state = 'pending'
+                        OR (j.state = 'in_doubt' AND EXISTS (
+                            SELECT 1 FROM workers w WHERE w.id = j.claimed_by
+                              AND w.heartbeat > now() - make_interval(secs => $4))))
+                 LIMIT 1",
+                pg_params![
+                    edition.to_string(),
+                    namespace.to_string(),
+                    me,
+                    LEASE.as_secs_f64()
+                ],
             )?
             .is_some())
     }
@@ -431,17 +504,21 @@ impl Pg {
             runs.last_mut().expect("one run").push(u.clone());
         }
         let worker = self.worker.borrow().as_ref().map(|w| w.id);
-        let (client, nested) = (self.client(), self.in_transaction());
-        self.call(async move {
-            let c = client.await?;
-            atomic(&c, nested, async {
-                let mut refused = Vec::new();
-                for run in &runs {
-                    refused.extend(apply_run(&c, run, worker).await?);
-                }
-                Ok(refused)
-            })
-            .await
+        let (runs, nested) = (Arc::new(runs), self.in_transaction());
+        // Run again whole after a lost connection: the states it sets are absolute,
+        // and a mark lands only on a row this sender still holds.
+        self.call_retrying(move |c| {
+            let runs = runs.clone();
+            async move {
+                atomic(&c, nested, async {
+                    let mut refused = Vec::new();
+                    for run in runs.iter() {
+                        refused.extend(apply_run(&c, run, worker).await?);
+                    }
+                    Ok(refused)
+                })
+                .await
+            }
         })
     }
 

@@ -121,7 +121,9 @@ mod tests {
         let s = Store::in_memory().unwrap();
         let at = DateTime::<Utc>::default();
         assert_eq!(s.reported("e1", ReportKind::Check).unwrap(), None);
-        s.remember_report("e1", ReportKind::Check, "x", at).unwrap();
+        assert!(s.remember_report("e1", ReportKind::Check, "x", at).unwrap());
+        // The same state again is no new report: a second sender does not mail it.
+        assert!(!s.remember_report("e1", ReportKind::Check, "x", at).unwrap());
         assert_eq!(
             s.reported("e1", ReportKind::Check).unwrap().as_deref(),
             Some("x")
