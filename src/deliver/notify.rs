@@ -6,7 +6,7 @@ use super::{dkim, smtp, write_eml, Transport};
 use crate::clock;
 use crate::config::Config;
 use anyhow::{anyhow, Context, Result};
-use lettre::message::header::{ContentType, MIME_VERSION_1_0};
+use lettre::message::header::{ContentType, HeaderName, HeaderValue, MIME_VERSION_1_0};
 use lettre::message::Mailbox;
 use std::io::Write;
 use std::sync::Arc;
@@ -78,6 +78,11 @@ impl<'a> Notifier<'a> {
                 .message_id(Some(message_id.clone()))
                 .header(MIME_VERSION_1_0)
                 .header(ContentType::TEXT_PLAIN)
+                // RFC 3834: a machine wrote it; responders and ticket systems leave it be.
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("Auto-Submitted"),
+                    "auto-generated".to_string(),
+                ))
                 .body(notice.body.to_string())
                 .context("cannot build the report")?;
             let mut bytes = message.formatted();

@@ -609,10 +609,11 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets a pending signup once confirmed.
-    pub fn remove_pending(&self, nonce: &str) -> Result<()> {
-        self.run("DELETE FROM pending_signups WHERE nonce = ?1", &[t(nonce)])?;
-        Ok(())
+    /// Takes a pending signup to confirm it: true the first time, false once it was
+    /// confirmed, or erased with the reader's data.
+    pub fn take_pending(&self, nonce: &str) -> Result<bool> {
+        let taken = self.run("DELETE FROM pending_signups WHERE nonce = ?1", &[t(nonce)])?;
+        Ok(taken == 1)
     }
 
     /// Spends a proof-of-work challenge: true the first time, false if it was used
@@ -980,7 +981,8 @@ mod tests {
         );
         assert_eq!(s.list_counts("local", now).unwrap().pending, 2);
         assert_eq!(s.list_counts("local", later).unwrap().pending, 0);
-        s.remove_pending("n1").unwrap();
+        assert!(s.take_pending("n1").unwrap());
+        assert!(!s.take_pending("n1").unwrap());
         assert_eq!(
             s.pending_counts("a@x.org", "192.0.2.1", now).unwrap(),
             (1, 0)

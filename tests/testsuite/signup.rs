@@ -1237,3 +1237,166 @@ fn a_confirmation_the_relay_deferred_is_sent_by_the_next_server() {
     assert_eq!(counts.get("two@example.org"), None);
     drop(next);
 }
+
+/// RFC 3834: a mail a machine sends because a form was filled in says so
+/// (`Auto-Submitted: auto-generated`, so vacation responders and ticket systems do not
+/// answer it), and carries no List-Unsubscribe (the reader is on no list yet).
+#[test]
+fn signup_mails_say_they_are_auto_generated() {
+    let smtp = Server::aiosmtpd(serde_json::json!({}));
+    let n = newsletter(Some(smtp.port), "");
+    let server = n.serve();
+    assert_eq!(
+        form_post(&server, "email=auto%40example.org&list=local").status,
+        200
+    );
+    let (_, confirm) = eventually("the confirmation mail", || {
+        smtp.messages().into_iter().next()
+    });
+    let parsed = |raw: &str| {
+        let m = mail_parser::MessageParser::default()
+            .parse(raw.as_bytes())
+            .expect("a message");
+        let auto = m.header_raw("Auto-Submitted").map(|v| v.trim().to_string());
+        (auto, m.header_raw("List-Unsubscribe").is_some())
+    };
+    assert_eq!(
+        parsed(&confirm),
+        (Some("auto-generated".to_string()), false),
+        "{confirm}"
+    );
+    let (_, _, body) = parse_mail(confirm.as_bytes());
+    let confirm_path = path_of(&link(&body, "https://news.example.org/brief/s/"));
+    let r = server.request("POST", &confirm_path, &[("Content-Type", FORM)], b"");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (_, welcome) = eventually("the welcome mail", || {
+        smtp.messages()
+            .into_iter()
+            .find(|(_, m)| m.contains("Welcome to"))
+    });
+    assert_eq!(
+        parsed(&welcome),
+        (Some("auto-generated".to_string()), false),
+        "{welcome}"
+    );
+}
+
+/// A confirmation link works for the signup it was sent for, not after it: once the
+/// reader has left everything or deleted their data, the old link in their mailbox
+/// (or in a mail they forwarded) changes nothing.
+#[test]
+fn a_used_confirmation_link_cannot_undo_an_unsubscribe_or_an_erasure() {
+    let n = newsletter(None, "");
+    let server = n.serve();
+    assert_eq!(
+        form_post(&server, "email=once%40example.org&list=local").status,
+        200
+    );
+    let mails = eventually("the confirmation mail", || {
+        let m = outbox_mails(&n);
+        (!m.is_empty()).then_some(m)
+    });
+    let confirm = path_of(&link(&mails[0].2, "https://news.example.org/brief/s/"));
+    let post = |path: &str, headers: &[(&str, &str)], body: &[u8]| {
+        server.request("POST", path, headers, body)
+    };
+    let r = post(&confirm, &[("Content-Type", FORM)], b"");
+    assert!(r.body.contains("You are subscribed"), "{}", r.body);
+    assert_eq!(subscribers(&n, Some("local")).len(), 1);
+    let prefs = format!("/brief/p/{}", n.token("once@example.org", "e1", false));
+    let same = [
+        ("Content-Type", FORM),
+        ("Origin", "https://news.example.org"),
+        ("Sec-Fetch-Site", "same-origin"),
+    ];
+
+    // Unsubscribed from everything: the old link does not resubscribe.
+    let r = post(&prefs, &same, b"action=unsubscribe");
+    assert_eq!(r.status, 200);
+    let r = post(&confirm, &[("Content-Type", FORM)], b"");
+    assert_eq!(r.status, 410, "{}", r.body);
+    assert!(r.body.contains("This link was used already"), "{}", r.body);
+    let suppressed = n.suppressions();
+    assert_eq!(suppressed.len(), 1, "{suppressed:?}");
+    assert_eq!(suppressed[0]["address"], "once@example.org");
+
+    // Deleted: the old link does not bring the reader (or their address) back.
+    let r = post(&prefs, &same, b"action=delete&confirm=yes");
+    assert!(r.body.contains("Your data is deleted"));
+    let r = post(&confirm, &[("Content-Type", FORM)], b"");
+    assert_eq!(r.status, 410, "{}", r.body);
+    assert!(r.body.contains("This link was used already"), "{}", r.body);
+    assert!(subscribers(&n, None).is_empty());
+    let kept = n.suppressions();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0]["address"].as_str().unwrap().starts_with("sha256:"));
+}
+
+/// A reader who deleted their data and later chooses a newsletter from the link in an
+/// old message (their own act, like signing up and confirming) gets it: the page says
+/// the address receives nothing now, and "Saved." is not followed by silence.
+#[test]
+fn an_erased_reader_who_chooses_a_newsletter_again_receives_it() {
+    let n = newsletter(None, "");
+    let server = n.serve();
+    let page = format!("/brief/p/{}", n.token("zoe@example.org", "e1", false));
+    let same = [
+        ("Content-Type", FORM),
+        ("Origin", "https://news.example.org"),
+        ("Sec-Fetch-Site", "same-origin"),
+    ];
+    let post = |body: &[u8]| server.request("POST", &page, &same, body);
+    assert!(post(b"action=save&list=local").body.contains("Saved."));
+    assert!(post(b"action=delete&confirm=yes")
+        .body
+        .contains("Your data is deleted"));
+    assert!(subscribers(&n, None).is_empty());
+    let shown = server.get(&page);
+    assert!(
+        shown.body.contains("receives nothing from"),
+        "{}",
+        shown.body
+    );
+    assert!(post(b"action=save&list=local").body.contains("Saved."));
+    assert_eq!(subscribers(&n, Some("local")).len(), 1);
+    assert!(n.suppressions().is_empty(), "{:?}", n.suppressions());
+    drop(server);
+    assert_eq!(code(&n.run(&["send", "--edition", "e1"])), Some(0));
+    assert!(n
+        .recipients_of("e1", "sent")
+        .contains(&"zoe@example.org".to_string()));
+}
+
+/// A quoted local part (`"a b"@example.org`) is a valid address that no confirmation
+/// mail can be built for: the form and the API refuse it at once, rather than
+/// answering "check your inbox" for a mail that fails six times and never comes.
+#[test]
+fn an_address_the_confirmation_cannot_reach_is_refused_in_the_form() {
+    let smtp = Server::aiosmtpd(serde_json::json!({}));
+    let n = newsletter(Some(smtp.port), "");
+    let server = n.serve();
+    for email in ["\"a b\"@example.org", "\"a> NOTIFY=NEVER\"@example.org"] {
+        let r = form_post(&server, &format!("email={}&list=local", enc(email)));
+        assert_eq!(r.status, 400, "{email}: {}", r.body);
+        assert!(r.body.contains("class=\"error\""), "{email}");
+        let api = server.request(
+            "POST",
+            "/brief/api/subscribe",
+            &[("Content-Type", "application/json")],
+            serde_json::json!({"email": email, "lists": ["local"]})
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(api.status, 400, "{email}: {}", api.body);
+    }
+    // A plain address still signs up, and its mail arrives.
+    assert_eq!(
+        form_post(&server, "email=plain%40example.org&list=local").status,
+        200
+    );
+    eventually("the confirmation mail", || {
+        (smtp.messages().len() == 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!server.stderr().contains("not sent"), "{}", server.stderr());
+}

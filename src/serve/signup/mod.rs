@@ -255,7 +255,10 @@ fn check(public: &[&String], raw: Raw) -> Result<Input, &'static str> {
         return Err("That email address is too long.");
     }
     let email = normalize_address(&raw.email)
-        .map_err(|_| "Please enter a valid email address, like name@example.org.")?;
+        .ok()
+        // A quoted local part is valid, but no confirmation mail can be built for it.
+        .filter(|e| !e.starts_with('"'))
+        .ok_or("Please enter a valid email address, like name@example.org.")?;
     let name = raw.name.trim().to_string();
     if name.chars().count() > MAX_NAME {
         return Err("That name is too long (100 characters at most).");
@@ -688,6 +691,9 @@ enum Confirmed {
     Done,
     /// Suppressed by the editors or after bounces: a link does not undo that.
     Kept,
+    /// Confirmed before, and the reader has changed things since (left, unsubscribed,
+    /// deleted their data): an old link does not undo what they did.
+    Used,
 }
 
 /// Adds the reader to the lists they asked for, with the consent record; lifts their
@@ -696,6 +702,20 @@ fn confirm(s: &Signup, store: &Store, ask: &Ask) -> Result<Confirmed> {
     let now = clock::now();
     if kept_off(store, &ask.email)? {
         return Ok(Confirmed::Kept);
+    }
+    if !store.take_pending(&ask.nonce)? {
+        // A second click on the link is answered as the first; nothing is changed.
+        let on_lists = store.reader(&ask.email)?.is_some_and(|r| {
+            ask.lists
+                .iter()
+                .filter(|l| s.config.managed_list(l).is_some())
+                .all(|l| r.lists.contains(l))
+        });
+        return Ok(if on_lists && !store.is_suppressed(&ask.email)? {
+            Confirmed::Done
+        } else {
+            Confirmed::Used
+        });
     }
     if store.is_suppressed(&ask.email)? {
         store.resubscribe(&ask.email)?;
@@ -723,7 +743,6 @@ fn confirm(s: &Signup, store: &Store, ask: &Ask) -> Result<Confirmed> {
             text: s.consent_text(),
         },
     })?;
-    store.remove_pending(&ask.nonce)?;
     let added = lists.iter().any(|l| !before.contains(l));
     if s.config.signup.welcome && added {
         let reader = store.reader(&ask.email)?;
@@ -787,6 +806,10 @@ async fn confirm_route(app: &App, token: &str, req: Request<Incoming>) -> Respon
             )
         }
         Ok(Confirmed::Kept) => page_response(StatusCode::OK, super::pages::kept(&app.site)),
+        Ok(Confirmed::Used) => page_response(
+            StatusCode::GONE,
+            pages::used(&app.site, &format!("{}/subscribe", s.base_url)),
+        ),
         Err(err) => super::store_failed(app, &err),
     }
 }
@@ -831,6 +854,7 @@ mod tests {
             "email=a%40b.org&list=local&name=a%0Db",
             "email=a%40b.org&list=local&name=%E2%80%AEevil",
             "email=a%40b.org&list=local&name=%EE%80%80",
+            "email=%22a+b%22%40b.org&list=local",
         ] {
             assert!(check(&public, form(bad)).is_err(), "{bad}");
         }

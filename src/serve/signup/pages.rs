@@ -185,6 +185,20 @@ pub(crate) fn confirmed(site: &Site, email: &str, preferences: &str) -> String {
     )
 }
 
+/// A confirmation link used before, by a reader who has changed things since.
+pub(crate) fn used(site: &Site, subscribe: &str) -> String {
+    page(
+        site,
+        "Link used",
+        &format!(
+            "<h1>This link was used already</h1>\n\
+<p>Nothing was changed. To subscribe again, <a href=\"{subscribe}\">sign up</a> \
+and open the new link.</p>",
+            subscribe = escape(subscribe),
+        ),
+    )
+}
+
 /// A confirmation link past its time.
 pub(crate) fn expired(site: &Site, subscribe: &str) -> String {
     page(

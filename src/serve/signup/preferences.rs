@@ -191,7 +191,11 @@ async fn show(
 ) -> Response<Body> {
     let who = email.clone();
     let read = s
-        .read_store(move |_, store| Ok((store.reader(&who)?, store.suppression(&who)?.is_some())))
+        .read_store(move |_, store| {
+            let erased = crate::store::erased_key(&who);
+            let off = store.suppression(&who)?.is_some() || store.suppression(&erased)?.is_some();
+            Ok((store.reader(&who)?, off))
+        })
         .await;
     let (reader, unsubscribed) = match read {
         Ok(found) => found,
@@ -218,7 +222,7 @@ async fn show(
 
 /// Applies the reader's choice: lists added (with a consent record; a confirmed
 /// reader stays confirmed), lists left, the name changed. Choosing a list lifts the
-/// reader's own unsubscribe.
+/// reader's own unsubscribe, or erasure.
 fn save(
     s: &Signup,
     store: &Store,
@@ -246,6 +250,12 @@ fn save(
         if let Some(x) = store.suppression(email)? {
             if reader_made(x.source) {
                 store.resubscribe(email)?;
+            }
+        }
+        // The reader deleted their data before: only the hash kept them off.
+        if let Some(x) = store.suppression(&crate::store::erased_key(email))? {
+            if reader_made(x.source) {
+                store.forget_erasure(email)?;
             }
         }
         store.add_reader(&Addition {
