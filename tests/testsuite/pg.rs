@@ -368,11 +368,13 @@ fn start_send(nl: &Newsletter) -> Killed {
 /// Waits (bounded) for a started send: its exit code and its JSON report.
 fn finish(mut send: Killed, limit: std::time::Duration) -> (Option<i32>, serde_json::Value) {
     let started = std::time::Instant::now();
+    let mut timed_out = false;
     while send.0.try_wait().unwrap().is_none() {
-        assert!(
-            started.elapsed() < limit,
-            "brief send did not finish within {limit:?}"
-        );
+        if started.elapsed() > limit {
+            timed_out = true;
+            let _ = send.0.kill();
+            break;
+        }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let child = std::mem::replace(
@@ -380,6 +382,11 @@ fn finish(mut send: Killed, limit: std::time::Duration) -> (Option<i32>, serde_j
         std::process::Command::new("true").spawn().unwrap(),
     );
     let out = child.wait_with_output().unwrap();
+    assert!(
+        !timed_out,
+        "brief send did not finish within {limit:?}: {}",
+        stderr(&out)
+    );
     eprintln!("{}", stderr(&out));
     let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
