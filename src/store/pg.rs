@@ -85,6 +85,8 @@ pub fn check_url(url: &str) -> std::result::Result<(), String> {
 /// tokio-postgres knows `sslmode` disable/prefer/require; `verify-ca` and
 /// `verify-full` are what rustls does anyway (it always verifies the server), so they
 /// mean `require` here, and `sslrootcert` names the CA instead of the system roots.
+/// With TLS asked for, a server that does not offer it is refused (tokio-postgres's
+/// default, `prefer`, would go on in clear).
 fn parse_url(
     url: &str,
 ) -> std::result::Result<(tokio_postgres::Config, Option<Option<String>>), String> {
@@ -107,9 +109,12 @@ fn parse_url(
     } else {
         format!("{base}?{}", kept.join("&"))
     };
-    let config: tokio_postgres::Config = url
+    let mut config: tokio_postgres::Config = url
         .parse()
         .map_err(|e| format!("is not a usable PostgreSQL URL: {e}"))?;
+    if tls {
+        config.ssl_mode(tokio_postgres::config::SslMode::Require);
+    }
     if config.get_dbname().is_none() {
         return Err("names no database (postgres://USER@HOST:PORT/DB)".into());
     }

@@ -806,6 +806,8 @@ pub struct Postgres {
     /// (`stop`, or the test binary exiting).
     keeper: Mutex<Option<Child>>,
     databases: std::sync::atomic::AtomicUsize,
+    /// Extra `-c name=value` settings of the server (TLS).
+    settings: String,
 }
 
 /// The one PostgreSQL cluster of this test binary.
@@ -816,6 +818,16 @@ pub fn postgres() -> &'static Postgres {
 
 impl Postgres {
     pub fn start() -> Postgres {
+        Self::start_with(None)
+    }
+
+    /// A cluster that serves TLS with the certificate `cert` and its `key` (PEM), and
+    /// refuses TCP connections in clear (psql and createdb use TLS when offered).
+    pub fn start_tls(cert: &Path, key: &Path) -> Postgres {
+        Self::start_with(Some((cert, key)))
+    }
+
+    fn start_with(tls: Option<(&Path, &Path)>) -> Postgres {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .ok()
             .into_iter()
@@ -831,10 +843,23 @@ impl Postgres {
             .expect("PostgreSQL is missing (no /usr/lib/postgresql/*/bin/initdb): install the Debian package `postgresql` (scripts/test.sh does)");
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        for sub in ["data", "sock"] {
+        for sub in ["data", "sock", "tls"] {
             std::fs::create_dir_all(root.join(sub)).unwrap();
         }
         use std::os::unix::fs::PermissionsExt;
+        let mut settings = String::new();
+        if let Some((cert, key)) = tls {
+            // The server reads its key only when its owner alone can.
+            let (c, k) = (root.join("tls/server.pem"), root.join("tls/server.key"));
+            std::fs::copy(cert, &c).unwrap();
+            std::fs::copy(key, &k).unwrap();
+            std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).unwrap();
+            settings = format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                c.display(),
+                k.display()
+            );
+        }
         std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(root.join("data"), std::fs::Permissions::from_mode(0o700))
             .unwrap();
@@ -843,6 +868,7 @@ impl Postgres {
                 .args(["-R", "nobody:nogroup"])
                 .arg(root.join("data"))
                 .arg(root.join("sock"))
+                .arg(root.join("tls"))
                 .status()
                 .unwrap();
             assert!(ok.success(), "chown of the PostgreSQL data dir failed");
@@ -852,6 +878,7 @@ impl Postgres {
             bin,
             keeper: Mutex::new(None),
             databases: std::sync::atomic::AtomicUsize::new(0),
+            settings,
             dir,
         };
         let init = pg
@@ -874,6 +901,14 @@ impl Postgres {
             String::from_utf8_lossy(&init.stdout),
             String::from_utf8_lossy(&init.stderr)
         );
+        if tls.is_some() {
+            // TCP only over TLS: a client that got in did so encrypted.
+            std::fs::write(
+                pg.dir.path().join("data/pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .unwrap();
+        }
         pg.run();
         pg
     }
@@ -894,11 +929,12 @@ impl Postgres {
     pub fn run(&self) {
         let root = self.dir.path();
         let mut line = format!(
-            "{} -D {} -p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            "{} -D {} -p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200{}",
             self.bin.join("postgres").display(),
             root.join("data").display(),
             self.port,
-            root.join("sock").display()
+            root.join("sock").display(),
+            self.settings
         );
         if is_root() {
             line = format!("setpriv --reuid=nobody --regid=nogroup --clear-groups {line}");

@@ -11,7 +11,7 @@ use brief::store::{
 use std::process::Stdio;
 
 /// Points a newsletter's `[state]` at the PostgreSQL database `url`.
-fn on_postgres(nl: &Newsletter, url: &str) {
+pub(crate) fn on_postgres(nl: &Newsletter, url: &str) {
     let mut config = nl.read("brief.toml");
     config.push_str(&format!("\n[state]\nurl = \"{url}\"\n"));
     nl.write("brief.toml", &config);
@@ -25,7 +25,7 @@ fn connect(url: &str) -> Store {
     .expect("connect to the test cluster")
 }
 
-fn stderr(o: &std::process::Output) -> String {
+pub(crate) fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
@@ -345,7 +345,7 @@ fn an_unreachable_database_at_start_is_a_clear_error() {
     assert!(!nl.path("outbox").exists(), "nothing written");
 }
 
-struct Killed(std::process::Child);
+pub(crate) struct Killed(pub(crate) std::process::Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -355,7 +355,7 @@ impl Drop for Killed {
 }
 
 /// `brief send --edition e1 --json`, started.
-fn start_send(nl: &Newsletter) -> Killed {
+pub(crate) fn start_send(nl: &Newsletter) -> Killed {
     Killed(
         nl.command(&["send", "--edition", "e1", "--json"])
             .stdout(Stdio::piped())
@@ -366,7 +366,10 @@ fn start_send(nl: &Newsletter) -> Killed {
 }
 
 /// Waits (bounded) for a started send: its exit code and its JSON report.
-fn finish(mut send: Killed, limit: std::time::Duration) -> (Option<i32>, serde_json::Value) {
+pub(crate) fn finish(
+    mut send: Killed,
+    limit: std::time::Duration,
+) -> (Option<i32>, serde_json::Value) {
     let started = std::time::Instant::now();
     let mut timed_out = false;
     while send.0.try_wait().unwrap().is_none() {
@@ -397,7 +400,7 @@ fn finish(mut send: Killed, limit: std::time::Duration) -> (Option<i32>, serde_j
     (code(&out), json)
 }
 
-fn wait_for_messages(sink: &Server, at_least: usize) {
+pub(crate) fn wait_for_messages(sink: &Server, at_least: usize) {
     let started = std::time::Instant::now();
     while sink.messages().len() < at_least {
         assert!(
