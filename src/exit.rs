@@ -38,3 +38,25 @@ pub const USAGE: u8 = 2;
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// The state store went away during a run and stayed away past the bounded wait (a
+/// database unreachable at start is a plain error instead). Raised by the store.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach the database {name} (waited {waited_secs}s)")]
+pub struct StoreAway {
+    /// The database, without its password.
+    pub name: String,
+    pub waited_secs: u64,
+}
+
+/// A run that stopped with nothing lost, which a later run continues: exits 3
+/// (incomplete), with this message, rather than 1. `brief send` and `brief dispatch`
+/// put it on a [`StoreAway`] error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Stopped(pub String);
+
+/// Whether `e` is the state store having gone away mid-run.
+pub fn store_away(e: &anyhow::Error) -> Option<&StoreAway> {
+    e.downcast_ref::<StoreAway>()
+}

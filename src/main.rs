@@ -2,7 +2,7 @@ mod cli;
 mod cmd;
 
 use brief::diag::{Diagnostic, Diagnostics};
-use brief::exit::{UsageError, ERROR, USAGE};
+use brief::exit::{Outcome, Stopped, UsageError, ERROR, USAGE};
 use clap::Parser;
 use cli::Cli;
 use std::process::ExitCode;
@@ -32,6 +32,8 @@ fn main() -> ExitCode {
             }
             if err.downcast_ref::<UsageError>().is_some() {
                 ExitCode::from(USAGE)
+            } else if err.downcast_ref::<Stopped>().is_some() {
+                Outcome::Incomplete.into()
             } else {
                 ExitCode::from(ERROR)
             }

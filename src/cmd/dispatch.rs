@@ -6,7 +6,8 @@
 //! `--wait`); each send also takes its edition's lock, as `brief send` does.
 //! Exit 1 if an edition was refused (late, failing its checks) or its send failed;
 //! else 75 if a manual `brief send` held an edition's lock; else 3 if recipients are
-//! left for a later run; else 0.
+//! left for a later run (or a PostgreSQL store went away mid-send and stayed away:
+//! nothing is lost, the next dispatch continues); else 0.
 
 use crate::cli::DispatchArgs;
 use crate::cmd::send;
@@ -165,10 +166,16 @@ pub(super) fn run(config: Config, args: DispatchArgs) -> Result<Outcome> {
                 send::outcome(&report)
             }
         });
-        match outcome {
+        match outcome.map_err(send::stopped_if_store_away) {
             Ok(Outcome::Done) => {}
             Ok(Outcome::Incomplete) => incomplete = true,
             Ok(Outcome::Locked) => locked = true,
+            // The database is gone: no later edition could be sent either.
+            Err(e) if e.downcast_ref::<brief::exit::Stopped>().is_some() => {
+                eprintln!("{slug}: {e:#}");
+                incomplete = true;
+                break;
+            }
             Err(e) => {
                 eprintln!("{slug}: {e:#}");
                 failed.push(slug);

@@ -1,13 +1,15 @@
 //! `brief send`: compile the edition once, freeze its audience into the journal (or
 //! resume), deliver, and report ([`brief::send`] does the work). Exit 0 when every
 //! recipient is settled, 3 when deferred or in-doubt recipients remain, 75 when another
-//! send holds the lock, 1 when the relay refuses or keeps losing the session.
+//! send holds the lock, 1 when the relay refuses or keeps losing the session. A
+//! PostgreSQL store that goes away mid-send for longer than brief waits for it stops
+//! the run with exit 3: nothing is lost, a later run continues.
 
 use crate::cli::SendArgs;
 use anyhow::{bail, Result};
 use brief::config::Config;
 use brief::deliver::Report;
-use brief::exit::Outcome;
+use brief::exit::{self, Outcome, Stopped};
 use brief::send::{Execution, Plan, Request};
 use std::io::IsTerminal;
 
@@ -22,7 +24,7 @@ pub(crate) fn run(config: Config, args: SendArgs) -> Result<Outcome> {
         dry_run: args.dry_run,
         progress: std::io::stderr().is_terminal() && !json,
     };
-    match send(&config, request)? {
+    match send(&config, request).map_err(stopped_if_store_away)? {
         Execution::Locked(_) => Ok(Outcome::Locked),
         Execution::Ran(report) => {
             print_report(&report, json, resend_in_doubt)?;
@@ -47,6 +49,19 @@ pub(crate) fn send(config: &Config, request: Request) -> Result<Execution> {
         );
     }
     Ok(execution)
+}
+
+/// A database that went away mid-send and stayed away: every mark was committed
+/// before its message went out, so the run stopped with nothing lost (exit 3).
+pub(crate) fn stopped_if_store_away(e: anyhow::Error) -> anyhow::Error {
+    let Some(away) = exit::store_away(&e) else {
+        return e;
+    };
+    let why = format!(
+        "the send stopped: the state store {} went away and stayed away longer than brief waits for it ({}s); nothing is lost: run it again once the database is back and it continues where this one stopped (recipients in doubt stay held)",
+        away.name, away.waited_secs
+    );
+    e.context(Stopped(why))
 }
 
 /// The exit of a run: the relay refusing the session is an error (after the report).

@@ -16,6 +16,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_postgres::types::ToSql;
@@ -68,6 +69,9 @@ pub(super) struct Pg {
     pinned: RefCell<Option<Arc<Object>>>,
     /// `postgres://user@host:port/db`, without the password, for messages.
     pub(super) name: String,
+    /// Set once the database stayed away past [`WAIT_FOR_DATABASE`]: the run is
+    /// stopping, and what it still does (handing back claims) does not wait again.
+    away: Arc<AtomicBool>,
 }
 
 /// A shared handle to one pooled connection.
@@ -254,6 +258,7 @@ impl Pg {
             worker: RefCell::new(None),
             pinned: RefCell::new(None),
             name,
+            away: Arc::default(),
         })
     }
 
@@ -280,7 +285,12 @@ impl Pg {
     /// A future that yields the connection to use: the open transaction's, or one from
     /// the pool (waiting, within a bound, for a database that is restarting).
     pub(super) fn client(&self) -> impl Future<Output = Result<Client>> + Send + 'static {
-        self.client_within(WAIT_FOR_DATABASE)
+        let gone = self.away.load(Ordering::Relaxed);
+        self.client_within(if gone {
+            Duration::ZERO
+        } else {
+            WAIT_FOR_DATABASE
+        })
     }
 
     fn client_within(
@@ -290,6 +300,7 @@ impl Pg {
         let pinned = self.pinned.borrow().clone();
         let pool = self.pool.clone();
         let name = self.name.clone();
+        let away = self.away.clone();
         async move {
             if let Some(c) = pinned {
                 return Ok(c);
@@ -302,11 +313,17 @@ impl Pg {
                         tracing::warn!("waiting for the database {name}: {e}");
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
+                    Err(e) if wait.is_zero() => {
+                        return Err(anyhow!(e)
+                            .context(format!("cannot reach the database {name} (waited 0s)")))
+                    }
+                    // Reachable once, then away for longer than the wait.
                     Err(e) => {
-                        return Err(anyhow!(e).context(format!(
-                            "cannot reach the database {name} (waited {}s)",
-                            wait.as_secs()
-                        )))
+                        away.store(true, Ordering::Relaxed);
+                        return Err(anyhow!(e).context(crate::exit::StoreAway {
+                            name,
+                            waited_secs: wait.as_secs(),
+                        }));
                     }
                 }
             }
@@ -345,6 +362,17 @@ impl Pg {
                 {
                     tracing::warn!("the database {} went away; trying again: {e:#}", self.name);
                     std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e)
+                    if !self.in_transaction()
+                        && lost_connection(&e)
+                        && crate::exit::store_away(&e).is_none() =>
+                {
+                    self.away.store(true, Ordering::Relaxed);
+                    return Err(e.context(crate::exit::StoreAway {
+                        name: self.name.clone(),
+                        waited_secs: WAIT_FOR_DATABASE.as_secs(),
+                    }));
                 }
                 other => return other,
             }
