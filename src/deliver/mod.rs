@@ -875,10 +875,7 @@ async fn worker(
             break;
         }
         if smtp {
-            let next = match upcoming.take() {
-                Some(e) => Some(e),
-                None => rx.lock().await.try_recv().ok(),
-            };
+            let next = upcoming.take().or_else(|| take_queued(&rx));
             if let Some(next) = next {
                 match ctx.mark_in_doubt(&next) {
                     Some(d) => ahead = Some((next, Some(d))),
@@ -887,7 +884,7 @@ async fn worker(
                         break;
                     }
                 }
-                upcoming = rx.lock().await.try_recv().ok();
+                upcoming = take_queued(&rx);
             }
         }
         ctx.wait_if_paused().await;
@@ -956,6 +953,15 @@ async fn worker(
     if let Some(c) = conn {
         c.quit().await;
     }
+}
+
+/// The next queued recipient, if one is waiting, without waiting for anything. The
+/// queue's lock is held by a connection waiting for the queue to fill (so it is empty
+/// now): waiting for that lock here would hold this connection's recipient back until
+/// the producer brings more, which for a sender standing by for another sender's
+/// readers is never.
+fn take_queued(rx: &tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Entry>>) -> Option<Entry> {
+    rx.try_lock().ok()?.try_recv().ok()
 }
 
 /// A queued in-doubt mark; resolves once it is committed: to false if the address
