@@ -1303,6 +1303,11 @@ fn a_used_confirmation_link_cannot_undo_an_unsubscribe_or_an_erasure() {
     let r = post(&confirm, &[("Content-Type", FORM)], b"");
     assert!(r.body.contains("You are subscribed"), "{}", r.body);
     assert_eq!(subscribers(&n, Some("local")).len(), 1);
+    // Opened again, the link says so: no second Confirm button.
+    let r = server.get(&confirm);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("You are subscribed"), "{}", r.body);
+    assert!(!r.body.contains("<button"), "{}", r.body);
     let prefs = format!("/brief/p/{}", n.token("once@example.org", "e1", false));
     let same = [
         ("Content-Type", FORM),
@@ -1316,6 +1321,10 @@ fn a_used_confirmation_link_cannot_undo_an_unsubscribe_or_an_erasure() {
     let r = post(&confirm, &[("Content-Type", FORM)], b"");
     assert_eq!(r.status, 410, "{}", r.body);
     assert!(r.body.contains("This link was used already"), "{}", r.body);
+    let r = server.get(&confirm);
+    assert_eq!(r.status, 410, "{}", r.body);
+    assert!(r.body.contains("This link was used already"), "{}", r.body);
+    assert!(!r.body.contains("<button"), "{}", r.body);
     let suppressed = n.suppressions();
     assert_eq!(suppressed.len(), 1, "{suppressed:?}");
     assert_eq!(suppressed[0]["address"], "once@example.org");
