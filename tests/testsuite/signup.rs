@@ -1341,6 +1341,53 @@ fn a_used_confirmation_link_cannot_undo_an_unsubscribe_or_an_erasure() {
     assert!(kept[0]["address"].as_str().unwrap().starts_with("sha256:"));
 }
 
+/// The preference centre's "Undo: resubscribe" works whether the page was opened at
+/// `…/p/<token>` or at `…/p/<token>/` (a relative action resolved against the latter
+/// pointed under `/p/`).
+#[test]
+fn the_undo_button_of_the_preference_centre_works_with_a_trailing_slash() {
+    let n = newsletter(None, "");
+    let server = n.serve();
+    let same = [
+        ("Content-Type", FORM),
+        ("Origin", "https://news.example.org"),
+        ("Sec-Fetch-Site", "same-origin"),
+    ];
+    for (i, slash) in ["", "/"].iter().enumerate() {
+        let email = format!("undo{i}@example.org");
+        let page = format!("/brief/p/{}{slash}", n.token(&email, "e1", false));
+        let r = server.request("POST", &page, &same, b"action=unsubscribe");
+        assert!(r.body.contains("You are unsubscribed"), "{}", r.body);
+        assert_eq!(n.suppressions().len(), 1);
+        let action = r
+            .body
+            .split("action=\"")
+            .nth(1)
+            .and_then(|a| a.split('"').next())
+            .expect("the undo form")
+            .replace("&#x2F;", "/");
+        // How a browser resolves the form's action against the page's URL.
+        let base = page.rsplit_once('/').unwrap().0;
+        let mut path: Vec<&str> = base.split('/').collect();
+        for part in action.split('/') {
+            match part {
+                ".." => {
+                    path.pop();
+                }
+                p => path.push(p),
+            }
+        }
+        let target = if action.starts_with('/') {
+            action.clone()
+        } else {
+            path.join("/")
+        };
+        let r = server.request("POST", &target, &same, b"");
+        assert_eq!(r.status, 200, "{target} ({action} from {page}): {}", r.body);
+        assert!(n.suppressions().is_empty(), "{target}: {}", r.body);
+    }
+}
+
 /// A reader who deleted their data and later chooses a newsletter from the link in an
 /// old message (their own act, like signing up and confirming) gets it: the page says
 /// the address receives nothing now, and "Saved." is not followed by silence.
