@@ -185,11 +185,17 @@ pub struct Report {
     pub edition: String,
     pub test: bool,
     pub dry_run: bool,
-    /// Messages handed to the transport in this run.
+    /// What this process did in this run, at the top of the JSON object: with a
+    /// shared store several senders share the send, and each prints its own.
+    #[serde(flatten)]
+    pub this_sender: SenderCounts,
+    /// Messages handed to the transport in this run (also in `this_sender`).
+    #[serde(skip)]
     pub attempted: u64,
     /// Nothing was due: no connection was opened.
     pub nothing_due: bool,
-    #[serde(flatten)]
+    /// The edition's counts, whoever sent them (in JSON: `edition_totals`).
+    #[serde(rename = "edition_totals")]
     pub counts: Counts,
     pub duplicates: u64,
     /// Addresses whose outcome is unknown (up to 100).
@@ -201,12 +207,9 @@ pub struct Report {
     pub session_failure: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// What this process did in this run: with a shared store several senders share
-    /// the send, and the counts above are the edition's.
-    pub this_sender: SenderCounts,
 }
 
-/// One sender's own outcomes in one run (`brief send --json`'s `this_sender`).
+/// One sender's own outcomes in one run (the counts at the top of `brief send --json`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SenderCounts {
     pub host: String,
