@@ -425,13 +425,16 @@ impl Pg {
 
     /// Whether other senders still hold recipients of this send: claimed ones not yet
     /// tried (which come back to the pool if their sender dies), and in-doubt marks of
-    /// live senders (whose answer is on its way).
+    /// live senders (whose answer is on its way). A pending row nobody claimed counts
+    /// too: a claim passes over the rows another claim, not yet committed, has locked,
+    /// so this sender's empty claim does not mean that nothing is left.
     pub(super) fn others_hold_claims(&self, edition: &str, namespace: &str) -> Result<bool> {
         let me = self.worker.borrow().as_ref().map_or(0, |w| w.id);
         Ok(self
             .query_opt(
                 "SELECT 1 FROM journal j
-                 WHERE j.edition = $1 AND j.namespace = $2 AND j.claimed_by <> $3
+                 WHERE j.edition = $1 AND j.namespace = $2
+                   AND j.claimed_by IS DISTINCT FROM $3
                    AND (j.state = 'pending'
                         OR (j.state = 'in_doubt' AND EXISTS (
                             SELECT 1 FROM workers w WHERE w.id = j.claimed_by

@@ -1014,6 +1014,30 @@ impl Postgres {
         format!("postgres://brief@127.0.0.1:{}/{database}", self.port)
     }
 
+    /// A psql session on the database of `url` that runs `sql` and stays open (its
+    /// transaction too) until the returned child's stdin is written to or closed;
+    /// returns once psql printed `ready` (so `sql` has run).
+    pub fn session(&self, url: &str, sql: &str) -> Child {
+        let mut child = Command::new(self.bin.join("psql"))
+            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d", url])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run psql");
+        let stdin = child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{sql}\n\\echo ready").unwrap();
+        stdin.flush().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while line.trim() != "ready" {
+            line.clear();
+            let read = out.read_line(&mut line).unwrap();
+            assert!(read > 0, "psql ended before running {sql}");
+        }
+        child
+    }
+
     /// Runs SQL with psql on the database of `url`; its output (unaligned, no headers).
     pub fn sql(&self, url: &str, sql: &str) -> String {
         let out = Command::new(self.bin.join("psql"))

@@ -260,7 +260,7 @@ fn rate_per_second_bounds_the_whole_send_across_two_senders() {
     let (code_a, a) = finish(first, limit);
     let (code_b, b) = finish(second, limit);
     assert_eq!((code_a, code_b), (Some(0), Some(0)), "{a}\n{b}");
-    let (own_a, own_b) = (&a["this_sender"], &b["this_sender"]);
+    let (own_a, own_b) = (&a, &b);
     assert!(
         n(own_a, "sent") > 0 && n(own_b, "sent") > 0,
         "both did a share: {own_a} {own_b}"
@@ -374,4 +374,40 @@ fn a_database_away_longer_than_the_wait_stops_the_send_with_exit_3_and_loses_not
     let mailed = sink.messages().len();
     let again = nl.run(&["send", "--edition", "e1"]);
     assert_eq!(sink.messages().len(), mailed, "{}", stderr(&again));
+}
+
+#[test]
+fn a_claim_that_finds_the_first_rows_locked_by_another_claim_waits_instead_of_giving_up() {
+    // Two senders claiming at the same instant (both waited for the freeze): one's
+    // claim passes over the rows the other's claim, not yet committed, has locked. An
+    // empty claim then is no sign that the send is done.
+    let nl = Newsletter::generated_with(40, Some(free_port()), "concurrency = 2");
+    let url = postgres().database();
+    on_postgres(&nl, &url);
+    // Nobody listens on the relay's port: the audience is frozen, nobody is marked.
+    assert_eq!(code(&nl.run(&["send", "--edition", "e1"])), Some(1));
+    let unclaimed = "SELECT count(*) FROM journal WHERE state = 'pending' AND claimed_by IS NULL";
+    assert_eq!(postgres().sql(&url, unclaimed), "40");
+    let sink = Server::smtp_sink(&[]);
+    nl.set_smtp(&[("port", &sink.port.to_string())]);
+    // Another sender's claim in flight: the first rows of the list locked (a claim
+    // takes 4 per connection, so these are all a claim of this sender looks at).
+    let mut other = postgres().session(
+        &url,
+        "BEGIN; SELECT id FROM journal WHERE state = 'pending' ORDER BY id LIMIT 8 FOR UPDATE;",
+    );
+    let send = start_send(&nl);
+    std::thread::sleep(Duration::from_secs(3));
+    // The other claim ends without taking them (its sender went away).
+    use std::io::Write;
+    writeln!(other.stdin.as_mut().unwrap(), "ROLLBACK;").unwrap();
+    drop(other.stdin.take());
+    let _ = other.wait();
+    let (code, report) = finish(send, Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(n(&report, "sent"), 40);
+    let counts = sink.counts();
+    for reader in &nl.readers {
+        assert_eq!(counts.get(reader), Some(&1), "{reader}: {counts:?}");
+    }
 }
