@@ -15,7 +15,8 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # runs as a private instance started by the test).
 command -v spamassassin >/dev/null 2>&1 || need+=(spamassassin)
 command -v rspamd >/dev/null 2>&1 || need+=(rspamd)
-# PostgreSQL: tests/testsuite/pg.rs starts a private cluster (initdb + postgres in a temp
+# PostgreSQL: tests/testsuite/pg.rs and pg_more.rs start private clusters (initdb +
+# postgres in a temp
 # dir), never the system service.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
