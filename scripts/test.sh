@@ -16,8 +16,7 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v spamassassin >/dev/null 2>&1 || need+=(spamassassin)
 command -v rspamd >/dev/null 2>&1 || need+=(rspamd)
 # PostgreSQL: tests/testsuite/pg.rs and pg_more.rs start private clusters (initdb +
-# postgres in a temp
-# dir), never the system service.
+# postgres in a temp dir), never the system service.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
