@@ -411,3 +411,57 @@ fn a_claim_that_finds_the_first_rows_locked_by_another_claim_waits_instead_of_gi
         assert_eq!(counts.get(reader), Some(&1), "{reader}: {counts:?}");
     }
 }
+
+#[test]
+fn brief_dispatch_stops_with_exit_3_when_the_database_stays_away_and_the_next_dispatch_continues() {
+    let cluster = Postgres::start();
+    let sink = Server::smtp_sink(&[]);
+    let nl = Newsletter::generated_with(
+        200,
+        Some(sink.port),
+        "concurrency = 2\nrate_per_second = 40",
+    );
+    on_postgres(&nl, &cluster.database());
+    let edition = nl.read("editions/e1.md").replacen(
+        "date = 2026-11-20\n",
+        "date = 2026-11-20\nsend_at = 2026-11-20T08:00:00Z\n",
+        1,
+    );
+    nl.write("editions/e1.md", &edition);
+    let dispatch = spawn(&nl, &["dispatch"]);
+    wait_for_messages(&sink, 20);
+    cluster.stop();
+    let out = wait_output(dispatch, Duration::from_secs(120));
+    let err = stderr(&out);
+    assert_eq!(code(&out), Some(3), "{err}");
+    assert!(
+        err.contains("e1: the send stopped: the state store postgres://brief@127.0.0.1:")
+            && err.contains("nothing is lost"),
+        "{err}"
+    );
+    assert!(sink.messages().len() < 200, "stopped midway");
+    cluster.run();
+    let again = wait_output(spawn(&nl, &["dispatch"]), Duration::from_secs(120));
+    let s = nl.status(false);
+    let in_doubt = n(&s, "in_doubt");
+    assert!(in_doubt <= 4, "at most 2 in doubt per connection: {s}");
+    assert_eq!(
+        (n(&s, "sent") + in_doubt, n(&s, "pending")),
+        (200, 0),
+        "{s}"
+    );
+    assert_eq!(
+        code(&again),
+        Some(if in_doubt == 0 { 0 } else { 3 }),
+        "{}",
+        stderr(&again)
+    );
+    // Every reader recorded as sent got it once; one in doubt at most once.
+    let counts = sink.counts();
+    assert!(counts.values().all(|&c| c == 1), "nobody twice: {counts:?}");
+    let received = counts.len() as u64;
+    assert!(
+        (n(&s, "sent")..=n(&s, "sent") + in_doubt).contains(&received),
+        "{received} received: {s}"
+    );
+}
