@@ -686,8 +686,7 @@ impl Claimer {
 /// sender. Returns each changed row's id and whether it is a mark refused because
 /// the address is suppressed (a mark on a row this sender no longer holds is not
 /// returned: refused too).
-const APPLY: &str = "
-WITH u AS (
+const APPLY: &str = "WITH u AS (
     SELECT u.*, u.guarded AND EXISTS (
                SELECT 1 FROM journal k JOIN suppressions s ON s.address_key = k.address_key
                WHERE k.id = u.id) AS suppressed
@@ -723,9 +722,13 @@ fn apply_params(run: &[Update], worker: Option<i64>) -> Vec<Param> {
         column(&|u| Some(ts(u.at))),
         column(&|u| u.reply.clone()),
         column(&|u| u.message_id.clone()),
-        run.iter().map(|u| i64::from(u.attempt)).collect::<Vec<i64>>(),
+        run.iter()
+            .map(|u| i64::from(u.attempt))
+            .collect::<Vec<i64>>(),
         column(&|u| u.next_attempt_at.map(ts)),
-        run.iter().map(|u| u.unless_suppressed).collect::<Vec<bool>>(),
+        run.iter()
+            .map(|u| u.unless_suppressed)
+            .collect::<Vec<bool>>(),
         worker
     ]
 }
