@@ -150,3 +150,31 @@ fn a_suppression_written_after_the_claim_refuses_the_mark_and_keeps_the_row_as_i
     let c = s.counts("e1", REAL).unwrap();
     assert_eq!((c.sent, c.suppressed, c.in_doubt, c.pending), (1, 1, 1, 1));
 }
+
+#[test]
+fn a_sender_that_joins_a_running_send_takes_a_share_of_what_the_first_has_not_claimed() {
+    use crate::pg::{finish, on_postgres, start_send, wait_for_messages};
+    // A second before every DATA reply: the first sender has most of the list still
+    // to go when the second joins, though it claims ahead of its connections.
+    let sink = Server::smtp_sink(&["-w", "1"]);
+    let nl = Newsletter::generated_with(40, Some(sink.port), "concurrency = 2");
+    on_postgres(&nl, &postgres().database());
+    let first = start_send(&nl);
+    wait_for_messages(&sink, 2);
+    let second = start_send(&nl);
+    let limit = std::time::Duration::from_secs(60);
+    let (code_a, a) = finish(first, limit);
+    let (code_b, b) = finish(second, limit);
+    assert_eq!((code_a, code_b), (Some(0), Some(0)), "{a}\n{b}");
+    let counts = sink.counts();
+    for reader in &nl.readers {
+        assert_eq!(counts.get(reader), Some(&1), "{reader}: {counts:?}");
+    }
+    assert!(
+        n(&b, "sent") >= 8,
+        "the second sender took a share: {}, the first {}",
+        n(&b, "sent"),
+        n(&a, "sent")
+    );
+    assert_eq!(n(&a, "sent") + n(&b, "sent"), 40);
+}
