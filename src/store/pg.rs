@@ -4,7 +4,9 @@
 //! it under a mutex from async code), and `Runtime::block_on` panics inside a runtime.
 //! So the engine owns one thread running a current-thread runtime; each call is a
 //! future handed to it over a channel, and the caller blocks on a std channel for the
-//! answer. That is safe from any thread, async or not.
+//! answer. That is safe from any thread, async or not. Async code elsewhere (the
+//! delivery's producer claiming ahead) awaits the answer instead, through a
+//! [`Remote`], without blocking its runtime.
 //!
 //! The schema is versioned ([`MIGRATIONS`]); it is brought up to date on first use under
 //! a transaction-scoped advisory lock, so two processes starting on an empty database

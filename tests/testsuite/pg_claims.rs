@@ -2,7 +2,9 @@
 //! claims taken from another thread (apart from the journal writer) belong to their
 //! sender and leave the rest to a second one; a journal commit is one statement that
 //! checks the suppression list and the claim with the in-doubt mark, in one
-//! transaction, and a batch that changes one row twice still keeps its order.
+//! transaction, and a batch that changes one row twice still keeps its order. And,
+//! end to end, a sender that joins a running send still gets a share though the first
+//! one claims ahead of its connections.
 
 use crate::harness::*;
 use brief::store::{
