@@ -638,7 +638,7 @@ fn claimed(rows: &[tokio_postgres::Row]) -> Vec<Entry> {
     page
 }
 
-/// Claims for one joined sender from any thread (see [`Pg::claimer`]).
+/// Claims for one joined sender from any thread (see [`Store::claimer`](super::Store::claimer)).
 #[derive(Clone)]
 pub struct Claimer {
     remote: Remote,
