@@ -4,7 +4,9 @@
 //! it under a mutex from async code), and `Runtime::block_on` panics inside a runtime.
 //! So the engine owns one thread running a current-thread runtime; each call is a
 //! future handed to it over a channel, and the caller blocks on a std channel for the
-//! answer. That is safe from any thread, async or not.
+//! answer. That is safe from any thread, async or not. Async code elsewhere (the
+//! delivery's producer claiming ahead) awaits the answer instead, through a
+//! [`Remote`], without blocking its runtime.
 //!
 //! The schema is versioned ([`MIGRATIONS`]); it is brought up to date on first use under
 //! a transaction-scoped advisory lock, so two processes starting on an empty database
@@ -298,35 +300,23 @@ impl Pg {
         wait: Duration,
     ) -> impl Future<Output = Result<Client>> + Send + 'static {
         let pinned = self.pinned.borrow().clone();
-        let pool = self.pool.clone();
-        let name = self.name.clone();
-        let away = self.away.clone();
+        let (pool, name, away) = (self.pool.clone(), self.name.clone(), self.away.clone());
         async move {
-            if let Some(c) = pinned {
-                return Ok(c);
+            match pinned {
+                Some(c) => Ok(c),
+                None => pooled(&pool, &name, wait, &away).await,
             }
-            let started = Instant::now();
-            loop {
-                match pool.get().await {
-                    Ok(c) => return Ok(Arc::new(c)),
-                    Err(e) if started.elapsed() < wait => {
-                        tracing::warn!("waiting for the database {name}: {e}");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                    Err(e) if wait.is_zero() => {
-                        return Err(anyhow!(e)
-                            .context(format!("cannot reach the database {name} (waited 0s)")))
-                    }
-                    // Reachable once, then away for longer than the wait.
-                    Err(e) => {
-                        away.store(true, Ordering::Relaxed);
-                        return Err(anyhow!(e).context(crate::exit::StoreAway {
-                            name,
-                            waited_secs: wait.as_secs(),
-                        }));
-                    }
-                }
-            }
+        }
+    }
+
+    /// A handle that runs futures on this engine's runtime from any thread or runtime,
+    /// without blocking (the connections live on that runtime).
+    pub(super) fn remote(&self) -> Remote {
+        Remote {
+            jobs: self.jobs.clone(),
+            pool: self.pool.clone(),
+            name: self.name.clone(),
+            away: self.away.clone(),
         }
     }
 
@@ -358,21 +348,14 @@ impl Pg {
                 Err(e)
                     if !self.in_transaction()
                         && lost_connection(&e)
-                        && started.elapsed() < WAIT_FOR_DATABASE =>
+                        && started.elapsed() < WAIT_FOR_DATABASE
+                        && !self.away.load(Ordering::Relaxed) =>
                 {
                     tracing::warn!("the database {} went away; trying again: {e:#}", self.name);
                     std::thread::sleep(Duration::from_millis(500));
                 }
-                Err(e)
-                    if !self.in_transaction()
-                        && lost_connection(&e)
-                        && crate::exit::store_away(&e).is_none() =>
-                {
-                    self.away.store(true, Ordering::Relaxed);
-                    return Err(e.context(crate::exit::StoreAway {
-                        name: self.name.clone(),
-                        waited_secs: WAIT_FOR_DATABASE.as_secs(),
-                    }));
+                Err(e) if !self.in_transaction() && lost_connection(&e) => {
+                    return Err(stayed_away(e, &self.name, &self.away));
                 }
                 other => return other,
             }
@@ -479,6 +462,99 @@ impl Pg {
                 }
             }
         })
+    }
+}
+
+/// A connection from `pool`, waiting up to `wait` for a database that is restarting.
+async fn pooled(pool: &Pool, name: &str, wait: Duration, away: &AtomicBool) -> Result<Client> {
+    let started = Instant::now();
+    loop {
+        match pool.get().await {
+            Ok(c) => return Ok(Arc::new(c)),
+            Err(e) if started.elapsed() < wait => {
+                tracing::warn!("waiting for the database {name}: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) if wait.is_zero() => {
+                return Err(
+                    anyhow!(e).context(format!("cannot reach the database {name} (waited 0s)"))
+                )
+            }
+            // Reachable once, then away for longer than the wait.
+            Err(e) => return Err(stayed_away(anyhow!(e), name, away)),
+        }
+    }
+}
+
+/// `e`, from a database that stayed away past the wait, marked as such
+/// ([`crate::exit::StoreAway`]: the send stops incomplete, not failed); what the run
+/// still does after it does not wait again.
+fn stayed_away(e: anyhow::Error, name: &str, away: &AtomicBool) -> anyhow::Error {
+    away.store(true, Ordering::Relaxed);
+    if crate::exit::store_away(&e).is_some() {
+        return e;
+    }
+    e.context(crate::exit::StoreAway {
+        name: name.to_string(),
+        waited_secs: WAIT_FOR_DATABASE.as_secs(),
+    })
+}
+
+/// The engine's runtime and pool, for async callers on other threads (see
+/// [`Pg::remote`]).
+#[derive(Clone)]
+pub(super) struct Remote {
+    jobs: tokio::sync::mpsc::UnboundedSender<Job>,
+    pool: Pool,
+    name: String,
+    away: Arc<AtomicBool>,
+}
+
+impl Remote {
+    /// Runs a statement made by `attempt` on a pooled connection of the engine's
+    /// runtime, like [`Pg::call_retrying`] (again on a new connection when one was lost,
+    /// for up to [`WAIT_FOR_DATABASE`]), and awaits its result without blocking.
+    pub(super) async fn call_retrying<T, Fut>(
+        &self,
+        attempt: impl Fn(Client) -> Fut + Send + Sync + 'static,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (pool, name, away) = (self.pool.clone(), self.name.clone(), self.away.clone());
+        self.jobs
+            .send(Box::pin(async move {
+                let started = Instant::now();
+                let result = loop {
+                    let wait = if away.load(Ordering::Relaxed) {
+                        Duration::ZERO
+                    } else {
+                        WAIT_FOR_DATABASE
+                    };
+                    let tried = match pooled(&pool, &name, wait, &away).await {
+                        Ok(c) => attempt(c).await,
+                        Err(e) => Err(e),
+                    };
+                    match tried {
+                        Err(e)
+                            if lost_connection(&e)
+                                && started.elapsed() < WAIT_FOR_DATABASE
+                                && !away.load(Ordering::Relaxed) =>
+                        {
+                            tracing::warn!("the database {name} went away; trying again: {e:#}");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                        Err(e) if lost_connection(&e) => break Err(stayed_away(e, &name, &away)),
+                        other => break other,
+                    }
+                };
+                let _ = tx.send(result);
+            }))
+            .map_err(|_| anyhow!("the database thread stopped"))?;
+        rx.await
+            .map_err(|_| anyhow!("the database thread stopped"))?
     }
 }
 

@@ -11,7 +11,7 @@ use brief::store::{
 use std::process::Stdio;
 
 /// Points a newsletter's `[state]` at the PostgreSQL database `url`.
-pub(crate) fn on_postgres(nl: &Newsletter, url: &str) {
+pub fn on_postgres(nl: &Newsletter, url: &str) {
     let mut config = nl.read("brief.toml");
     config.push_str(&format!("\n[state]\nurl = \"{url}\"\n"));
     nl.write("brief.toml", &config);
@@ -345,7 +345,7 @@ fn an_unreachable_database_at_start_is_a_clear_error() {
     assert!(!nl.path("outbox").exists(), "nothing written");
 }
 
-pub(crate) struct Killed(pub(crate) std::process::Child);
+pub struct Killed(pub std::process::Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -355,7 +355,7 @@ impl Drop for Killed {
 }
 
 /// `brief send --edition e1 --json`, started.
-pub(crate) fn start_send(nl: &Newsletter) -> Killed {
+pub fn start_send(nl: &Newsletter) -> Killed {
     Killed(
         nl.command(&["send", "--edition", "e1", "--json"])
             .stdout(Stdio::piped())
@@ -366,10 +366,7 @@ pub(crate) fn start_send(nl: &Newsletter) -> Killed {
 }
 
 /// Waits (bounded) for a started send: its exit code and its JSON report.
-pub(crate) fn finish(
-    mut send: Killed,
-    limit: std::time::Duration,
-) -> (Option<i32>, serde_json::Value) {
+pub fn finish(mut send: Killed, limit: std::time::Duration) -> (Option<i32>, serde_json::Value) {
     let started = std::time::Instant::now();
     let mut timed_out = false;
     while send.0.try_wait().unwrap().is_none() {
@@ -400,7 +397,7 @@ pub(crate) fn finish(
     (code(&out), json)
 }
 
-pub(crate) fn wait_for_messages(sink: &Server, at_least: usize) {
+pub fn wait_for_messages(sink: &Server, at_least: usize) {
     let started = std::time::Instant::now();
     while sink.messages().len() < at_least {
         assert!(
