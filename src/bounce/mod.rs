@@ -124,7 +124,7 @@ pub struct Hints {
 
 /// Everything read from one returned message: at least one finding.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report {
+pub struct Returned {
     pub findings: Vec<Finding>,
     pub hints: Hints,
 }

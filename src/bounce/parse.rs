@@ -7,7 +7,7 @@
 //! [`super::mailbox::MAX_MESSAGE`] bytes and its human text read up to [`MAX_TEXT`].
 
 use super::rules::{self, classify};
-use super::{Finding, Hints, Kind, Report};
+use super::{Finding, Hints, Kind, Returned};
 use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
 use std::collections::HashSet;
 
@@ -24,7 +24,7 @@ const MAX_DIAGNOSTIC: usize = 500;
 /// `unrecognized` finding whose diagnostic says why. `truncated` says the mailbox
 /// reader cut the message at its size bound (the report part comes first, so it is
 /// still read).
-pub fn read_report(raw: &[u8], truncated: bool) -> Report {
+pub fn read_report(raw: &[u8], truncated: bool) -> Returned {
     let raw = skip_preamble(&raw[..raw.len().min(super::mailbox::MAX_MESSAGE)]);
     let message = match MessageParser::default().parse(raw) {
         Some(m) if !m.headers().is_empty() => m,
@@ -85,7 +85,7 @@ pub fn read_report(raw: &[u8], truncated: bool) -> Report {
         return unrecognized(hints, why.into());
     }
     hints.message_ids.shrink_to_fit();
-    Report { findings, hints }
+    Returned { findings, hints }
 }
 
 /// Blank lines and an mbox `From ` line before the header fields (a message saved
@@ -105,8 +105,8 @@ fn skip_preamble(mut raw: &[u8]) -> &[u8] {
     }
 }
 
-fn unrecognized(hints: Hints, why: String) -> Report {
-    Report {
+fn unrecognized(hints: Hints, why: String) -> Returned {
+    Returned {
         findings: vec![Finding {
             kind: Kind::Unrecognized,
             recipient: None,

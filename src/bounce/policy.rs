@@ -30,7 +30,7 @@
 //! # Ok(()) }
 //! ```
 
-use super::{Finding, Kind, Report};
+use super::{Finding, Kind, Returned};
 use crate::clock;
 use crate::store::{BounceEvent, Store, Suppression, SuppressionReason, SuppressionSource};
 use anyhow::Result;
@@ -199,7 +199,7 @@ pub fn message_key(raw: &[u8], recipient: &str) -> String {
 /// `None` when none of them leads to a send this newsletter made to that address.
 pub fn attribute(
     store: &Store,
-    report: &Report,
+    report: &Returned,
     finding: &Finding,
 ) -> Result<Option<(String, String)>> {
     if let Some(token) = &report.hints.verp_token {
@@ -436,7 +436,7 @@ mod tests {
             action: Some("failed".into()),
             diagnostic: None,
         };
-        let mut report = Report {
+        let mut report = Returned {
             findings: vec![finding.clone()],
             hints: Default::default(),
         };

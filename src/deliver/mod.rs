@@ -185,11 +185,17 @@ pub struct Report {
     pub edition: String,
     pub test: bool,
     pub dry_run: bool,
-    /// Messages handed to the transport in this run.
+    /// What this process did in this run, at the top of the JSON object: with a
+    /// shared store several senders share the send, and each prints its own.
+    #[serde(flatten)]
+    pub this_sender: SenderCounts,
+    /// Messages handed to the transport in this run (also in `this_sender`).
+    #[serde(skip)]
     pub attempted: u64,
     /// Nothing was due: no connection was opened.
     pub nothing_due: bool,
-    #[serde(flatten)]
+    /// The edition's counts, whoever sent them (in JSON: `edition_totals`).
+    #[serde(rename = "edition_totals")]
     pub counts: Counts,
     pub duplicates: u64,
     /// Addresses whose outcome is unknown (up to 100).
@@ -201,12 +207,9 @@ pub struct Report {
     pub session_failure: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// What this process did in this run: with a shared store several senders share
-    /// the send, and the counts above are the edition's.
-    pub this_sender: SenderCounts,
 }
 
-/// One sender's own outcomes in one run (`brief send --json`'s `this_sender`).
+/// One sender's own outcomes in one run (the counts at the top of `brief send --json`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SenderCounts {
     pub host: String,
@@ -875,10 +878,7 @@ async fn worker(
             break;
         }
         if smtp {
-            let next = match upcoming.take() {
-                Some(e) => Some(e),
-                None => rx.lock().await.try_recv().ok(),
-            };
+            let next = upcoming.take().or_else(|| take_queued(&rx));
             if let Some(next) = next {
                 match ctx.mark_in_doubt(&next) {
                     Some(d) => ahead = Some((next, Some(d))),
@@ -887,7 +887,7 @@ async fn worker(
                         break;
                     }
                 }
-                upcoming = rx.lock().await.try_recv().ok();
+                upcoming = take_queued(&rx);
             }
         }
         ctx.wait_if_paused().await;
@@ -956,6 +956,15 @@ async fn worker(
     if let Some(c) = conn {
         c.quit().await;
     }
+}
+
+/// The next queued recipient, if one is waiting, without waiting for anything. The
+/// queue's lock is held by a connection waiting for the queue to fill (so it is empty
+/// now): waiting for that lock here would hold this connection's recipient back until
+/// the producer brings more, which for a sender standing by for another sender's
+/// readers is never.
+fn take_queued(rx: &tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Entry>>) -> Option<Entry> {
+    rx.try_lock().ok()?.try_recv().ok()
 }
 
 /// A queued in-doubt mark; resolves once it is committed: to false if the address

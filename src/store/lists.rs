@@ -611,6 +611,14 @@ impl Store {
 
     /// Takes a pending signup to confirm it: true the first time, false once it was
     /// confirmed, or erased with the reader's data.
+    /// Whether the signup of `nonce` still waits for its confirmation.
+    pub fn has_pending(&self, nonce: &str) -> Result<bool> {
+        Ok(self.count(
+            "SELECT count(*) FROM pending_signups WHERE nonce = ?1",
+            &[t(nonce)],
+        )? > 0)
+    }
+
     pub fn take_pending(&self, nonce: &str) -> Result<bool> {
         let taken = self.run("DELETE FROM pending_signups WHERE nonce = ?1", &[t(nonce)])?;
         Ok(taken == 1)

@@ -60,6 +60,10 @@ pub const SCANNER_AGENTS: &[&str] = &[
     "facebookexternalhit",
 ];
 
+/// Lowercase words in readers' user agents that contain one of [`SCANNER_AGENTS`]:
+/// CUBOT is a phone maker (`Android 12; CUBOT_X50`).
+const NOT_SCANNERS: &[&str] = &["cubot"];
+
 /// What can be told from the request alone: `None` for what looks like a reader.
 pub fn request_reason(
     head: bool,
@@ -89,6 +93,10 @@ pub fn request_reason(
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
+    // Words that contain a scanner's substring but name a reader's device.
+    let agent = NOT_SCANNERS
+        .iter()
+        .fold(agent, |a, word| a.replace(word, " "));
     let named = SCANNER_AGENTS.iter().any(|s| agent.contains(s))
         || extra_agents
             .iter()
@@ -155,6 +163,16 @@ mod tests {
         let gateway = headers(&[("user-agent", "Mozilla/5.0 (compatible; Barracuda Sentinel)")]);
         assert_eq!(request_reason(false, &gateway, &[]), Some(SCANNER));
         assert_eq!(request_reason(false, &HeaderMap::new(), &[]), Some(SCANNER));
+        let phone = headers(&[(
+            "user-agent",
+            "Mozilla/5.0 (Linux; Android 12; CUBOT_X50) AppleWebKit/537.36 Chrome/120.0 Mobile Safari/537.36",
+        )]);
+        assert_eq!(request_reason(false, &phone, &[]), None);
+        let crawler = headers(&[(
+            "user-agent",
+            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        )]);
+        assert_eq!(request_reason(false, &crawler, &[]), Some(SCANNER));
         let own = headers(&[("user-agent", "Mozilla/5.0 AcmeGuard/2")]);
         assert_eq!(request_reason(false, &own, &[]), None);
         assert_eq!(

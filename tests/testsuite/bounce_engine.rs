@@ -112,7 +112,7 @@ fn arf_complaint_and_rfc3834_autoreply() {
     );
 }
 
-fn assert_survives(raw: &[u8]) -> bounce::Report {
+fn assert_survives(raw: &[u8]) -> bounce::Returned {
     let report = bounce::read_report(raw, false);
     assert!(!report.findings.is_empty());
     for f in &report.findings {

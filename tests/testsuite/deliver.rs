@@ -381,7 +381,8 @@ fn dry_run_renders_everything_and_records_nothing() {
     assert_eq!(code(&out), Some(0));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(n(&report, "attempted"), 15);
-    assert_eq!(n(&report, "invalid"), 1);
+    assert_eq!(n(&report, "sent"), 15);
+    assert_eq!(n(&report["edition_totals"], "invalid"), 1);
     assert!(!nl.root().join("state").exists(), "no state store created");
     assert!(!nl.root().join("outbox").exists(), "nothing written");
 }

@@ -1303,6 +1303,11 @@ fn a_used_confirmation_link_cannot_undo_an_unsubscribe_or_an_erasure() {
     let r = post(&confirm, &[("Content-Type", FORM)], b"");
     assert!(r.body.contains("You are subscribed"), "{}", r.body);
     assert_eq!(subscribers(&n, Some("local")).len(), 1);
+    // Opened again, the link says so: no second Confirm button.
+    let r = server.get(&confirm);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("You are subscribed"), "{}", r.body);
+    assert!(!r.body.contains("<button"), "{}", r.body);
     let prefs = format!("/brief/p/{}", n.token("once@example.org", "e1", false));
     let same = [
         ("Content-Type", FORM),
@@ -1316,6 +1321,10 @@ fn a_used_confirmation_link_cannot_undo_an_unsubscribe_or_an_erasure() {
     let r = post(&confirm, &[("Content-Type", FORM)], b"");
     assert_eq!(r.status, 410, "{}", r.body);
     assert!(r.body.contains("This link was used already"), "{}", r.body);
+    let r = server.get(&confirm);
+    assert_eq!(r.status, 410, "{}", r.body);
+    assert!(r.body.contains("This link was used already"), "{}", r.body);
+    assert!(!r.body.contains("<button"), "{}", r.body);
     let suppressed = n.suppressions();
     assert_eq!(suppressed.len(), 1, "{suppressed:?}");
     assert_eq!(suppressed[0]["address"], "once@example.org");
@@ -1330,6 +1339,53 @@ fn a_used_confirmation_link_cannot_undo_an_unsubscribe_or_an_erasure() {
     let kept = n.suppressions();
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert!(kept[0]["address"].as_str().unwrap().starts_with("sha256:"));
+}
+
+/// The preference centre's "Undo: resubscribe" works whether the page was opened at
+/// `…/p/<token>` or at `…/p/<token>/` (a relative action resolved against the latter
+/// pointed under `/p/`).
+#[test]
+fn the_undo_button_of_the_preference_centre_works_with_a_trailing_slash() {
+    let n = newsletter(None, "");
+    let server = n.serve();
+    let same = [
+        ("Content-Type", FORM),
+        ("Origin", "https://news.example.org"),
+        ("Sec-Fetch-Site", "same-origin"),
+    ];
+    for (i, slash) in ["", "/"].iter().enumerate() {
+        let email = format!("undo{i}@example.org");
+        let page = format!("/brief/p/{}{slash}", n.token(&email, "e1", false));
+        let r = server.request("POST", &page, &same, b"action=unsubscribe");
+        assert!(r.body.contains("You are unsubscribed"), "{}", r.body);
+        assert_eq!(n.suppressions().len(), 1);
+        let action = r
+            .body
+            .split("action=\"")
+            .nth(1)
+            .and_then(|a| a.split('"').next())
+            .expect("the undo form")
+            .replace("&#x2F;", "/");
+        // How a browser resolves the form's action against the page's URL.
+        let base = page.rsplit_once('/').unwrap().0;
+        let mut path: Vec<&str> = base.split('/').collect();
+        for part in action.split('/') {
+            match part {
+                ".." => {
+                    path.pop();
+                }
+                p => path.push(p),
+            }
+        }
+        let target = if action.starts_with('/') {
+            action.clone()
+        } else {
+            path.join("/")
+        };
+        let r = server.request("POST", &target, &same, b"");
+        assert_eq!(r.status, 200, "{target} ({action} from {page}): {}", r.body);
+        assert!(n.suppressions().is_empty(), "{target}: {}", r.body);
+    }
 }
 
 /// A reader who deleted their data and later chooses a newsletter from the link in an

@@ -698,24 +698,30 @@ enum Confirmed {
 
 /// Adds the reader to the lists they asked for, with the consent record; lifts their
 /// own suppression; queues the welcome mail once per signup.
+/// The answer to a confirmation link whose signup was confirmed already: as the first
+/// click's while the reader still gets those lists, "used" once they changed things.
+/// Changes nothing.
+fn used_link(s: &Signup, store: &Store, ask: &Ask) -> Result<Confirmed> {
+    let on_lists = store.reader(&ask.email)?.is_some_and(|r| {
+        ask.lists
+            .iter()
+            .filter(|l| s.config.managed_list(l).is_some())
+            .all(|l| r.lists.contains(l))
+    });
+    Ok(if on_lists && !store.is_suppressed(&ask.email)? {
+        Confirmed::Done
+    } else {
+        Confirmed::Used
+    })
+}
+
 fn confirm(s: &Signup, store: &Store, ask: &Ask) -> Result<Confirmed> {
     let now = clock::now();
     if kept_off(store, &ask.email)? {
         return Ok(Confirmed::Kept);
     }
     if !store.take_pending(&ask.nonce)? {
-        // A second click on the link is answered as the first; nothing is changed.
-        let on_lists = store.reader(&ask.email)?.is_some_and(|r| {
-            ask.lists
-                .iter()
-                .filter(|l| s.config.managed_list(l).is_some())
-                .all(|l| r.lists.contains(l))
-        });
-        return Ok(if on_lists && !store.is_suppressed(&ask.email)? {
-            Confirmed::Done
-        } else {
-            Confirmed::Used
-        });
+        return used_link(s, store, ask);
     }
     if store.is_suppressed(&ask.email)? {
         store.resubscribe(&ask.email)?;
@@ -779,6 +785,22 @@ async fn confirm_route(app: &App, token: &str, req: Request<Incoming>) -> Respon
     };
     let method = req.method().clone();
     if method == Method::GET || method == Method::HEAD {
+        // A link confirmed already shows what it did, not a second Confirm button.
+        let (email, asked) = (ask.email.clone(), ask.clone());
+        let used = s
+            .with_store(move |s, store| {
+                if store.has_pending(&asked.nonce)? {
+                    Ok(None)
+                } else {
+                    used_link(s, store, &asked).map(Some)
+                }
+            })
+            .await;
+        match used {
+            Ok(None) => {}
+            Ok(Some(answer)) => return confirmed_page(app, &s, answer, &email),
+            Err(err) => return super::store_failed(app, &err),
+        }
         let titles: Vec<&str> = ask
             .lists
             .iter()
@@ -798,19 +820,27 @@ async fn confirm_route(app: &App, token: &str, req: Request<Incoming>) -> Respon
     }
     let email = ask.email.clone();
     match s.with_store(move |s, store| confirm(s, store, &ask)).await {
-        Ok(Confirmed::Done) => {
-            s.wake.now();
-            page_response(
-                StatusCode::OK,
-                pages::confirmed(&app.site, &email, &s.preferences_url(&email)),
-            )
+        Ok(answer) => {
+            if matches!(answer, Confirmed::Done) {
+                s.wake.now();
+            }
+            confirmed_page(app, &s, answer, &email)
         }
-        Ok(Confirmed::Kept) => page_response(StatusCode::OK, super::pages::kept(&app.site)),
-        Ok(Confirmed::Used) => page_response(
+        Err(err) => super::store_failed(app, &err),
+    }
+}
+
+fn confirmed_page(app: &App, s: &Signup, answer: Confirmed, email: &str) -> Response<Body> {
+    match answer {
+        Confirmed::Done => page_response(
+            StatusCode::OK,
+            pages::confirmed(&app.site, email, &s.preferences_url(email)),
+        ),
+        Confirmed::Kept => page_response(StatusCode::OK, super::pages::kept(&app.site)),
+        Confirmed::Used => page_response(
             StatusCode::GONE,
             pages::used(&app.site, &format!("{}/subscribe", s.base_url)),
         ),
-        Err(err) => super::store_failed(app, &err),
     }
 }
 

@@ -102,7 +102,12 @@ pub(super) async fn route(app: &App, token: &str, req: Request<Incoming>) -> Res
                     crate::serve::pages::unsubscribed(
                         &app.site,
                         &email,
-                        &format!("../u/{}/resubscribe", token.trim_end_matches('/')),
+                        // From the site's root: the page may be at `p/<token>/`.
+                        &format!(
+                            "{}/u/{}/resubscribe",
+                            app.base_path,
+                            token.trim_end_matches('/')
+                        ),
                     ),
                 ),
                 Err(err) => crate::serve::store_failed(app, &err),
