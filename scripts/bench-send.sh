@@ -186,16 +186,18 @@ fi
 
 # PARTS=pg: the PostgreSQL store (a private cluster: initdb + postgres in the work dir,
 # as nobody when run as root). One sender on PostgreSQL against one on SQLite, same
-# sink, PG_N readers at concurrency 8; then one sender against two on one edition with
-# a relay that waits 1 s before every DATA reply (PG_LAT readers at concurrency 16),
-# where the relay's latency, not brief, is the limit; and the database time of the
-# claim statement per recipient (pg_stat_statements).
+# sink, PG_N readers at concurrency 8, PG_ROUNDS rounds, with the database time of the
+# claims and of the journal commits per recipient (pg_stat_statements); then one
+# sender against two on one edition with a relay that waits 1 s before every DATA
+# reply (PG_LAT readers at concurrency 16), where the relay's latency, not brief, is
+# the limit.
 #
 #   PARTS=pg scripts/bench-send.sh
-#   PARTS=pg PG_N=20000 PG_LAT=960 scripts/bench-send.sh
+#   PARTS=pg PG_N=20000 PG_LAT=960 PG_ROUNDS=5 scripts/bench-send.sh
 if has pg; then
   PG_N=${PG_N:-6000}
   PG_LAT=${PG_LAT:-480}
+  PG_ROUNDS=${PG_ROUNDS:-3}
   pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
   [ -x "$pgbin/initdb" ] || { echo "needs PostgreSQL (Debian package postgresql)"; exit 1; }
   as_pg=(); [ "$(id -u)" -eq 0 ] && as_pg=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
@@ -216,15 +218,24 @@ if has pg; then
   wall() { python3 -c 'import subprocess, sys, time
 t = time.time(); subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL); print(round(time.time() - t, 2))' "$@"; }
 
-  make_newsletter "$work/pg-sqlite" "$PG_N" smtp 8
-  w_sqlite=$(cd "$work/pg-sqlite" && wall "$BIN" -q send --edition bench)
-  make_newsletter "$work/pg-one" "$PG_N" smtp 8
-  url=$(pgdb one); on_pg "$work/pg-one" "$url"
-  "$pgbin/psql" -X -q -d "$url" -c 'CREATE EXTENSION pg_stat_statements' >/dev/null
-  w_pg=$(cd "$work/pg-one" && wall "$BIN" -q send --edition bench)
-  sent=$("$pgbin/psql" -X -A -t -d "$url" -c "select count(*) from journal where state = 'sent'")
-  claim=$("$pgbin/psql" -X -A -t -d "$url" -c "select round((sum(total_exec_time) * 1000 / $PG_N)::numeric, 1) || ' µs in ' || sum(calls) || ' claims' from pg_stat_statements where query like 'UPDATE journal j SET claimed_by%'")
-  echo "one sender, $PG_N readers, concurrency 8: SQLite $(rate "$PG_N" 0 "$w_sqlite") msg/s, PostgreSQL $(rate "$sent" 0 "$w_pg") msg/s (ratio $(python3 -c "print(round($w_sqlite/$w_pg, 2))")); claim: $claim per recipient"
+  # PG_ROUNDS rounds, each a SQLite send then a PostgreSQL send (a new database each),
+  # so both see the same share of the machine; each round's ratio and the median.
+  ratios=()
+  for round in $(seq 1 "$PG_ROUNDS"); do
+    make_newsletter "$work/pg-sqlite$round" "$PG_N" smtp 8
+    w_sqlite=$(cd "$work/pg-sqlite$round" && wall "$BIN" -q send --edition bench)
+    make_newsletter "$work/pg-one$round" "$PG_N" smtp 8
+    url=$(pgdb "one$round"); on_pg "$work/pg-one$round" "$url"
+    "$pgbin/psql" -X -q -d "$url" -c 'CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()' >/dev/null
+    w_pg=$(cd "$work/pg-one$round" && wall "$BIN" -q send --edition bench)
+    sent=$("$pgbin/psql" -X -A -t -d "$url" -c "select count(*) from journal where state = 'sent'")
+    # Database time per recipient of the claims and of the journal commits.
+    per() { "$pgbin/psql" -X -A -t -d "$url" -c "select coalesce(round((sum(total_exec_time) * 1000 / $PG_N)::numeric, 1), 0) || ' µs in ' || coalesce(sum(calls), 0) || ' statements' from pg_stat_statements where query like '$1%'"; }
+    ratio=$(python3 -c "print(round($w_sqlite/$w_pg, 2))")
+    ratios+=("$ratio")
+    echo "round $round: one sender, $PG_N readers, concurrency 8: SQLite $(rate "$PG_N" 0 "$w_sqlite") msg/s, PostgreSQL $(rate "$sent" 0 "$w_pg") msg/s (ratio $ratio); per recipient: claim $(per 'UPDATE journal j SET claimed_by'), commit $(per 'WITH u AS')"
+  done
+  echo "one sender: median ratio PostgreSQL/SQLite $(median "${ratios[@]}") over $PG_ROUNDS rounds (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
 
   lport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   "$SINK" "${user[@]}" -w 1 "127.0.0.1:$lport" 1024 >/dev/null 2>&1 &

@@ -323,6 +323,9 @@ struct Ctx {
     job: Job,
     transport: Transport,
     writer: JournalWriter,
+    /// With a shared store: claims the next batches on a connection of their own, so
+    /// the writer's commits (which in-doubt marks wait for) never queue behind one.
+    claimer: Option<crate::store::Claimer>,
     rate: rate::RateLimiter,
     stop: AtomicBool,
     attempted: AtomicU64,
@@ -646,6 +649,7 @@ pub fn run(store: Store, job: Job, transport: Transport) -> Result<(Store, Repor
         .build()
         .context("cannot start the async runtime")?;
     let senders = store.live_senders();
+    let claimer = store.claimer();
     let (writer, thread) = JournalWriter::spawn(store, &slug, namespace);
     let progress = if job.progress {
         let bar = indicatif::ProgressBar::new(total);
@@ -668,6 +672,7 @@ pub fn run(store: Store, job: Job, transport: Transport) -> Result<(Store, Repor
         job,
         transport,
         writer,
+        claimer,
         stop: AtomicBool::new(false),
         attempted: AtomicU64::new(0),
         own: Mutex::new(SenderCounts::default()),
@@ -822,11 +827,12 @@ async fn produce(ctx: &Ctx, first_page: Vec<Entry>, tx: tokio::sync::mpsc::Sende
             }
         }
         was_freezing = freezing();
-        page = match ctx
-            .writer
-            .due(last, clock::now(), ctx.job.resend_in_doubt, ctx.page_size)
-            .await
-        {
+        let (now, in_doubt) = (clock::now(), ctx.job.resend_in_doubt);
+        let next = match &ctx.claimer {
+            Some(c) => c.due(last, now, in_doubt, ctx.page_size).await,
+            None => ctx.writer.due(last, now, in_doubt, ctx.page_size).await,
+        };
+        page = match next {
             Ok(p) => p,
             Err(e) => {
                 ctx.fail(e);

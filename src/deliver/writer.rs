@@ -237,13 +237,18 @@ fn commit(
     let applied = store.apply(updates);
     updates.clear();
     match applied {
-        Ok(suppressed) if !acks.is_empty() => {
-            let _ = marks.tx.send(Committed {
-                mark: store.high_water(),
-                acks,
-                suppressed,
-            });
-        }
+        Ok(suppressed) if !acks.is_empty() => match store.high_water() {
+            // No mark file (a shared store, a journal in memory): the commit is all
+            // there is to wait for; acknowledge now, not through the high-water thread.
+            None => acknowledge(acks, &suppressed),
+            mark => {
+                let _ = marks.tx.send(Committed {
+                    mark,
+                    acks,
+                    suppressed,
+                });
+            }
+        },
         Ok(_) => {}
         Err(e) => {
             *failure = Some(e.context(format!(
@@ -279,10 +284,16 @@ fn record_marks(committed: mpsc::Receiver<Committed>, failure: &Mutex<Option<any
             }
         }
         for c in batch {
-            for (id, ack) in c.acks {
-                let _ = ack.send(!c.suppressed.contains(&id));
-            }
+            acknowledge(c.acks, &c.suppressed);
         }
+    }
+}
+
+/// Tells each waiting sender that its mark is committed: true to send, false if the
+/// address was found suppressed.
+fn acknowledge(acks: Vec<(i64, oneshot::Sender<bool>)>, suppressed: &[i64]) {
+    for (id, ack) in acks {
+        let _ = ack.send(!suppressed.contains(&id));
     }
 }
 

@@ -610,6 +610,15 @@ impl Store {
         }
     }
 
+    /// With a shared store, once this process claimed: a handle that claims the next
+    /// batches from any thread, apart from the journal writer's commits.
+    pub fn claimer(&self) -> Option<super::Claimer> {
+        match &self.engine {
+            Engine::Sqlite(_) => None,
+            Engine::Pg(pg) => pg.claimer(),
+        }
+    }
+
     /// With a shared store, once this process claimed: how many senders share the
     /// send (kept up to date by the heartbeat).
     pub fn live_senders(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicUsize>> {

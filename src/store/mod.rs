@@ -52,6 +52,7 @@ pub use journal::{Counts, Entry, NewRecipient, SendInfo, State, Update, REAL, TE
 pub use lists::{erased_key, Addition, Consent, Delivery, ListCounts, Reader, SignupMail};
 pub use mark::{HighWater, RolledBack};
 pub use pg::check_url;
+pub use pg_journal::Claimer;
 pub use reports::ReportKind;
 pub use suppressions::{Suppression, SuppressionSource};
 

@@ -4,7 +4,9 @@
 //! it under a mutex from async code), and `Runtime::block_on` panics inside a runtime.
 //! So the engine owns one thread running a current-thread runtime; each call is a
 //! future handed to it over a channel, and the caller blocks on a std channel for the
-//! answer. That is safe from any thread, async or not.
+//! answer. That is safe from any thread, async or not. Async code elsewhere (the
+//! delivery's producer claiming ahead) awaits the answer instead, through a
+//! [`Remote`], without blocking its runtime.
 //!
 //! The schema is versioned ([`MIGRATIONS`]); it is brought up to date on first use under
 //! a transaction-scoped advisory lock, so two processes starting on an empty database
@@ -283,28 +285,22 @@ impl Pg {
         wait: Duration,
     ) -> impl Future<Output = Result<Client>> + Send + 'static {
         let pinned = self.pinned.borrow().clone();
-        let pool = self.pool.clone();
-        let name = self.name.clone();
+        let (pool, name) = (self.pool.clone(), self.name.clone());
         async move {
-            if let Some(c) = pinned {
-                return Ok(c);
+            match pinned {
+                Some(c) => Ok(c),
+                None => pooled(&pool, &name, wait).await,
             }
-            let started = Instant::now();
-            loop {
-                match pool.get().await {
-                    Ok(c) => return Ok(Arc::new(c)),
-                    Err(e) if started.elapsed() < wait => {
-                        tracing::warn!("waiting for the database {name}: {e}");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                    Err(e) => {
-                        return Err(anyhow!(e).context(format!(
-                            "cannot reach the database {name} (waited {}s)",
-                            wait.as_secs()
-                        )))
-                    }
-                }
-            }
+        }
+    }
+
+    /// A handle that runs futures on this engine's runtime from any thread or runtime,
+    /// without blocking (the connections live on that runtime).
+    pub(super) fn remote(&self) -> Remote {
+        Remote {
+            jobs: self.jobs.clone(),
+            pool: self.pool.clone(),
+            name: self.name.clone(),
         }
     }
 
@@ -446,6 +442,73 @@ impl Pg {
                 }
             }
         })
+    }
+}
+
+/// A connection from `pool`, waiting up to `wait` for a database that is restarting.
+async fn pooled(pool: &Pool, name: &str, wait: Duration) -> Result<Client> {
+    let started = Instant::now();
+    loop {
+        match pool.get().await {
+            Ok(c) => return Ok(Arc::new(c)),
+            Err(e) if started.elapsed() < wait => {
+                tracing::warn!("waiting for the database {name}: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                return Err(anyhow!(e).context(format!(
+                    "cannot reach the database {name} (waited {}s)",
+                    wait.as_secs()
+                )))
+            }
+        }
+    }
+}
+
+/// The engine's runtime and pool, for async callers on other threads (see
+/// [`Pg::remote`]).
+#[derive(Clone)]
+pub(super) struct Remote {
+    jobs: tokio::sync::mpsc::UnboundedSender<Job>,
+    pool: Pool,
+    name: String,
+}
+
+impl Remote {
+    /// Runs a statement made by `attempt` on a pooled connection of the engine's
+    /// runtime, like [`Pg::call_retrying`] (again on a new connection when one was lost,
+    /// for up to [`WAIT_FOR_DATABASE`]), and awaits its result without blocking.
+    pub(super) async fn call_retrying<T, Fut>(
+        &self,
+        attempt: impl Fn(Client) -> Fut + Send + Sync + 'static,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (pool, name) = (self.pool.clone(), self.name.clone());
+        self.jobs
+            .send(Box::pin(async move {
+                let started = Instant::now();
+                let result = loop {
+                    let tried = match pooled(&pool, &name, WAIT_FOR_DATABASE).await {
+                        Ok(c) => attempt(c).await,
+                        Err(e) => Err(e),
+                    };
+                    match tried {
+                        Err(e) if lost_connection(&e) && started.elapsed() < WAIT_FOR_DATABASE => {
+                            tracing::warn!("the database {name} went away; trying again: {e:#}");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                        other => break other,
+                    }
+                };
+                let _ = tx.send(result);
+            }))
+            .map_err(|_| anyhow!("the database thread stopped"))?;
+        rx.await
+            .map_err(|_| anyhow!("the database thread stopped"))?
     }
 }
 

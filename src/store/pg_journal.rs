@@ -12,7 +12,7 @@
 //! never claimed again, by anyone, unless `--resend-in-doubt` asks for it by hand.
 
 use super::journal::{ts, Counts, Entry, NewRecipient, SendInfo, State, Update, SEND_COLUMNS};
-use super::pg::{pg_params, refs, Client, Pg};
+use super::pg::{pg_params, refs, Client, Param, Pg, Remote};
 use anyhow::{anyhow, Result};
 use chrono::{DateTime, Utc};
 use std::collections::HashSet;
@@ -49,7 +49,8 @@ fn send_info_row(r: &tokio_postgres::Row) -> SendInfo {
     }
 }
 
-/// Runs `body` in one transaction on `c` (unless `nested`: the caller's transaction).
+/// Runs `body` in one transaction on `c` (unless `nested`: the caller's transaction,
+/// or one statement, which is a transaction of its own).
 async fn atomic<T>(
     c: &Client,
     nested: bool,
@@ -361,66 +362,25 @@ impl Pg {
         limit: usize,
     ) -> Result<Vec<Entry>> {
         let worker = self.join(edition, namespace)?;
-        // One range of the (edition, namespace, state, id) index per state, as on
-        // SQLite, so a claim costs the same at the start of a list as at its end;
-        // the rows another live sender holds are passed over in the range.
-        let claimable = "c.edition = $2 AND c.namespace = $3 AND c.id > $4
-              AND (c.claimed_by IS NULL OR NOT EXISTS (
-                   SELECT 1 FROM workers w WHERE w.id = c.claimed_by
-                     AND w.heartbeat > now() - make_interval(secs => $7)))";
-        let in_doubt = if include_in_doubt {
-            format!(
-                "UNION ALL (SELECT c.id FROM journal c WHERE c.state = 'in_doubt' AND {claimable}
-                            ORDER BY c.id LIMIT $6)"
-            )
-        } else {
-            String::new()
-        };
         let rows = self.query(
-            &format!(
-                "UPDATE journal j SET claimed_by = $1
-                 WHERE j.id IN (
-                     SELECT c.id FROM journal c
-                     WHERE c.id IN (
-                         (SELECT c.id FROM journal c WHERE c.state = 'pending' AND {claimable}
-                          ORDER BY c.id LIMIT $6)
-                         UNION ALL
-                         (SELECT c.id FROM journal c WHERE c.state = 'deferred' AND {claimable}
-                            AND c.next_attempt_at <= $5
-                          ORDER BY c.id LIMIT $6)
-                         {in_doubt}
-                         ORDER BY 1 LIMIT $6)
-                       AND {claimable}
-                     FOR UPDATE SKIP LOCKED)
-                 RETURNING j.id, j.address, j.name, j.fields, j.state, j.attempts,
-                     j.first_attempt_at,
-                     EXISTS (SELECT 1 FROM suppressions s WHERE s.address_key = j.address_key)"
-            ),
-            pg_params![
-                worker,
-                edition.to_string(),
-                namespace.to_string(),
-                after,
-                ts(now),
-                limit as i64,
-                LEASE.as_secs_f64()
-            ],
+            &claim_sql(include_in_doubt),
+            claim_params(worker, edition, namespace, after, now, limit),
         )?;
-        let mut page: Vec<Entry> = rows
-            .iter()
-            .map(|r| Entry {
-                id: r.get(0),
-                address: r.get(1),
-                name: r.get(2),
-                fields: r.get(3),
-                state: State::parse(r.get(4)).unwrap_or(State::Pending),
-                attempts: r.get::<_, i64>(5) as u32,
-                first_attempt_at: super::journal::parse_ts(r.get(6)),
-                suppressed: r.get(7),
-            })
-            .collect();
-        page.sort_by_key(|e| e.id);
-        Ok(page)
+        Ok(claimed(&rows))
+    }
+
+    /// Once this process has joined the send (its first claim): a handle that claims
+    /// the next batches from another thread, on a connection of its own, so claims do
+    /// not wait behind the journal writer's commits, nor the commits behind them.
+    pub(super) fn claimer(&self) -> Option<Claimer> {
+        let w = self.worker.borrow();
+        let w = w.as_ref()?;
+        Some(Claimer {
+            remote: self.remote(),
+            worker: w.id,
+            edition: w.edition.clone(),
+            namespace: w.namespace.clone(),
+        })
     }
 
     /// Whether other senders still hold recipients of this send: claimed ones not yet
@@ -483,10 +443,11 @@ impl Pg {
         })
     }
 
-    /// Applies changes in one transaction, a few statements per batch whatever its
-    /// size. Returns the ids of in-doubt marks that must not go out: the address is
-    /// suppressed (the row is now `suppressed`), or this sender no longer holds the
-    /// row (its lease ran out and another sender claimed it).
+    /// Applies changes in one transaction, one statement per batch whatever its size
+    /// (so usually one round trip: a lone statement is its own transaction). Returns
+    /// the ids of in-doubt marks that must not go out: the address is suppressed (the
+    /// row is now `suppressed`), or this sender no longer holds the row (its lease ran
+    /// out and another sender claimed it).
     pub(super) fn apply(&self, updates: &[Update]) -> Result<Vec<i64>> {
         if updates.is_empty() {
             return Ok(Vec::new());
@@ -504,16 +465,32 @@ impl Pg {
             runs.last_mut().expect("one run").push(u.clone());
         }
         let worker = self.worker.borrow().as_ref().map(|w| w.id);
-        let (runs, nested) = (Arc::new(runs), self.in_transaction());
+        let runs: Arc<Vec<(Vec<Param>, Vec<i64>)>> = Arc::new(
+            runs.iter()
+                .map(|run| {
+                    let marks = run.iter().filter(|u| u.unless_suppressed).map(|u| u.id);
+                    (apply_params(run, worker), marks.collect())
+                })
+                .collect(),
+        );
+        let single = runs.len() == 1 || self.in_transaction();
         // Run again whole after a lost connection: the states it sets are absolute,
         // and a mark lands only on a row this sender still holds.
         self.call_retrying(move |c| {
             let runs = runs.clone();
             async move {
-                atomic(&c, nested, async {
+                atomic(&c, single, async {
+                    let stmt = c.prepare_cached(APPLY).await?;
                     let mut refused = Vec::new();
-                    for run in runs.iter() {
-                        refused.extend(apply_run(&c, run, worker).await?);
+                    for (params, marks) in runs.iter() {
+                        let mut changed = HashSet::new();
+                        for r in c.query(&stmt, &refs(params)).await? {
+                            changed.insert(r.get::<_, i64>(0));
+                            if r.get::<_, bool>(1) {
+                                refused.push(r.get(0));
+                            }
+                        }
+                        refused.extend(marks.iter().filter(|id| !changed.contains(id)));
                     }
                     Ok(refused)
                 })
@@ -585,75 +562,186 @@ impl Pg {
     }
 }
 
-/// One run of updates with distinct ids: the suppression check of its in-doubt marks,
-/// then every change in one statement. Returns the refused marks.
-async fn apply_run(c: &Client, run: &[Update], worker: Option<i64>) -> Result<Vec<i64>> {
-    let marks: Vec<&Update> = run.iter().filter(|u| u.unless_suppressed).collect();
-    let mut refused: Vec<i64> = Vec::new();
-    if !marks.is_empty() {
-        let ids: Vec<i64> = marks.iter().map(|u| u.id).collect();
-        let at: Vec<String> = marks.iter().map(|u| ts(u.at)).collect();
-        for r in c
-            .query(
-                "UPDATE journal j SET state = 'suppressed', updated_at = m.at, claimed_by = NULL
-                 FROM unnest($1::bigint[], $2::text[]) AS m(id, at)
-                 WHERE j.id = m.id AND j.claimed_by IS NOT DISTINCT FROM $3
-                   AND j.address_key IN (SELECT address_key FROM suppressions)
-                 RETURNING j.id",
-                &[&ids, &at, &worker],
-            )
-            .await?
-        {
-            refused.push(r.get(0));
-        }
-    }
-    let todo: Vec<&Update> = run.iter().filter(|u| !refused.contains(&u.id)).collect();
-    let column = |f: &dyn Fn(&Update) -> Option<String>| -> Vec<Option<String>> {
-        todo.iter().map(|u| f(u)).collect()
-    };
-    let ids: Vec<i64> = todo.iter().map(|u| u.id).collect();
-    let states = column(&|u| Some(u.state.as_str().to_string()));
-    let at = column(&|u| Some(ts(u.at)));
-    let replies = column(&|u| u.reply.clone());
-    let message_ids = column(&|u| u.message_id.clone());
-    let next = column(&|u| u.next_attempt_at.map(ts));
-    let attempts: Vec<i64> = todo.iter().map(|u| i64::from(u.attempt)).collect();
-    let guarded: Vec<bool> = todo.iter().map(|u| u.unless_suppressed).collect();
-    let params: Vec<super::pg::Param> = pg_params![
-        ids,
-        states,
-        at,
-        replies,
-        message_ids,
-        attempts,
-        next,
-        guarded,
-        worker
-    ];
-    // A mark (`guarded`) lands only on a row this sender holds; a row handed back
-    // (pending, deferred) is released for any sender.
-    let changed = c
-        .query(
-            "UPDATE journal j SET state = u.state, updated_at = u.at,
-                reply = coalesce(u.reply, j.reply), message_id = coalesce(u.message_id, j.message_id),
-                attempts = j.attempts + u.attempt,
-                first_attempt_at = CASE WHEN u.attempt = 1 THEN coalesce(j.first_attempt_at, u.at)
-                                        ELSE j.first_attempt_at END,
-                next_attempt_at = u.next,
-                claimed_by = CASE WHEN u.state IN ('pending', 'deferred') THEN NULL ELSE j.claimed_by END
-             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
-                         $7::text[], $8::bool[])
-                  AS u(id, state, at, reply, message_id, attempt, next, guarded)
-             WHERE j.id = u.id AND (NOT u.guarded OR j.claimed_by IS NOT DISTINCT FROM $9)
-             RETURNING j.id",
-            &refs(&params),
+/// The claim: one statement, `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED
+/// LIMIT n) RETURNING …`. One range of the (edition, namespace, state, id) index per
+/// state, as on SQLite, so a claim costs the same at the start of a list as at its
+/// end; the rows another live sender holds are passed over in the range.
+fn claim_sql(include_in_doubt: bool) -> String {
+    let claimable = "c.edition = $2 AND c.namespace = $3 AND c.id > $4
+          AND (c.claimed_by IS NULL OR NOT EXISTS (
+               SELECT 1 FROM workers w WHERE w.id = c.claimed_by
+                 AND w.heartbeat > now() - make_interval(secs => $7)))";
+    let in_doubt = if include_in_doubt {
+        format!(
+            "UNION ALL (SELECT c.id FROM journal c WHERE c.state = 'in_doubt' AND {claimable}
+                        ORDER BY c.id LIMIT $6)"
         )
-        .await?;
-    let changed: HashSet<i64> = changed.iter().map(|r| r.get(0)).collect();
-    for u in todo {
-        if u.unless_suppressed && !changed.contains(&u.id) {
-            refused.push(u.id);
-        }
+    } else {
+        String::new()
+    };
+    format!(
+        "UPDATE journal j SET claimed_by = $1
+         WHERE j.id IN (
+             SELECT c.id FROM journal c
+             WHERE c.id IN (
+                 (SELECT c.id FROM journal c WHERE c.state = 'pending' AND {claimable}
+                  ORDER BY c.id LIMIT $6)
+                 UNION ALL
+                 (SELECT c.id FROM journal c WHERE c.state = 'deferred' AND {claimable}
+                    AND c.next_attempt_at <= $5
+                  ORDER BY c.id LIMIT $6)
+                 {in_doubt}
+                 ORDER BY 1 LIMIT $6)
+               AND {claimable}
+             FOR UPDATE SKIP LOCKED)
+         RETURNING j.id, j.address, j.name, j.fields, j.state, j.attempts,
+             j.first_attempt_at,
+             EXISTS (SELECT 1 FROM suppressions s WHERE s.address_key = j.address_key)"
+    )
+}
+
+fn claim_params(
+    worker: i64,
+    edition: &str,
+    namespace: &str,
+    after: i64,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> Vec<Param> {
+    pg_params![
+        worker,
+        edition.to_string(),
+        namespace.to_string(),
+        after,
+        ts(now),
+        limit as i64,
+        LEASE.as_secs_f64()
+    ]
+}
+
+/// The claimed rows, in id order.
+fn claimed(rows: &[tokio_postgres::Row]) -> Vec<Entry> {
+    let mut page: Vec<Entry> = rows
+        .iter()
+        .map(|r| Entry {
+            id: r.get(0),
+            address: r.get(1),
+            name: r.get(2),
+            fields: r.get(3),
+            state: State::parse(r.get(4)).unwrap_or(State::Pending),
+            attempts: r.get::<_, i64>(5) as u32,
+            first_attempt_at: super::journal::parse_ts(r.get(6)),
+            suppressed: r.get(7),
+        })
+        .collect();
+    page.sort_by_key(|e| e.id);
+    page
+}
+
+/// Claims for one joined sender from any thread (see [`Store::claimer`](super::Store::claimer)).
+#[derive(Clone)]
+pub struct Claimer {
+    remote: Remote,
+    worker: i64,
+    edition: String,
+    namespace: String,
+}
+
+impl Claimer {
+    /// Claims up to `limit` due recipients with id > `after`, like [`Store::due`](super::Store::due).
+    pub async fn due(
+        &self,
+        after: i64,
+        now: DateTime<Utc>,
+        include_in_doubt: bool,
+        limit: usize,
+    ) -> Result<Vec<Entry>> {
+        let sql = Arc::new(claim_sql(include_in_doubt));
+        let params = Arc::new(claim_params(
+            self.worker,
+            &self.edition,
+            &self.namespace,
+            after,
+            now,
+            limit,
+        ));
+        let rows = self
+            .remote
+            .call_retrying(move |c| {
+                let (sql, params) = (sql.clone(), params.clone());
+                async move {
+                    let stmt = c.prepare_cached(&sql).await?;
+                    let params = refs(&params);
+                    // A claim's commit need not wait for its WAL flush: the mark that
+                    // follows lands only on a row this sender holds, and its own
+                    // (flushed) commit is later in the log. Pipelined: one round trip.
+                    let (begun, rows, committed) = tokio::join!(
+                        c.batch_execute("BEGIN; SET LOCAL synchronous_commit TO off"),
+                        c.query(&stmt, &params),
+                        c.batch_execute("COMMIT"),
+                    );
+                    begun?;
+                    let rows = rows?;
+                    committed?;
+                    Ok(rows)
+                }
+            })
+            .await?;
+        Ok(claimed(&rows))
     }
-    Ok(refused)
+}
+
+/// One run of updates with distinct ids in one statement: a mark (`guarded`) lands
+/// only on a row this sender holds, and as `suppressed` (its other columns kept) when
+/// the address is on the suppression list, checked in the same statement, so in the
+/// same transaction; a row handed back (pending, deferred) is released for any
+/// sender. Returns each changed row's id and whether it is a mark refused because
+/// the address is suppressed (a mark on a row this sender no longer holds is not
+/// returned: refused too). `u` is materialized so the suppression check runs once a
+/// row, not once for each column that depends on it.
+const APPLY: &str = "WITH u AS MATERIALIZED (
+    SELECT u.*, u.guarded AND EXISTS (
+               SELECT 1 FROM journal k JOIN suppressions s ON s.address_key = k.address_key
+               WHERE k.id = u.id) AS suppressed
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+                $7::text[], $8::bool[])
+         AS u(id, state, at, reply, message_id, attempt, next, guarded)
+)
+UPDATE journal j SET
+    state = CASE WHEN u.suppressed THEN 'suppressed' ELSE u.state END,
+    updated_at = u.at,
+    reply = CASE WHEN u.suppressed THEN j.reply ELSE coalesce(u.reply, j.reply) END,
+    message_id = CASE WHEN u.suppressed THEN j.message_id
+                      ELSE coalesce(u.message_id, j.message_id) END,
+    attempts = CASE WHEN u.suppressed THEN j.attempts ELSE j.attempts + u.attempt END,
+    first_attempt_at = CASE WHEN u.attempt = 1 AND NOT u.suppressed
+                            THEN coalesce(j.first_attempt_at, u.at)
+                            ELSE j.first_attempt_at END,
+    next_attempt_at = CASE WHEN u.suppressed THEN j.next_attempt_at ELSE u.next END,
+    claimed_by = CASE WHEN u.suppressed OR u.state IN ('pending', 'deferred') THEN NULL
+                      ELSE j.claimed_by END
+FROM u
+WHERE j.id = u.id AND (NOT u.guarded OR j.claimed_by IS NOT DISTINCT FROM $9)
+RETURNING j.id, u.suppressed";
+
+/// The parameters of [`APPLY`] for one run.
+fn apply_params(run: &[Update], worker: Option<i64>) -> Vec<Param> {
+    let column = |f: &dyn Fn(&Update) -> Option<String>| -> Vec<Option<String>> {
+        run.iter().map(f).collect()
+    };
+    pg_params![
+        run.iter().map(|u| u.id).collect::<Vec<i64>>(),
+        column(&|u| Some(u.state.as_str().to_string())),
+        column(&|u| Some(ts(u.at))),
+        column(&|u| u.reply.clone()),
+        column(&|u| u.message_id.clone()),
+        run.iter()
+            .map(|u| i64::from(u.attempt))
+            .collect::<Vec<i64>>(),
+        column(&|u| u.next_attempt_at.map(ts)),
+        run.iter()
+            .map(|u| u.unless_suppressed)
+            .collect::<Vec<bool>>(),
+        worker
+    ]
 }

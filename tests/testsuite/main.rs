@@ -26,6 +26,7 @@ mod inbox;
 mod journal_faults;
 mod mrml_traps;
 mod pg;
+mod pg_claims;
 mod preview;
 mod secrets_and_modes;
 mod serve;

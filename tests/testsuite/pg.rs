@@ -11,7 +11,7 @@ use brief::store::{
 use std::process::Stdio;
 
 /// Points a newsletter's `[state]` at the PostgreSQL database `url`.
-fn on_postgres(nl: &Newsletter, url: &str) {
+pub fn on_postgres(nl: &Newsletter, url: &str) {
     let mut config = nl.read("brief.toml");
     config.push_str(&format!("\n[state]\nurl = \"{url}\"\n"));
     nl.write("brief.toml", &config);
@@ -345,7 +345,7 @@ fn an_unreachable_database_at_start_is_a_clear_error() {
     assert!(!nl.path("outbox").exists(), "nothing written");
 }
 
-struct Killed(std::process::Child);
+pub struct Killed(pub std::process::Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -355,7 +355,7 @@ impl Drop for Killed {
 }
 
 /// `brief send --edition e1 --json`, started.
-fn start_send(nl: &Newsletter) -> Killed {
+pub fn start_send(nl: &Newsletter) -> Killed {
     Killed(
         nl.command(&["send", "--edition", "e1", "--json"])
             .stdout(Stdio::piped())
@@ -366,7 +366,7 @@ fn start_send(nl: &Newsletter) -> Killed {
 }
 
 /// Waits (bounded) for a started send: its exit code and its JSON report.
-fn finish(mut send: Killed, limit: std::time::Duration) -> (Option<i32>, serde_json::Value) {
+pub fn finish(mut send: Killed, limit: std::time::Duration) -> (Option<i32>, serde_json::Value) {
     let started = std::time::Instant::now();
     let mut timed_out = false;
     while send.0.try_wait().unwrap().is_none() {
@@ -397,7 +397,7 @@ fn finish(mut send: Killed, limit: std::time::Duration) -> (Option<i32>, serde_j
     (code(&out), json)
 }
 
-fn wait_for_messages(sink: &Server, at_least: usize) {
+pub fn wait_for_messages(sink: &Server, at_least: usize) {
     let started = std::time::Instant::now();
     while sink.messages().len() < at_least {
         assert!(
