@@ -264,11 +264,17 @@ fn commit(
 /// it synced share one sync (the mark only moves up). After a failure it
 /// acknowledges nothing more.
 fn record_marks(committed: mpsc::Receiver<Committed>, failure: &Mutex<Option<anyhow::Error>>) {
+    // Opened at the first mark, kept open to the end of the send.
+    let mut file = None;
     while let Ok(first) = committed.recv() {
         let mut batch = vec![first];
         batch.extend(committed.try_iter());
         if let Some(mark) = batch.iter().rev().find_map(|c| c.mark.as_ref()) {
-            if let Err(e) = mark.record() {
+            let recorded = match &file {
+                Some(f) => mark.record(f),
+                None => mark.open().and_then(|f| mark.record(file.insert(f))),
+            };
+            if let Err(e) = recorded {
                 *failure.lock().expect("lock") = Some(e.context(
                     "the journal's high-water mark could not be written; the run stopped, and a later run resumes where it stopped",
                 ));
@@ -295,6 +301,58 @@ fn acknowledge(acks: Vec<(i64, oneshot::Sender<bool>)>, suppressed: &[i64]) {
 mod tests {
     use super::*;
     use crate::store::{NewRecipient, State, REAL};
+
+    /// The writer opens the mark file once for the whole send (no open, close or
+    /// lookup per acknowledgement): after the file was moved away, later marks still
+    /// raise it, and nothing new appears at its old name.
+    #[test]
+    fn the_mark_file_stays_open_for_the_whole_send() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("brief.db");
+        let store = Store::open(&db).unwrap();
+        store.check_progress().unwrap();
+        let now = crate::clock::now();
+        let mut readers = (0..4).map(|i| NewRecipient {
+            address: format!("r{i}@x.org"),
+            name: String::new(),
+            fields: "{}".into(),
+        });
+        store
+            .freeze("e", REAL, now, &mut readers, &mut || 0)
+            .unwrap();
+        let ids: Vec<i64> = store
+            .due("e", REAL, 0, now, false, 4)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        let (writer, thread) = JournalWriter::spawn(store, "e", REAL);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mark = |id| {
+            let mut u = Update::new(id, State::InDoubt, now);
+            u.unless_suppressed = true;
+            assert!(runtime.block_on(writer.durable(u).unwrap()).unwrap());
+        };
+        let step = |path: &std::path::Path| -> i64 {
+            std::fs::read_to_string(path)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        let (file, moved) = (dir.path().join("brief.db.mark"), dir.path().join("moved"));
+        mark(ids[0]);
+        std::fs::rename(&file, &moved).unwrap();
+        let before = step(&moved);
+        mark(ids[1]);
+        mark(ids[2]);
+        assert!(step(&moved) > before, "later marks went elsewhere");
+        assert!(!file.exists(), "the mark file was opened again");
+        drop(writer);
+        thread.join().unwrap();
+    }
 
     /// Every acknowledged in-doubt mark is covered by the high-water mark file by the
     /// time its sender hears of it, though that fsync runs on another thread.
