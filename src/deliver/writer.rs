@@ -1,7 +1,9 @@
 //! The journal writer: one thread owns the store and applies every journal change,
 //! gathering all changes that arrive while it commits into the next transaction
-//! (group commit). A sender that must know its change is durable (the `in_doubt` mark
-//! before a body goes out) waits for the acknowledgement; other changes are fire and
+//! (group commit); while commits are quick, a batch with in-doubt marks waits about
+//! one commit longer for more, so fewer commits carry them ([`LINGER_BELOW`]). A
+//! sender that must know its change is durable (the `in_doubt` mark before a body
+//! goes out) waits for the acknowledgement; other changes are fire and
 //! forget, and are durable once a later acknowledgement arrives or the writer is
 //! closed. Reads that must see every earlier change (the next page of due
 //! recipients) go through the same queue, in order.
@@ -41,6 +43,12 @@ pub(super) struct JournalWriterThread(std::thread::JoinHandle<Result<Store>>);
 
 /// Most changes applied in one transaction.
 const MAX_BATCH: usize = 8192;
+
+/// A batch holding in-doubt marks waits for more changes for as long as the last
+/// commit took, when that was shorter than this: fewer commits for the same marks,
+/// at the cost of at most one more quick commit's time for each mark. Slower commits
+/// gather big batches on their own, and waiting would only delay the marks.
+const LINGER_BELOW: std::time::Duration = std::time::Duration::from_millis(1);
 
 impl JournalWriter {
     pub(super) fn spawn(
@@ -161,42 +169,64 @@ fn run(store: Store, edition: &str, namespace: &str, rx: mpsc::Receiver<Request>
                   failure: &mut Option<anyhow::Error>| {
         commit(store, updates, acks, failure, &marks)
     };
+    // How long the last commit took: while commits are quick, a batch with marks
+    // waits that long again for more changes, so that fewer commits carry them.
+    let mut last_commit = LINGER_BELOW;
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
-        while let Some(req) = next.take() {
-            match req {
-                Request::Update(u, ack) => {
-                    acks.extend(ack.map(|a| (u.id, a)));
-                    updates.push(u);
+        let mut lingered = false;
+        loop {
+            while let Some(req) = next.take() {
+                match req {
+                    Request::Update(u, ack) => {
+                        acks.extend(ack.map(|a| (u.id, a)));
+                        updates.push(u);
+                    }
+                    Request::Due {
+                        after,
+                        now,
+                        include_in_doubt,
+                        limit,
+                        reply,
+                    } => {
+                        commit(&store, &mut updates, &mut acks, &mut failure);
+                        let page = match &failure {
+                            Some(e) => Err(anyhow!("{e:#}")),
+                            None => {
+                                store.due(edition, namespace, after, now, include_in_doubt, limit)
+                            }
+                        };
+                        let _ = reply.send(page);
+                    }
+                    Request::OthersHoldClaims(reply) => {
+                        commit(&store, &mut updates, &mut acks, &mut failure);
+                        let held = match &failure {
+                            Some(e) => Err(anyhow!("{e:#}")),
+                            None => store.others_hold_claims(edition, namespace),
+                        };
+                        let _ = reply.send(held);
+                    }
                 }
-                Request::Due {
-                    after,
-                    now,
-                    include_in_doubt,
-                    limit,
-                    reply,
-                } => {
-                    commit(&store, &mut updates, &mut acks, &mut failure);
-                    let page = match &failure {
-                        Some(e) => Err(anyhow!("{e:#}")),
-                        None => store.due(edition, namespace, after, now, include_in_doubt, limit),
-                    };
-                    let _ = reply.send(page);
-                }
-                Request::OthersHoldClaims(reply) => {
-                    commit(&store, &mut updates, &mut acks, &mut failure);
-                    let held = match &failure {
-                        Some(e) => Err(anyhow!("{e:#}")),
-                        None => store.others_hold_claims(edition, namespace),
-                    };
-                    let _ = reply.send(held);
+                if updates.len() < MAX_BATCH {
+                    next = rx.try_recv().ok();
                 }
             }
-            if updates.len() < MAX_BATCH {
-                next = rx.try_recv().ok();
+            if lingered
+                || acks.is_empty()
+                || last_commit >= LINGER_BELOW
+                || updates.len() >= MAX_BATCH
+            {
+                break;
+            }
+            lingered = true;
+            match rx.recv_timeout(last_commit) {
+                Ok(req) => next = Some(req),
+                Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         commit(&store, &mut updates, &mut acks, &mut failure);
+        last_commit = started.elapsed();
     }
     commit(&store, &mut updates, &mut acks, &mut failure);
     let Marks {
