@@ -336,17 +336,14 @@ mod tests {
     use super::*;
     use crate::store::{NewRecipient, State, REAL};
 
-    /// The writer opens the mark file once for the whole send (no open, close or
-    /// lookup per acknowledgement): after the file was moved away, later marks still
-    /// raise it, and nothing new appears at its old name.
-    #[test]
-    fn the_mark_file_stays_open_for_the_whole_send() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("brief.db");
-        let store = Store::open(&db).unwrap();
-        store.check_progress().unwrap();
+    /// A store in `dir` with `n` readers of edition `e` frozen, their ids, and now.
+    fn store_with_readers(
+        dir: &tempfile::TempDir,
+        n: usize,
+    ) -> (Store, Vec<i64>, chrono::DateTime<chrono::Utc>) {
+        let store = Store::open(&dir.path().join("brief.db")).unwrap();
         let now = crate::clock::now();
-        let mut readers = (0..4).map(|i| NewRecipient {
+        let mut readers = (0..n).map(|i| NewRecipient {
             address: format!("r{i}@x.org"),
             name: String::new(),
             fields: "{}".into(),
@@ -354,12 +351,23 @@ mod tests {
         store
             .freeze("e", REAL, now, &mut readers, &mut || 0)
             .unwrap();
-        let ids: Vec<i64> = store
-            .due("e", REAL, 0, now, false, 4)
+        let ids = store
+            .due("e", REAL, 0, now, false, n)
             .unwrap()
             .iter()
             .map(|e| e.id)
             .collect();
+        (store, ids, now)
+    }
+
+    /// The writer opens the mark file once for the whole send (no open, close or
+    /// lookup per acknowledgement): after the file was moved away, later marks still
+    /// raise it, and nothing new appears at its old name.
+    #[test]
+    fn the_mark_file_stays_open_for_the_whole_send() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, ids, now) = store_with_readers(&dir, 4);
+        store.check_progress().unwrap();
         let (writer, thread) = JournalWriter::spawn(store, "e", REAL);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -393,23 +401,7 @@ mod tests {
     #[test]
     fn an_acknowledged_mark_is_already_in_the_high_water_file() {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("brief.db");
-        let store = Store::open(&db).unwrap();
-        let now = crate::clock::now();
-        let mut readers = (0..50).map(|i| NewRecipient {
-            address: format!("r{i}@x.org"),
-            name: String::new(),
-            fields: "{}".into(),
-        });
-        store
-            .freeze("e", REAL, now, &mut readers, &mut || 0)
-            .unwrap();
-        let ids: Vec<i64> = store
-            .due("e", REAL, 0, now, false, 50)
-            .unwrap()
-            .iter()
-            .map(|e| e.id)
-            .collect();
+        let (store, ids, now) = store_with_readers(&dir, 50);
         let (writer, thread) = JournalWriter::spawn(store, "e", REAL);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
