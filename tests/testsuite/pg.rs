@@ -365,6 +365,24 @@ pub fn start_send(nl: &Newsletter) -> Killed {
     )
 }
 
+/// The readers of `e1` in doubt, as `brief status --recipients in_doubt --json` lists
+/// them.
+pub fn in_doubt_addresses(nl: &Newsletter) -> Vec<String> {
+    let out = nl.run(&[
+        "status",
+        "--edition",
+        "e1",
+        "--recipients",
+        "in_doubt",
+        "--json",
+    ]);
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+        .unwrap()
+        .iter()
+        .map(|r| r["address"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// Waits (bounded) for a started send: its exit code and its JSON report.
 pub fn finish(mut send: Killed, limit: std::time::Duration) -> (Option<i32>, serde_json::Value) {
     let started = std::time::Instant::now();
@@ -547,19 +565,7 @@ fn a_sender_killed_after_its_claim_leaves_its_readers_to_the_other_and_its_in_do
     // waits, then takes them over.
     let (code_b, b) = finish(start_send(&nl), std::time::Duration::from_secs(120));
     let counts = sink.counts();
-    let out = nl.run(&[
-        "status",
-        "--edition",
-        "e1",
-        "--recipients",
-        "in_doubt",
-        "--json",
-    ]);
-    let in_doubt: Vec<String> = serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
-        .unwrap()
-        .iter()
-        .map(|r| r["address"].as_str().unwrap().to_string())
-        .collect();
+    let in_doubt = in_doubt_addresses(&nl);
     assert!(
         in_doubt.len() <= 4,
         "at most 2 in doubt per connection: {in_doubt:?}"

@@ -4,7 +4,9 @@
 //! that stays away past the bounded wait (exit 3, nothing lost).
 
 use crate::harness::*;
-use crate::pg::{finish, on_postgres, start_send, stderr, wait_for_messages, Killed};
+use crate::pg::{
+    finish, in_doubt_addresses, on_postgres, start_send, stderr, wait_for_messages, Killed,
+};
 use crate::tls::Ca;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -337,19 +339,7 @@ fn a_database_away_longer_than_the_wait_stops_the_send_with_exit_3_and_loses_not
     let (code_b, report) = finish(start_send(&nl), Duration::from_secs(120));
     let counts = sink.counts();
     let s = nl.status(false);
-    let out = nl.run(&[
-        "status",
-        "--edition",
-        "e1",
-        "--recipients",
-        "in_doubt",
-        "--json",
-    ]);
-    let in_doubt: Vec<String> = serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
-        .unwrap()
-        .iter()
-        .map(|r| r["address"].as_str().unwrap().to_string())
-        .collect();
+    let in_doubt = in_doubt_addresses(&nl);
     assert!(
         in_doubt.len() <= 4,
         "at most 2 in doubt per connection: {in_doubt:?}"
