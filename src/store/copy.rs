@@ -4,7 +4,7 @@
 //! Both engines hold the same columns with the same meaning (see `mod.rs`), so a row is
 //! copied as it is. [`TABLES`] lists every table and column that is state; a new table
 //! is added here too. Not copied: SQLite's `progress` (the high-water mark of that
-//! file) and PostgreSQL's `workers`/`claimed_by` (who is sending right now).
+//! file) and PostgreSQL's `workers`/`claimed_by`/`claim` (who is sending right now).
 
 use super::{Engine, Store};
 use anyhow::{bail, Context, Result};

@@ -49,6 +49,8 @@ const MIGRATIONS: &[&[&str]] = &[
     &[super::clicks::PG_SCHEMA],
     // Managed lists, consents, pending signups and signup mails.
     &[super::lists::PG_SCHEMA],
+    // Claim and commit tokens: a retry after a lost answer knows what landed.
+    &[super::pg_journal::PG_TOKENS_SCHEMA],
 ];
 
 /// The schema version this binary writes.
@@ -328,7 +330,9 @@ impl Pg {
     /// Runs a statement made by `attempt` on a connection; when the connection was
     /// lost (a server restarting) it runs it again on a new one, for up to
     /// [`WAIT_FOR_DATABASE`]. The statements of the store can run twice: they set
-    /// states, insert what is missing, delete what is there. Inside
+    /// states, insert what is missing, delete what is there; a claim and a journal
+    /// commit, whose second run would not be the same, first look for what a first
+    /// run that committed left (see `pg_journal.rs`). Inside
     /// `Store::transaction` nothing is retried (the transaction is gone).
     pub(super) fn call_retrying<T, Fut>(
         &self,

@@ -10,13 +10,20 @@
 //! again, and a survivor sends it. The in-doubt mark only lands on a row its sender
 //! still holds, in the same transaction as the suppression check; an `in_doubt` row is
 //! never claimed again, by anyone, unless `--resend-in-doubt` asks for it by hand.
+//!
+//! A claim or a journal commit can land on the server while its answer is lost with
+//! the connection; the store then runs it again on a new one. So each carries a token
+//! of this sender's: a claim writes its token into the rows it takes (`claim`), and a
+//! retried claim first takes back the rows still under that token; a commit notes its
+//! token, and what it refused, in the sender's `workers` row, and a retried commit
+//! that finds its note answers from it instead of changing the rows again.
 
 use super::journal::{ts, Counts, Entry, NewRecipient, SendInfo, State, Update, SEND_COLUMNS};
 use super::pg::{pg_params, refs, Client, Param, Pg, Remote};
 use anyhow::{anyhow, Result};
 use chrono::{DateTime, Utc};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +31,13 @@ use std::time::Duration;
 pub(super) const LEASE: Duration = Duration::from_secs(30);
 /// How often a sender renews its heartbeat.
 const HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// Schema version 4: the token of the claim that took each journal row, and each
+/// sender's last journal commit with the marks it refused (see the module's text).
+pub(super) const PG_TOKENS_SCHEMA: &str = "
+ALTER TABLE journal ADD COLUMN claim BIGINT;
+ALTER TABLE workers ADD COLUMN applied BIGINT, ADD COLUMN applied_refused BIGINT[];
+";
 
 /// This process's membership of one send.
 pub(super) struct Worker {
@@ -33,6 +47,8 @@ pub(super) struct Worker {
     /// How many senders (this one included) are alive on the send, as of the last
     /// heartbeat: `rate_per_second` is shared among them.
     pub(super) live: Arc<AtomicUsize>,
+    /// The last token of a claim or commit of this sender (one series for both).
+    tokens: Arc<AtomicI64>,
     /// Dropped to stop the heartbeat.
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -230,10 +246,11 @@ impl Pg {
     }
 
     /// Joins the send of `edition` as a worker (once per store), starting the heartbeat.
-    fn join(&self, edition: &str, namespace: &str) -> Result<i64> {
+    /// Returns this sender's id and its series of tokens.
+    fn join(&self, edition: &str, namespace: &str) -> Result<(i64, Arc<AtomicI64>)> {
         if let Some(w) = self.worker.borrow().as_ref() {
             if w.edition == edition && w.namespace == namespace {
-                return Ok(w.id);
+                return Ok((w.id, w.tokens.clone()));
             }
         }
         // Senders killed long ago left their rows; their claims need no row to expire.
@@ -260,6 +277,7 @@ impl Pg {
         let live = Arc::new(AtomicUsize::new(
             self.senders_on(edition, namespace)?.max(1),
         ));
+        let tokens = Arc::new(AtomicI64::new(0));
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let pool = self.pool.clone();
         let (e, n, counted) = (edition.to_string(), namespace.to_string(), live.clone());
@@ -295,9 +313,10 @@ impl Pg {
             edition: edition.to_string(),
             namespace: namespace.to_string(),
             live,
+            tokens: tokens.clone(),
             _stop: stop,
         });
-        Ok(id)
+        Ok((id, tokens))
     }
 
     pub(super) fn senders_on(&self, edition: &str, namespace: &str) -> Result<usize> {
@@ -361,11 +380,22 @@ impl Pg {
         include_in_doubt: bool,
         limit: usize,
     ) -> Result<Vec<Entry>> {
-        let worker = self.join(edition, namespace)?;
-        let rows = self.query(
-            &claim_sql(include_in_doubt),
-            claim_params(worker, edition, namespace, after, now, limit),
-        )?;
+        let (worker, tokens) = self.join(edition, namespace)?;
+        let claim = Arc::new(Claim::new(
+            worker,
+            next_token(&tokens),
+            edition,
+            namespace,
+            after,
+            now,
+            include_in_doubt,
+            limit,
+        ));
+        // A lone statement (its own transaction): this may run inside the caller's.
+        let rows = self.call_retrying(move |c| {
+            let claim = claim.clone();
+            async move { claim.run(&c, false).await }
+        })?;
         Ok(claimed(&rows))
     }
 
@@ -378,6 +408,7 @@ impl Pg {
         Some(Claimer {
             remote: self.remote(),
             worker: w.id,
+            tokens: w.tokens.clone(),
             edition: w.edition.clone(),
             namespace: w.namespace.clone(),
         })
@@ -467,33 +498,37 @@ impl Pg {
             }
             runs.last_mut().expect("one run").push(u.clone());
         }
-        let worker = self.worker.borrow().as_ref().map(|w| w.id);
-        let runs: Arc<Vec<(Vec<Param>, Vec<i64>)>> = Arc::new(
+        let (worker, token) = match self.worker.borrow().as_ref() {
+            Some(w) => (Some(w.id), Some(next_token(&w.tokens))),
+            None => (None, None),
+        };
+        let runs: Arc<Vec<Vec<Param>>> = Arc::new(
             runs.iter()
-                .map(|run| {
-                    let marks = run.iter().filter(|u| u.unless_suppressed).map(|u| u.id);
-                    (apply_params(run, worker), marks.collect())
-                })
+                .map(|run| apply_params(run, worker, token))
                 .collect(),
         );
         let single = runs.len() == 1 || self.in_transaction();
-        // Run again whole after a lost connection: the states it sets are absolute,
-        // and a mark lands only on a row this sender still holds.
+        // Run again after a lost connection, unless the lost run committed (its note is
+        // there): the states it sets are absolute, but a row it handed back may have
+        // been claimed, marked and sent by another sender since. Without a sender (no
+        // note) the changes are outcomes set by hand or by bounces: absolute, and no
+        // other process hands such rows out.
+        let tried = Arc::new(AtomicBool::new(false));
         self.call_retrying(move |c| {
-            let runs = runs.clone();
+            let (runs, tried) = (runs.clone(), tried.clone());
             async move {
+                if tried.swap(true, Ordering::Relaxed) {
+                    if let Some(refused) = applied(&c, worker, token).await? {
+                        return Ok(refused);
+                    }
+                }
                 atomic(&c, single, async {
                     let stmt = c.prepare_cached(APPLY).await?;
                     let mut refused = Vec::new();
-                    for (params, marks) in runs.iter() {
-                        let mut changed = HashSet::new();
+                    for params in runs.iter() {
                         for r in c.query(&stmt, &refs(params)).await? {
-                            changed.insert(r.get::<_, i64>(0));
-                            if r.get::<_, bool>(1) {
-                                refused.push(r.get(0));
-                            }
+                            refused.push(r.get(0));
                         }
-                        refused.extend(marks.iter().filter(|id| !changed.contains(id)));
                     }
                     Ok(refused)
                 })
@@ -583,7 +618,7 @@ fn claim_sql(include_in_doubt: bool) -> String {
         String::new()
     };
     format!(
-        "UPDATE journal j SET claimed_by = $1
+        "UPDATE journal j SET claimed_by = $1, claim = $8
          WHERE j.id IN (
              SELECT c.id FROM journal c
              WHERE c.id IN (
@@ -603,23 +638,102 @@ fn claim_sql(include_in_doubt: bool) -> String {
     )
 }
 
-fn claim_params(
-    worker: i64,
-    edition: &str,
-    namespace: &str,
-    after: i64,
-    now: DateTime<Utc>,
-    limit: usize,
-) -> Vec<Param> {
-    pg_params![
-        worker,
-        edition.to_string(),
-        namespace.to_string(),
-        after,
-        ts(now),
-        limit as i64,
-        LEASE.as_secs_f64()
-    ]
+/// The next token of a sender's series.
+fn next_token(tokens: &AtomicI64) -> i64 {
+    tokens.fetch_add(1, Ordering::Relaxed) + 1
+}
+
+/// One claim call, run again on a new connection when its answer was lost.
+struct Claim {
+    sql: String,
+    params: Vec<Param>,
+    /// The parameters of [`TAKE_BACK`].
+    taken: Vec<Param>,
+    /// Set at the first run: a later one is a retry.
+    tried: AtomicBool,
+}
+
+/// The rows with id > `$4` that sender `$1` claimed under token `$5`, still in one
+/// of the states `$6` a claim takes: a range of the (edition, namespace, state, id)
+/// index per state, as the claim reads them.
+const TAKE_BACK: &str = "SELECT j.id, j.address, j.name, j.fields, j.state, j.attempts,
+    j.first_attempt_at,
+    EXISTS (SELECT 1 FROM suppressions s WHERE s.address_key = j.address_key)
+FROM journal j
+WHERE j.edition = $2 AND j.namespace = $3 AND j.state = ANY($6::text[]) AND j.id > $4
+  AND j.claimed_by = $1 AND j.claim = $5";
+
+impl Claim {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        worker: i64,
+        token: i64,
+        edition: &str,
+        namespace: &str,
+        after: i64,
+        now: DateTime<Utc>,
+        include_in_doubt: bool,
+        limit: usize,
+    ) -> Claim {
+        let mut states = vec![State::Pending, State::Deferred];
+        if include_in_doubt {
+            states.push(State::InDoubt);
+        }
+        let states: Vec<String> = states.iter().map(|s| s.as_str().to_string()).collect();
+        Claim {
+            sql: claim_sql(include_in_doubt),
+            params: pg_params![
+                worker,
+                edition.to_string(),
+                namespace.to_string(),
+                after,
+                ts(now),
+                limit as i64,
+                LEASE.as_secs_f64(),
+                token
+            ],
+            taken: pg_params![
+                worker,
+                edition.to_string(),
+                namespace.to_string(),
+                after,
+                token,
+                states
+            ],
+            tried: AtomicBool::new(false),
+        }
+    }
+
+    /// Runs the claim on `c`: `pipelined`, in a transaction of its own sent in one
+    /// round trip; or else as a lone statement. A retry (after a lost connection)
+    /// first takes back what the lost run took if it committed, the rows still under
+    /// its token, and claims anew only if there are none. Not every row this sender
+    /// holds: those of its earlier claims may be waiting in this process's queue.
+    async fn run(&self, c: &Client, pipelined: bool) -> Result<Vec<tokio_postgres::Row>> {
+        if self.tried.swap(true, Ordering::Relaxed) {
+            let rows = c.query(TAKE_BACK, &refs(&self.taken)).await?;
+            if !rows.is_empty() {
+                return Ok(rows);
+            }
+        }
+        let stmt = c.prepare_cached(&self.sql).await?;
+        let params = refs(&self.params);
+        if !pipelined {
+            return Ok(c.query(&stmt, &params).await?);
+        }
+        // A claim's commit need not wait for its WAL flush: the mark that follows
+        // lands only on a row this sender holds, and its own (flushed) commit is later
+        // in the log.
+        let (begun, rows, committed) = tokio::join!(
+            c.batch_execute("BEGIN; SET LOCAL synchronous_commit TO off"),
+            c.query(&stmt, &params),
+            c.batch_execute("COMMIT"),
+        );
+        begun?;
+        let rows = rows?;
+        committed?;
+        Ok(rows)
+    }
 }
 
 /// The claimed rows, in id order.
@@ -646,6 +760,7 @@ fn claimed(rows: &[tokio_postgres::Row]) -> Vec<Entry> {
 pub struct Claimer {
     remote: Remote,
     worker: i64,
+    tokens: Arc<AtomicI64>,
     edition: String,
     namespace: String,
 }
@@ -659,35 +774,21 @@ impl Claimer {
         include_in_doubt: bool,
         limit: usize,
     ) -> Result<Vec<Entry>> {
-        let sql = Arc::new(claim_sql(include_in_doubt));
-        let params = Arc::new(claim_params(
+        let claim = Arc::new(Claim::new(
             self.worker,
+            next_token(&self.tokens),
             &self.edition,
             &self.namespace,
             after,
             now,
+            include_in_doubt,
             limit,
         ));
         let rows = self
             .remote
             .call_retrying(move |c| {
-                let (sql, params) = (sql.clone(), params.clone());
-                async move {
-                    let stmt = c.prepare_cached(&sql).await?;
-                    let params = refs(&params);
-                    // A claim's commit need not wait for its WAL flush: the mark that
-                    // follows lands only on a row this sender holds, and its own
-                    // (flushed) commit is later in the log. Pipelined: one round trip.
-                    let (begun, rows, committed) = tokio::join!(
-                        c.batch_execute("BEGIN; SET LOCAL synchronous_commit TO off"),
-                        c.query(&stmt, &params),
-                        c.batch_execute("COMMIT"),
-                    );
-                    begun?;
-                    let rows = rows?;
-                    committed?;
-                    Ok(rows)
-                }
+                let claim = claim.clone();
+                async move { claim.run(&c, true).await }
             })
             .await?;
         Ok(claimed(&rows))
@@ -698,10 +799,11 @@ impl Claimer {
 /// only on a row this sender holds, and as `suppressed` (its other columns kept) when
 /// the address is on the suppression list, checked in the same statement, so in the
 /// same transaction; a row handed back (pending, deferred) is released for any
-/// sender. Returns each changed row's id and whether it is a mark refused because
-/// the address is suppressed (a mark on a row this sender no longer holds is not
-/// returned: refused too). `u` is materialized so the suppression check runs once a
-/// row, not once for each column that depends on it.
+/// sender. Returns the ids of the marks refused: the address is suppressed, or the
+/// row is no longer this sender's. `u` is materialized so the suppression check runs
+/// once a row, not once for each column that depends on it. The sender's `workers`
+/// row notes the commit's token (`$10`) and the marks refused, added to those of the
+/// earlier runs of the same commit, for a retry that finds the answer lost.
 const APPLY: &str = "WITH u AS MATERIALIZED (
     SELECT u.*, u.guarded AND EXISTS (
                SELECT 1 FROM journal k JOIN suppressions s ON s.address_key = k.address_key
@@ -709,26 +811,56 @@ const APPLY: &str = "WITH u AS MATERIALIZED (
     FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
                 $7::text[], $8::bool[])
          AS u(id, state, at, reply, message_id, attempt, next, guarded)
+),
+changed AS (
+    UPDATE journal j SET
+        state = CASE WHEN u.suppressed THEN 'suppressed' ELSE u.state END,
+        updated_at = u.at,
+        reply = CASE WHEN u.suppressed THEN j.reply ELSE coalesce(u.reply, j.reply) END,
+        message_id = CASE WHEN u.suppressed THEN j.message_id
+                          ELSE coalesce(u.message_id, j.message_id) END,
+        attempts = CASE WHEN u.suppressed THEN j.attempts ELSE j.attempts + u.attempt END,
+        first_attempt_at = CASE WHEN u.attempt = 1 AND NOT u.suppressed
+                                THEN coalesce(j.first_attempt_at, u.at)
+                                ELSE j.first_attempt_at END,
+        next_attempt_at = CASE WHEN u.suppressed THEN j.next_attempt_at ELSE u.next END,
+        claimed_by = CASE WHEN u.suppressed OR u.state IN ('pending', 'deferred') THEN NULL
+                          ELSE j.claimed_by END
+    FROM u
+    WHERE j.id = u.id AND (NOT u.guarded OR j.claimed_by IS NOT DISTINCT FROM $9)
+    RETURNING j.id, u.suppressed
+),
+refused AS (
+    SELECT u.id FROM u
+    WHERE u.guarded
+      AND NOT EXISTS (SELECT 1 FROM changed c WHERE c.id = u.id AND NOT c.suppressed)
+),
+noted AS (
+    UPDATE workers w SET
+        applied = $10,
+        applied_refused = CASE WHEN w.applied = $10 THEN w.applied_refused ELSE '{}' END
+                          || ARRAY(SELECT id FROM refused ORDER BY id)
+    WHERE w.id = $9
 )
-UPDATE journal j SET
-    state = CASE WHEN u.suppressed THEN 'suppressed' ELSE u.state END,
-    updated_at = u.at,
-    reply = CASE WHEN u.suppressed THEN j.reply ELSE coalesce(u.reply, j.reply) END,
-    message_id = CASE WHEN u.suppressed THEN j.message_id
-                      ELSE coalesce(u.message_id, j.message_id) END,
-    attempts = CASE WHEN u.suppressed THEN j.attempts ELSE j.attempts + u.attempt END,
-    first_attempt_at = CASE WHEN u.attempt = 1 AND NOT u.suppressed
-                            THEN coalesce(j.first_attempt_at, u.at)
-                            ELSE j.first_attempt_at END,
-    next_attempt_at = CASE WHEN u.suppressed THEN j.next_attempt_at ELSE u.next END,
-    claimed_by = CASE WHEN u.suppressed OR u.state IN ('pending', 'deferred') THEN NULL
-                      ELSE j.claimed_by END
-FROM u
-WHERE j.id = u.id AND (NOT u.guarded OR j.claimed_by IS NOT DISTINCT FROM $9)
-RETURNING j.id, u.suppressed";
+SELECT id FROM refused ORDER BY id";
+
+/// The marks refused by this sender's commit `token`, if it committed (its note is in
+/// the `workers` row: a sender makes one commit at a time).
+async fn applied(c: &Client, worker: Option<i64>, token: Option<i64>) -> Result<Option<Vec<i64>>> {
+    let Some(worker) = worker else {
+        return Ok(None);
+    };
+    let row = c
+        .query_opt(
+            "SELECT applied_refused FROM workers WHERE id = $1 AND applied = $2",
+            &[&worker, &token],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
 
 /// The parameters of [`APPLY`] for one run.
-fn apply_params(run: &[Update], worker: Option<i64>) -> Vec<Param> {
+fn apply_params(run: &[Update], worker: Option<i64>, token: Option<i64>) -> Vec<Param> {
     let column = |f: &dyn Fn(&Update) -> Option<String>| -> Vec<Option<String>> {
         run.iter().map(f).collect()
     };
@@ -745,6 +877,7 @@ fn apply_params(run: &[Update], worker: Option<i64>) -> Vec<Param> {
         run.iter()
             .map(|u| u.unless_suppressed)
             .collect::<Vec<bool>>(),
-        worker
+        worker,
+        token
     ]
 }
