@@ -377,6 +377,9 @@ const PAGE: usize = 512;
 const CLAIM_PER_CONNECTION: usize = 4;
 /// How often a sender of a shared store with nothing to claim looks again.
 const SHARED_POLL: Duration = Duration::from_secs(1);
+/// How often an empty page is asked again while the audience is still being frozen:
+/// its first chunk lands within a few milliseconds, and each wait delays the send.
+const FREEZE_POLL: Duration = Duration::from_millis(2);
 
 impl Ctx {
     fn stopping(&self) -> bool {
@@ -609,7 +612,7 @@ pub fn run(store: Store, job: Job, transport: Transport) -> Result<(Store, Repor
             break page;
         }
         if was_freezing {
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(FREEZE_POLL);
         } else if store.others_hold_claims(&slug, namespace)? {
             // A shared store whose recipients other senders hold: stand by, and take
             // over whatever a sender that dies leaves (after its lease).
@@ -796,7 +799,7 @@ async fn produce(ctx: &Ctx, first_page: Vec<Entry>, tx: tokio::sync::mpsc::Sende
             Some(e) => last = e.id,
             None if was_freezing => {
                 // The audience is still being frozen: more rows are coming.
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(FREEZE_POLL).await;
             }
             None => match ctx.writer.others_hold_claims().await {
                 // Other senders of a shared store hold the rest: wait, and look again
