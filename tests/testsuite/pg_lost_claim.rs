@@ -3,7 +3,8 @@
 //! private cluster lets one request through, waits until the server has ended its
 //! transaction, drops the answer and closes the connection. For the claim (the
 //! pipelined `BEGIN; SET LOCAL synchronous_commit TO off` / `UPDATE … RETURNING` /
-//! `COMMIT`) the rows it took are sent by the same run, once; for the journal commit
+//! `COMMIT`) the rows it took are sent by the same run, once, and a retry takes
+//! nothing of what the sender claimed before and still has queued; for the journal commit
 //! (`apply`), a change already committed is not made again over what another sender
 //! did in between, and the answer is the one the lost commit had.
 
@@ -300,7 +301,8 @@ fn row(url: &str, id: i64) -> (String, Option<i64>) {
     (state.to_string(), by.parse().ok())
 }
 
-/// The worker id of the only sender on `url` whose host row says `pid`.
+/// The id of the newest sender on `url` that is this test process (its `workers`
+/// row's pid).
 fn worker_of_this_process(url: &str) -> i64 {
     postgres()
         .sql(
@@ -318,8 +320,9 @@ fn worker_of_this_process(url: &str) -> i64 {
 fn a_claim_whose_commit_landed_but_whose_answer_was_lost_is_sent_by_the_same_run_once() {
     let db = postgres().database();
     // The third pipelined claim (the first page is claimed before the producer starts,
-    // in a lone statement): by then the producer has earlier pages of this sender in
-    // its queue, claimed and not yet marked, which must not be taken twice.
+    // in a lone statement): it takes rows past those of the earlier pages, which the
+    // producer may still have in its queue (a claim from the start of the list, where
+    // those count, is the next test).
     let proxy = Proxy::start(
         postgres().port,
         Plan {
