@@ -4,9 +4,9 @@
 //! transaction, drops the answer and closes the connection. For the claim (the
 //! pipelined `BEGIN; SET LOCAL synchronous_commit TO off` / `UPDATE … RETURNING` /
 //! `COMMIT`) the rows it took are sent by the same run, once, and a retry takes
-//! nothing of what the sender claimed before and still has queued; for the journal commit
-//! (`apply`), a change already committed is not made again over what another sender
-//! did in between, and the answer is the one the lost commit had.
+//! nothing of what the sender claimed before and still has queued; for the journal
+//! commit (`apply`), a change already committed is not made again over what another
+//! sender did in between, and the answer is the one the lost commit had.
 
 use crate::harness::*;
 use crate::pg::{finish, on_postgres, start_send};
