@@ -19,7 +19,8 @@ fn connect(url: &str) -> Store {
     .expect("connect to the test cluster")
 }
 
-fn readers(n: usize) -> Vec<NewRecipient> {
+/// `n` readers r000@x.org, r001@x.org, … to freeze.
+pub(crate) fn readers(n: usize) -> Vec<NewRecipient> {
     (0..n)
         .map(|i| NewRecipient {
             address: format!("r{i:03}@x.org"),
@@ -29,7 +30,8 @@ fn readers(n: usize) -> Vec<NewRecipient> {
         .collect()
 }
 
-fn mark(id: i64, at: chrono::DateTime<chrono::Utc>) -> Update {
+/// The in-doubt mark a sender makes for row `id` before its body goes out.
+pub(crate) fn mark(id: i64, at: chrono::DateTime<chrono::Utc>) -> Update {
     let mut u = Update::new(id, State::InDoubt, at);
     u.unless_suppressed = true;
     u.message_id = Some(format!("<m{id}@news.example.org>"));

@@ -10,9 +10,8 @@
 
 use crate::harness::*;
 use crate::pg::{finish, on_postgres, start_send};
-use brief::store::{
-    Location, NewRecipient, State, Store, Suppression, SuppressionSource, Update, REAL,
-};
+use crate::pg_claims::{mark, readers};
+use brief::store::{Location, State, Store, Suppression, SuppressionSource, Update, REAL};
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -434,23 +433,6 @@ fn a_lost_claim_from_the_start_does_not_take_again_what_this_sender_has_queued()
     let s = nl.status(false);
     assert_eq!((n(&s, "pending"), n(&s, "sent")), (0, 12), "{s}");
     assert_eq!(code, Some(0), "{report}");
-}
-
-fn readers(n: usize) -> Vec<NewRecipient> {
-    (0..n)
-        .map(|i| NewRecipient {
-            address: format!("r{i:03}@x.org"),
-            name: String::new(),
-            fields: "{}".into(),
-        })
-        .collect()
-}
-
-fn mark(id: i64, at: chrono::DateTime<chrono::Utc>) -> Update {
-    let mut u = Update::new(id, State::InDoubt, at);
-    u.unless_suppressed = true;
-    u.message_id = Some(format!("<m{id}@news.example.org>"));
-    u
 }
 
 /// A second sender's store and the rows it claimed.
