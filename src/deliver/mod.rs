@@ -378,7 +378,8 @@ const CLAIM_PER_CONNECTION: usize = 4;
 /// How often a sender of a shared store with nothing to claim looks again.
 const SHARED_POLL: Duration = Duration::from_secs(1);
 /// How often an empty page is asked again while the audience is still being frozen:
-/// its first chunk lands within a few milliseconds, and each wait delays the send.
+/// the first chunk lands within tens of milliseconds, and a send waited up to a whole
+/// poll after it (20 ms before).
 const FREEZE_POLL: Duration = Duration::from_millis(2);
 
 impl Ctx {
