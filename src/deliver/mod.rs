@@ -762,7 +762,13 @@ async fn drive(ctx: Arc<Ctx>, first_page: Vec<Entry>, concurrency: usize) {
     // Only the workers hold the queue: once they have all stopped (the run stopping),
     // the producer's next send fails instead of waiting for room forever.
     drop(rx);
-    produce(&ctx, first_page, tx).await;
+    let producer = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { produce(&ctx, first_page, tx).await }
+    });
+    if let Err(e) = producer.await {
+        ctx.fail(anyhow!("the delivery queue's task failed: {e}"));
+    }
     for w in workers {
         if let Err(e) = w.await {
             ctx.fail(anyhow!("a delivery task failed: {e}"));
