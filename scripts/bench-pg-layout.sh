@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# What a recipient costs the PostgreSQL server, by table layout: the journal as brief
+# lays it out today (one wide row per recipient, six indexes) against a narrow table
+# for the columns a send changes (state, claim, attempts, times, reply; one index
+# besides the key), with the rest in a table written once at freeze.
+#
+# Each layout gets the write pattern of a send, on a private cluster: per 8 recipients
+# a claim (one statement), then their in-doubt marks, then their outcomes, each its
+# own transaction; pgbench with one client. Printed: the CPU of all the server's
+# processes per recipient (from /proc), and the wall time.
+#
+#   scripts/bench-pg-layout.sh              # 48,000 recipients, 3 rounds
+#   N=96000 ROUNDS=5 scripts/bench-pg-layout.sh
+set -euo pipefail
+N=${N:-48000}
+ROUNDS=${ROUNDS:-3}
+pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+[ -n "$pgbin" ] && [ -x "$pgbin/pgbench" ] || { echo "needs PostgreSQL (Debian package postgresql)"; exit 1; }
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+as_pg=(); [ "$(id -u)" -eq 0 ] && as_pg=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
+mkdir -p "$work/data" "$work/sock"
+chmod 755 "$work"; chmod 700 "$work/data"
+[ "$(id -u)" -eq 0 ] && chown -R nobody:nogroup "$work/data" "$work/sock"
+"${as_pg[@]}" "$pgbin/initdb" -D "$work/data" -U brief --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"${as_pg[@]}" "$pgbin/postgres" -D "$work/data" -p "$port" -k "$work/sock" \
+  -c listen_addresses=127.0.0.1 -c autovacuum=off >"$work/log" 2>&1 &
+pids+=($!)
+until "$pgbin/pg_isready" -q -h 127.0.0.1 -p "$port"; do sleep 0.2; done
+psql() { "$pgbin/psql" -X -q -h 127.0.0.1 -p "$port" -U brief -d lab "$@"; }
+"$pgbin/createdb" -h 127.0.0.1 -p "$port" -U brief lab
+
+psql <<'SQL'
+CREATE TABLE wide (
+    id BIGSERIAL PRIMARY KEY, edition TEXT NOT NULL, namespace TEXT NOT NULL,
+    address_key TEXT NOT NULL, address TEXT NOT NULL, name TEXT NOT NULL, fields TEXT NOT NULL,
+    state TEXT NOT NULL, attempts BIGINT NOT NULL DEFAULT 0, first_attempt_at TEXT,
+    next_attempt_at TEXT, updated_at TEXT, reply TEXT, message_id TEXT,
+    claimed_by BIGINT, claim BIGINT,
+    UNIQUE (edition, namespace, address_key));
+CREATE INDEX wide_state ON wide (edition, namespace, state, id);
+CREATE INDEX wide_tried ON wide (address_key) WHERE state <> 'pending';
+CREATE INDEX wide_message_id ON wide (message_id) WHERE message_id IS NOT NULL;
+CREATE INDEX wide_sent ON wide (address_key, updated_at) WHERE message_id IS NOT NULL;
+-- Narrow: what a send changes, apart from what the freeze writes once (the
+-- Message-ID is a keyed hash of the edition and the address, so it is known then).
+CREATE TABLE fixed (
+    id BIGSERIAL PRIMARY KEY, edition TEXT NOT NULL, namespace TEXT NOT NULL,
+    address_key TEXT NOT NULL, address TEXT NOT NULL, name TEXT NOT NULL, fields TEXT NOT NULL,
+    message_id TEXT,
+    UNIQUE (edition, namespace, address_key));
+CREATE INDEX fixed_address ON fixed (address_key);
+CREATE INDEX fixed_message_id ON fixed (message_id);
+CREATE TABLE narrow (
+    id BIGINT PRIMARY KEY, edition TEXT NOT NULL, namespace TEXT NOT NULL, state TEXT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0, first_attempt_at TEXT, next_attempt_at TEXT,
+    updated_at TEXT, reply TEXT, claimed_by BIGINT, claim BIGINT);
+CREATE INDEX narrow_state ON narrow (edition, namespace, state, id);
+SQL
+
+# One pgbench transaction: 8 recipients, claimed, marked, then sent.
+cat > "$work/wide.sql" <<'SQL'
+SELECT nextval('batch') - 1 AS b \gset
+\set lo :b * 8 + 1
+\set hi :b * 8 + 8
+UPDATE wide SET claimed_by = 1, claim = :b WHERE id BETWEEN :lo AND :hi AND state = 'pending';
+UPDATE wide SET state = 'in_doubt', updated_at = '2026-12-01T06:00:00Z', attempts = attempts + 1,
+    first_attempt_at = coalesce(first_attempt_at, '2026-12-01T06:00:00Z'), message_id = 'm' || id
+  WHERE id BETWEEN :lo AND :hi;
+UPDATE wide SET state = 'sent', updated_at = '2026-12-01T06:00:01Z', reply = '250 2.0.0 Ok: queued as 4F2A1B'
+  WHERE id BETWEEN :lo AND :hi;
+SQL
+sed -e 's/UPDATE wide/UPDATE narrow/' -e "s/, message_id = 'm' || id//" "$work/wide.sql" > "$work/narrow.sql"
+
+reset() {
+  psql <<SQL
+SET client_min_messages TO warning;
+TRUNCATE wide, fixed, narrow RESTART IDENTITY;
+DROP SEQUENCE IF EXISTS batch; CREATE SEQUENCE batch;
+INSERT INTO wide (edition, namespace, address_key, address, name, fields, state)
+  SELECT 'bench', 'send', md5(i::text), 'reader' || lpad(i::text, 7, '0') || '@example.org',
+         'Reader ' || i, '{"city":"City ' || (i % 97) || '"}', 'pending'
+  FROM generate_series(1, $N) i;
+INSERT INTO fixed (edition, namespace, address_key, address, name, fields, message_id)
+  SELECT edition, namespace, address_key, address, name, fields, 'm' || id FROM wide;
+INSERT INTO narrow (id, edition, namespace, state) SELECT id, edition, namespace, state FROM wide;
+VACUUM ANALYZE wide; VACUUM ANALYZE fixed; VACUUM ANALYZE narrow;
+CHECKPOINT;
+SQL
+}
+
+# CPU ticks of this cluster's processes: the postmaster (whose children's times hold
+# the exited backends) and its children.
+postmaster=$(head -1 "$work/data/postmaster.pid")
+server_ticks() {
+  local t=0 p
+  for p in "$postmaster" $(pgrep -P "$postmaster"); do
+    t=$((t + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
+hz=$(getconf CLK_TCK)
+
+echo "$N recipients per round, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+for round in $(seq 1 "$ROUNDS"); do
+  for layout in wide narrow; do
+    reset
+    a=$(server_ticks)
+    t0=$(date +%s.%N)
+    "$pgbin/pgbench" -n -h 127.0.0.1 -p "$port" -U brief -c 1 -t $((N / 8)) -f "$work/$layout.sql" lab >"$work/pgbench.out" 2>&1 \
+      || { cat "$work/pgbench.out"; exit 1; }
+    t1=$(date +%s.%N)
+    sleep 0.5 # the backend's exit, so that its time is counted
+    b=$(server_ticks)
+    echo "round $round, $layout: server CPU $(python3 -c "print(round(($b - $a) * 1e6 / $hz / $N))") µs per recipient, $(python3 -c "print(round($t1 - $t0, 2))") s"
+  done
+done
