@@ -14,23 +14,16 @@
 set -euo pipefail
 N=${N:-48000}
 ROUNDS=${ROUNDS:-3}
-pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-[ -n "$pgbin" ] && [ -x "$pgbin/pgbench" ] || { echo "needs PostgreSQL (Debian package postgresql)"; exit 1; }
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-as_pg=(); [ "$(id -u)" -eq 0 ] && as_pg=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
-mkdir -p "$work/data" "$work/sock"
-chmod 755 "$work"; chmod 700 "$work/data"
-[ "$(id -u)" -eq 0 ] && chown -R nobody:nogroup "$work/data" "$work/sock"
-"${as_pg[@]}" "$pgbin/initdb" -D "$work/data" -U brief --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"${as_pg[@]}" "$pgbin/postgres" -D "$work/data" -p "$port" -k "$work/sock" \
-  -c listen_addresses=127.0.0.1 -c autovacuum=off >"$work/log" 2>&1 &
-pids+=($!)
-until "$pgbin/pg_isready" -q -h 127.0.0.1 -p "$port"; do sleep 0.2; done
+# shellcheck source=scripts/pg-cluster.sh
+. "$(dirname "$0")/pg-cluster.sh"
+start_pg_cluster "$work" autovacuum=off
+[ -x "$pgbin/pgbench" ] || { echo "needs pgbench (Debian package postgresql)"; exit 1; }
+port=$pgport
 psql() { "$pgbin/psql" -X -q -h 127.0.0.1 -p "$port" -U brief -d lab "$@"; }
 "$pgbin/createdb" -h 127.0.0.1 -p "$port" -U brief lab
 

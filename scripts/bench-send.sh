@@ -198,18 +198,10 @@ if has pg; then
   PG_N=${PG_N:-6000}
   PG_LAT=${PG_LAT:-480}
   PG_ROUNDS=${PG_ROUNDS:-3}
-  pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-  [ -x "$pgbin/initdb" ] || { echo "needs PostgreSQL (Debian package postgresql)"; exit 1; }
-  as_pg=(); [ "$(id -u)" -eq 0 ] && as_pg=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
-  mkdir -p "$work/pg/data" "$work/pg/sock"
-  chmod 755 "$work" "$work/pg"; chmod 700 "$work/pg/data"
-  [ "$(id -u)" -eq 0 ] && chown -R nobody:nogroup "$work/pg/data" "$work/pg/sock"
-  "${as_pg[@]}" "$pgbin/initdb" -D "$work/pg/data" -U brief --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
-  pgport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  "${as_pg[@]}" "$pgbin/postgres" -D "$work/pg/data" -p "$pgport" -k "$work/pg/sock" \
-    -c listen_addresses=127.0.0.1 -c shared_preload_libraries=pg_stat_statements >"$work/pg/log" 2>&1 &
-  pids+=($!)
-  until "$pgbin/pg_isready" -q -h 127.0.0.1 -p "$pgport"; do sleep 0.2; done
+  # shellcheck source=scripts/pg-cluster.sh
+  . scripts/pg-cluster.sh
+  chmod 755 "$work"
+  start_pg_cluster "$work/pg" shared_preload_libraries=pg_stat_statements
   pgdb() { # name -> url of a new database
     "$pgbin/createdb" -h 127.0.0.1 -p "$pgport" -U brief "$1"
     echo "postgres://brief@127.0.0.1:$pgport/$1"

@@ -762,6 +762,9 @@ async fn drive(ctx: Arc<Ctx>, first_page: Vec<Entry>, concurrency: usize) {
     // Only the workers hold the queue: once they have all stopped (the run stopping),
     // the producer's next send fails instead of waiting for room forever.
     drop(rx);
+    // A task on the runtime, not this thread: each recipient a connection takes from
+    // the bounded queue wakes the producer, and a task wakes on the connection's own
+    // worker, where this thread would be woken through a futex every time.
     let producer = tokio::spawn({
         let ctx = ctx.clone();
         async move { produce(&ctx, first_page, tx).await }
