@@ -6,8 +6,8 @@
 #
 # Each layout gets the write pattern of a send, on a private cluster: per 8 recipients
 # a claim (one statement), then their in-doubt marks, then their outcomes, each its
-# own transaction; pgbench with one client. Printed: the CPU of all the server's
-# processes per recipient (from /proc), and the wall time.
+# own transaction; pgbench with one client. Printed per recipient: the CPU of the
+# cluster's processes (from /proc) and the WAL written (pg_stat_wal); and the wall time.
 #
 #   scripts/bench-pg-layout.sh              # 48,000 recipients, 3 rounds
 #   N=96000 ROUNDS=5 scripts/bench-pg-layout.sh
@@ -102,6 +102,7 @@ echo "$N recipients per round, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq 1 "$ROUNDS"); do
   for layout in wide narrow; do
     reset
+    psql -c "SELECT pg_stat_reset_shared('wal')" >/dev/null
     a=$(server_ticks)
     t0=$(date +%s.%N)
     "$pgbin/pgbench" -n -h 127.0.0.1 -p "$port" -U brief -c 1 -t $((N / 8)) -f "$work/$layout.sql" lab >"$work/pgbench.out" 2>&1 \
@@ -109,6 +110,7 @@ for round in $(seq 1 "$ROUNDS"); do
     t1=$(date +%s.%N)
     sleep 0.5 # the backend's exit, so that its time is counted
     b=$(server_ticks)
-    echo "round $round, $layout: server CPU $(python3 -c "print(round(($b - $a) * 1e6 / $hz / $N))") µs per recipient, $(python3 -c "print(round($t1 - $t0, 2))") s"
+    wal=$(psql -A -t -c "SELECT round(wal_bytes / $N) || ' bytes of WAL in ' || round(wal_records::numeric / $N, 1) || ' records' FROM pg_stat_wal")
+    echo "round $round, $layout: per recipient server CPU $(python3 -c "print(round(($b - $a) * 1e6 / $hz / $N))") µs, $wal; $(python3 -c "print(round($t1 - $t0, 2))") s"
   done
 done
