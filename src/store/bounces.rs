@@ -57,7 +57,8 @@ CREATE TABLE suppression_reasons (
 CREATE INDEX journal_tried_address ON journal (address_key) WHERE state <> 'pending';
 ";
 // Partial: freezing an audience writes `pending` rows and pays nothing for it. The
-// Message-ID look-up uses `journal_message_id` (store/events.rs).
+// Message-ID look-up uses `journal_message_id` (store/events.rs). PostgreSQL replaces
+// these indexes from schema version 5 (`PG_HOT_SCHEMA` in pg_journal.rs).
 
 /// One recorded event, as the policy hands it to the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,7 +222,8 @@ impl Store {
                 .optional()?,
             Engine::Pg(pg) => pg
                 .query_opt(
-                    "SELECT edition, address FROM journal WHERE message_id = $1 AND namespace = $2 LIMIT 1",
+                    "SELECT j.edition, j.address FROM journal_message_ids m JOIN journal j ON j.id = m.journal_id
+                     WHERE m.message_id = $1 AND j.namespace = $2 LIMIT 1",
                     pg_params![id, REAL],
                 )?
                 .map(|r| (r.get(0), r.get(1))),
@@ -246,12 +248,11 @@ impl Store {
                 )?
                 .query_row(params![from, to, REAL], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?,
-            // COLLATE "C": byte order, as in SQLite, whatever the database's collation.
+            // `journal_message_ids` is in byte order ("C"), as SQLite compares.
             Engine::Pg(pg) => pg
                 .query_opt(
-                    "SELECT edition, address FROM journal
-                     WHERE message_id COLLATE \"C\" >= $1 AND message_id COLLATE \"C\" < $2
-                       AND namespace = $3 LIMIT 1",
+                    "SELECT j.edition, j.address FROM journal_message_ids m JOIN journal j ON j.id = m.journal_id
+                     WHERE m.message_id >= $1 AND m.message_id < $2 AND j.namespace = $3 LIMIT 1",
                     pg_params![from, to, REAL],
                 )?
                 .map(|r| (r.get(0), r.get(1))),

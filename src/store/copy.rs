@@ -304,6 +304,9 @@ impl Store {
                         params,
                     )?;
                 }
+                if table == "journal" {
+                    pg.execute(super::pg_journal::INDEX_MESSAGE_IDS, vec![])?;
+                }
                 if table == "journal" || table == "clicks" {
                     // New rows continue after the copied ids.
                     pg.execute(

@@ -68,6 +68,7 @@ CREATE INDEX journal_sent_address ON journal (address_key, updated_at)
 // `seq` orders events as they arrived (SQLite's rowid does that there).
 // Both journal indexes are partial: freezing an audience writes rows without a
 // Message-ID, so it pays nothing for them; only rows of messages made are indexed.
+// PostgreSQL replaces them from schema version 5 (`PG_HOT_SCHEMA` in pg_journal.rs).
 
 /// One provider event as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -228,8 +229,8 @@ impl Store {
                 .optional()?,
             Engine::Pg(pg) => pg
                 .query_opt(
-                    "SELECT edition FROM journal
-                     WHERE message_id = $1 AND address_key = $2 AND namespace = $3 LIMIT 1",
+                    "SELECT j.edition FROM journal_message_ids m JOIN journal j ON j.id = m.journal_id
+                     WHERE m.message_id = $1 AND j.address_key = $2 AND j.namespace = $3 LIMIT 1",
                     pg_params![id, key, REAL],
                 )?
                 .map(|r| r.get(0)),

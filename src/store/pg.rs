@@ -51,6 +51,11 @@ const MIGRATIONS: &[&[&str]] = &[
     &[super::lists::PG_SCHEMA],
     // Claim and commit tokens: a retry after a lost answer knows what landed.
     &[super::pg_journal::PG_TOKENS_SCHEMA],
+    // A journal whose updates are HOT: no index on what a send changes.
+    &[
+        super::pg_journal::PG_HOT_SCHEMA,
+        super::pg_journal::INDEX_MESSAGE_IDS,
+    ],
 ];
 
 /// The schema version this binary writes.

@@ -27,6 +27,7 @@ mod journal_faults;
 mod mrml_traps;
 mod pg;
 mod pg_claims;
+mod pg_hot;
 mod pg_lost_claim;
 mod pg_more;
 mod preview;

@@ -300,7 +300,7 @@ fn the_schema_is_created_once_by_processes_that_start_together_on_an_empty_datab
     assert_eq!(nl.suppressions().len(), 6);
     assert_eq!(
         postgres().sql(&url, "SELECT version FROM brief_schema"),
-        "4",
+        "5",
         "one schema version row"
     );
 }
@@ -317,7 +317,7 @@ fn a_database_with_a_newer_schema_is_refused() {
         assert_eq!(code(&out), Some(1));
         let err = stderr(&out);
         assert!(
-            err.contains("schema is version 99, newer than this brief knows (4)"),
+            err.contains("schema is version 99, newer than this brief knows (5)"),
             "{err}"
         );
     }
