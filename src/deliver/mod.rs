@@ -599,12 +599,14 @@ pub fn run(store: Store, job: Job, transport: Transport) -> Result<(Store, Repor
     } else {
         PAGE
     };
+    // No recipient below this one is held by another sender (see `first_held_by_others`).
+    let mut held_from = 0;
     let first_page = loop {
         let was_freezing = freezing();
         let page = store.due(
             &slug,
             namespace,
-            0,
+            held_from,
             clock::now(),
             job.resend_in_doubt,
             page_size,
@@ -614,10 +616,11 @@ pub fn run(store: Store, job: Job, transport: Transport) -> Result<(Store, Repor
         }
         if was_freezing {
             std::thread::sleep(FREEZE_POLL);
-        } else if store.others_hold_claims(&slug, namespace)? {
+        } else if let Some(first) = store.first_held_by_others(&slug, namespace, held_from)? {
             // A shared store whose recipients other senders hold: stand by, and take
             // over whatever a sender that dies leaves (after its lease).
             std::thread::sleep(SHARED_POLL);
+            held_from = first - 1;
         } else {
             break page;
         }
@@ -801,6 +804,9 @@ async fn produce(ctx: &Ctx, first_page: Vec<Entry>, tx: tokio::sync::mpsc::Sende
     };
     let mut page = first_page;
     let mut last = 0;
+    // As in `run`: what other senders hold starts above this (this sender hands rows
+    // back only when its run stops, and then it does not look again).
+    let mut held_from = 0;
     // Read before each page query: if the freeze had finished by then, an empty page
     // really is the end.
     let mut was_freezing = true;
@@ -811,12 +817,13 @@ async fn produce(ctx: &Ctx, first_page: Vec<Entry>, tx: tokio::sync::mpsc::Sende
                 // The audience is still being frozen: more rows are coming.
                 tokio::time::sleep(FREEZE_POLL).await;
             }
-            None => match ctx.writer.others_hold_claims().await {
+            None => match ctx.writer.first_held_by_others(held_from).await {
                 // Other senders of a shared store hold the rest: wait, and look again
-                // from the start for what one that died hands back.
-                Ok(true) if !ctx.stopping() => {
+                // from the first of those rows for what one that died hands back.
+                Ok(Some(first)) if !ctx.stopping() => {
                     tokio::time::sleep(SHARED_POLL).await;
-                    last = 0;
+                    held_from = first - 1;
+                    last = held_from;
                 }
                 Ok(_) => return,
                 Err(e) => {

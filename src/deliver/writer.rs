@@ -29,7 +29,7 @@ enum Request {
     },
     /// Whether other senders of a shared store still hold claims (after every change
     /// queued before).
-    OthersHoldClaims(oneshot::Sender<Result<bool>>),
+    FirstHeldByOthers(i64, oneshot::Sender<Result<Option<i64>>>),
 }
 
 /// A handle to the writer thread; clone it freely.
@@ -110,12 +110,13 @@ impl JournalWriter {
 }
 
 impl JournalWriter {
-    /// With a shared store: whether other live senders still hold recipients of this
-    /// send (which come back to this one if they die).
-    pub(super) async fn others_hold_claims(&self) -> Result<bool> {
+    /// With a shared store: the lowest id above `after` of the recipients of this
+    /// send that other live senders still hold (which come back to this one if they
+    /// die), if any.
+    pub(super) async fn first_held_by_others(&self, after: i64) -> Result<Option<i64>> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Request::OthersHoldClaims(reply))
+            .send(Request::FirstHeldByOthers(after, reply))
             .map_err(|_| anyhow!("the journal writer stopped"))?;
         rx.await
             .map_err(|_| anyhow!("the journal writer stopped"))?
@@ -198,11 +199,11 @@ fn run(store: Store, edition: &str, namespace: &str, rx: mpsc::Receiver<Request>
                         };
                         let _ = reply.send(page);
                     }
-                    Request::OthersHoldClaims(reply) => {
+                    Request::FirstHeldByOthers(after, reply) => {
                         commit(&store, &mut updates, &mut acks, &mut failure);
                         let held = match &failure {
                             Some(e) => Err(anyhow!("{e:#}")),
-                            None => store.others_hold_claims(edition, namespace),
+                            None => store.first_held_by_others(edition, namespace, after),
                         };
                         let _ = reply.send(held);
                     }

@@ -601,12 +601,18 @@ impl Store {
         })
     }
 
-    /// With a shared store: whether other live senders still hold claims on this
-    /// send (recipients that come back if they die, so this sender must not stop yet).
-    pub fn others_hold_claims(&self, edition: &str, namespace: &str) -> Result<bool> {
+    /// With a shared store: the lowest id above `after` of the recipients of this send
+    /// that other live senders still hold (which come back if they die, so this sender
+    /// must not stop yet), if any.
+    pub fn first_held_by_others(
+        &self,
+        edition: &str,
+        namespace: &str,
+        after: i64,
+    ) -> Result<Option<i64>> {
         match &self.engine {
-            Engine::Sqlite(_) => Ok(false),
-            Engine::Pg(pg) => pg.others_hold_claims(edition, namespace),
+            Engine::Sqlite(_) => Ok(None),
+            Engine::Pg(pg) => pg.first_held_by_others(edition, namespace, after),
         }
     }
 

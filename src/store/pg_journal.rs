@@ -450,31 +450,41 @@ impl Pg {
         })
     }
 
-    /// Whether other senders still hold recipients of this send: claimed ones not yet
-    /// tried (which come back to the pool if their sender dies), and in-doubt marks of
-    /// live senders (whose answer is on its way). A pending row nobody claimed counts
-    /// too: a claim passes over the rows another claim, not yet committed, has locked,
-    /// so this sender's empty claim does not mean that nothing is left.
-    pub(super) fn others_hold_claims(&self, edition: &str, namespace: &str) -> Result<bool> {
+    /// The lowest id above `after` of the recipients of this send that other senders
+    /// still hold: claimed ones not yet tried (which come back to the pool if their
+    /// sender dies), and in-doubt marks of live senders (whose answer is on its way).
+    /// A pending row nobody claimed counts too: a claim passes over the rows another
+    /// claim, not yet committed, has locked, so this sender's empty claim does not
+    /// mean that nothing is left. Rows only leave that set, but for this sender's own
+    /// hand-backs when its run stops (a row another sender defers comes due in a
+    /// later run), so a caller that polls looks from its last answer on: with no
+    /// index on `state`, each look reads the edition's rows from `after`.
+    pub(super) fn first_held_by_others(
+        &self,
+        edition: &str,
+        namespace: &str,
+        after: i64,
+    ) -> Result<Option<i64>> {
         let me = self.worker.borrow().as_ref().map_or(0, |w| w.id);
         Ok(self
             .query_opt(
-                "SELECT 1 FROM journal j
-                 WHERE j.edition = $1 AND j.namespace = $2
+                "SELECT j.id FROM journal j
+                 WHERE j.edition = $1 AND j.namespace = $2 AND j.id > $5
                    AND j.claimed_by IS DISTINCT FROM $3
                    AND (j.state = 'pending'
                         OR (j.state = 'in_doubt' AND EXISTS (
                             SELECT 1 FROM workers w WHERE w.id = j.claimed_by
                               AND w.heartbeat > now() - make_interval(secs => $4))))
-                 LIMIT 1",
+                 ORDER BY j.id LIMIT 1",
                 pg_params![
                     edition.to_string(),
                     namespace.to_string(),
                     me,
-                    LEASE.as_secs_f64()
+                    LEASE.as_secs_f64(),
+                    after
                 ],
             )?
-            .is_some())
+            .map(|r| r.get(0)))
     }
 
     pub(super) fn clamp_retries(

@@ -320,8 +320,8 @@ fn a_claim_whose_commit_landed_but_whose_answer_was_lost_is_sent_by_the_same_run
     let db = postgres().database();
     // The third pipelined claim (the first page is claimed before the producer starts,
     // in a lone statement): it takes rows past those of the earlier pages, which the
-    // producer may still have in its queue (a claim from the start of the list, where
-    // those count, is the next test).
+    // producer may still have in its queue (a claim that looks again for what another
+    // sender hands back, while those are queued, is the next test).
     let proxy = Proxy::start(
         postgres().port,
         Plan {
@@ -354,21 +354,13 @@ fn a_claim_whose_commit_landed_but_whose_answer_was_lost_is_sent_by_the_same_run
     assert_eq!(n(&report, "sent"), 60, "{report}");
 }
 
-/// A claim from the start of the list (`after` 0: the producer looks again for what
-/// another sender hands back) is cut while this sender's queue still holds readers it
-/// claimed earlier and has not marked yet: the retry must not take those again.
+/// A claim that looks again for what another sender hands back (`after`: just below
+/// the first row that sender holds) is cut while this sender's queue still holds
+/// readers it claimed earlier and has not marked yet: the retry must not take those
+/// again.
 #[test]
-fn a_lost_claim_from_the_start_does_not_take_again_what_this_sender_has_queued() {
+fn a_lost_claim_that_looks_again_does_not_take_again_what_this_sender_has_queued() {
     let db = postgres().database();
-    let proxy = Proxy::start(
-        postgres().port,
-        Plan {
-            // `$4` of the claim is `after`.
-            request: Request::Query("synchronous_commit TO off", Some((3, 0))),
-            pass: 0,
-            meanwhile: None,
-        },
-    );
     // A second before every DATA reply, one connection: the queue fills up ahead of it.
     let sink = Server::smtp_sink(&["-w", "1"]);
     let closed = free_port();
@@ -391,6 +383,22 @@ fn a_lost_claim_from_the_start_does_not_take_again_what_this_sender_has_queued()
             "UPDATE journal SET claimed_by = {other} WHERE address IN ('{}', '{}')",
             theirs[0], theirs[1]
         ),
+    );
+    let below_theirs: i64 = postgres()
+        .sql(
+            &db,
+            &format!("SELECT id - 1 FROM journal WHERE address = '{}'", theirs[0]),
+        )
+        .parse()
+        .unwrap();
+    let proxy = Proxy::start(
+        postgres().port,
+        Plan {
+            // `$4` of the claim is `after`.
+            request: Request::Query("synchronous_commit TO off", Some((3, below_theirs))),
+            pass: 0,
+            meanwhile: None,
+        },
     );
     nl.write(
         "brief.toml",
@@ -424,7 +432,7 @@ fn a_lost_claim_from_the_start_does_not_take_again_what_this_sender_has_queued()
     assert_eq!(
         proxy.cuts(),
         1,
-        "the proxy never cut a claim from the start: the test proves nothing"
+        "the proxy never cut the claim that looks again: the test proves nothing"
     );
     let counts = sink.counts();
     for reader in &nl.readers {
