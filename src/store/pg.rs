@@ -14,7 +14,7 @@
 //! binary knows is refused.
 
 use anyhow::{anyhow, bail, Context, Result};
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
@@ -243,6 +243,16 @@ impl Pg {
         };
         let pool = Pool::builder(manager)
             .max_size(8)
+            // On a large journal a generic plan's estimate can pass `jit_above_cost`,
+            // and compiling a claim then takes far longer than running it.
+            .post_create(Hook::async_fn(|client, _| {
+                Box::pin(async move {
+                    client
+                        .batch_execute("SET jit = off")
+                        .await
+                        .map_err(HookError::Backend)
+                })
+            }))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .context("cannot build the connection pool")?;

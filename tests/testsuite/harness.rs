@@ -1038,6 +1038,11 @@ impl Postgres {
         child
     }
 
+    /// What the server has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
     /// Runs SQL with psql on the database of `url`; its output (unaligned, no headers).
     pub fn sql(&self, url: &str, sql: &str) -> String {
         let out = Command::new(self.bin.join("psql"))
