@@ -679,6 +679,22 @@ fn store_copy_moves_every_table_to_postgresql_and_back() {
         printed.contains("journal: 20\n") && printed.contains("suppressions: 1\n"),
         "{printed}"
     );
+    // The Message-IDs of the copied send find their rows (bounces, webhooks).
+    assert_eq!(
+        postgres().sql(
+            &url,
+            "SELECT count(*) FROM journal j JOIN journal_message_ids m
+               ON m.journal_id = j.id AND m.message_id = j.message_id"
+        ),
+        postgres().sql(
+            &url,
+            "SELECT count(*) FROM journal WHERE message_id IS NOT NULL"
+        ),
+    );
+    assert_eq!(
+        postgres().sql(&url, "SELECT count(*) FROM journal_message_ids"),
+        "19"
+    );
     // A second copy into the same (now full) database is refused, and changes nothing.
     let again = nl.run(&["store", "copy", "--to", &url]);
     assert_eq!(code(&again), Some(1));
