@@ -27,8 +27,8 @@ enum Request {
         limit: usize,
         reply: oneshot::Sender<Result<Vec<Entry>>>,
     },
-    /// Whether other senders of a shared store still hold claims (after every change
-    /// queued before).
+    /// The first recipient above this id that other senders of a shared store still
+    /// hold (after every change queued before).
     FirstHeldByOthers(i64, oneshot::Sender<Result<Option<i64>>>),
 }
 
