@@ -657,7 +657,6 @@ pub fn run(store: Store, job: Job, transport: Transport) -> Result<(Store, Repor
         .context("cannot start the async runtime")?;
     let senders = store.live_senders();
     let claimer = store.claimer();
-    let (writer, thread) = JournalWriter::spawn(store, &slug, namespace);
     let progress = if job.progress {
         let bar = indicatif::ProgressBar::new(total);
         bar.set_style(
@@ -674,6 +673,7 @@ pub fn run(store: Store, job: Job, transport: Transport) -> Result<(Store, Repor
         Transport::DryRun => 1,
         _ => job.concurrency.max(1),
     };
+    let (writer, thread) = JournalWriter::spawn(store, &slug, namespace, concurrency);
     let ctx = Arc::new(Ctx {
         rate: rate::RateLimiter::shared(job.rate_per_second, senders),
         job,

@@ -1,16 +1,17 @@
 //! The journal writer: one thread owns the store and applies every journal change,
-//! gathering all changes that arrive while it commits into the next transaction
-//! (group commit); while commits are quick, a batch with in-doubt marks waits about
-//! one commit longer for more, so fewer commits carry them ([`LINGER_BELOW`]). A
-//! sender that must know its change is durable (the `in_doubt` mark before a body
-//! goes out) waits for the acknowledgement; other changes are fire and
+//! in batches. Each connection queues the `in_doubt` mark of its next recipient a
+//! whole message before it needs it, so the writer does not commit each mark as it
+//! comes: a batch is committed once it holds the marks of half the connections, or
+//! a sender waits for one of its marks, or a read needs it, or after
+//! [`WAIT_AT_MOST`]. Half leaves the other half of a message's time for the commit
+//! itself, so connections seldom wait. Other changes (outcomes) are fire and
 //! forget, and are durable once a later acknowledgement arrives or the writer is
 //! closed. Reads that must see every earlier change (the next page of due
 //! recipients) go through the same queue, in order.
 //!
 //! An acknowledgement also waits for the journal's high-water mark (see
-//! `store::mark`), a second fsync: a helper thread does it while the writer commits
-//! the next transaction, so a mark waits for about one commit, not two.
+//! `store::mark`), a second fsync: a helper thread does it, so the writer can commit
+//! the next batch meanwhile.
 
 use crate::store::{Entry, HighWater, Store, Update};
 use anyhow::{anyhow, Result};
@@ -30,6 +31,9 @@ enum Request {
     /// The first recipient above this id that other senders of a shared store still
     /// hold (after every change queued before).
     FirstHeldByOthers(i64, oneshot::Sender<Result<Option<i64>>>),
+    /// A sender now waits for the mark of this recipient: commit without waiting for
+    /// more.
+    Hurry(i64),
 }
 
 /// A handle to the writer thread; clone it freely.
@@ -44,23 +48,46 @@ pub(super) struct JournalWriterThread(std::thread::JoinHandle<Result<Store>>);
 /// Most changes applied in one transaction.
 const MAX_BATCH: usize = 8192;
 
-/// A batch holding in-doubt marks waits for more changes for as long as the last
-/// commit took, when that was shorter than this: fewer commits for the same marks,
-/// at the cost of at most one more quick commit's time for each mark. Slower commits
-/// gather big batches on their own, and waiting would only delay the marks.
-const LINGER_BELOW: std::time::Duration = std::time::Duration::from_millis(1);
+/// How long queued changes wait at most to be committed. Holding an outcome back
+/// never widens the in-doubt window: a connection queues its next mark after its
+/// outcome, so that mark is never durable before the outcome is.
+const WAIT_AT_MOST: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// When the writer commits a batch that no sender waits for yet.
+#[derive(Clone, Copy)]
+struct Batching {
+    /// Once it holds this many in-doubt marks.
+    marks: usize,
+    /// Once its oldest change waited this long.
+    wait: std::time::Duration,
+}
 
 impl JournalWriter {
+    /// A writer for a send over `connections` connections.
     pub(super) fn spawn(
         store: Store,
         edition: &str,
         namespace: &str,
+        connections: usize,
+    ) -> (JournalWriter, JournalWriterThread) {
+        let batching = Batching {
+            marks: (connections / 2).max(1),
+            wait: WAIT_AT_MOST,
+        };
+        Self::spawn_batching(store, edition, namespace, batching)
+    }
+
+    fn spawn_batching(
+        store: Store,
+        edition: &str,
+        namespace: &str,
+        batching: Batching,
     ) -> (JournalWriter, JournalWriterThread) {
         let (tx, rx) = mpsc::channel();
         let (edition, namespace) = (edition.to_string(), namespace.to_string());
         let handle = std::thread::Builder::new()
             .name("brief-journal".into())
-            .spawn(move || run(store, &edition, &namespace, rx))
+            .spawn(move || run(store, &edition, &namespace, rx, batching))
             .expect("spawning a thread");
         (JournalWriter { tx }, JournalWriterThread(handle))
     }
@@ -79,11 +106,20 @@ impl JournalWriter {
         &self,
         update: Update,
     ) -> Result<impl std::future::Future<Output = Result<bool>>> {
-        let (ack, rx) = oneshot::channel();
+        let (ack, mut rx) = oneshot::channel();
+        let id = update.id;
         self.tx
             .send(Request::Update(update, Some(ack)))
             .map_err(|_| anyhow!("the journal writer stopped"))?;
-        Ok(async move { rx.await.map_err(|_| anyhow!("the journal writer stopped")) })
+        let tx = self.tx.clone();
+        Ok(async move {
+            if let Ok(go) = rx.try_recv() {
+                return Ok(go);
+            }
+            // Not yet committed: the writer holds the mark back until somebody waits.
+            let _ = tx.send(Request::Hurry(id));
+            rx.await.map_err(|_| anyhow!("the journal writer stopped"))
+        })
     }
 
     /// The next page of due recipients, after every change queued before.
@@ -148,7 +184,13 @@ struct Marks {
     failure: Arc<Mutex<Option<anyhow::Error>>>,
 }
 
-fn run(store: Store, edition: &str, namespace: &str, rx: mpsc::Receiver<Request>) -> Result<Store> {
+fn run(
+    store: Store,
+    edition: &str,
+    namespace: &str,
+    rx: mpsc::Receiver<Request>,
+    batching: Batching,
+) -> Result<Store> {
     let (tx, committed) = mpsc::channel();
     let marks = Marks {
         tx,
@@ -170,19 +212,21 @@ fn run(store: Store, edition: &str, namespace: &str, rx: mpsc::Receiver<Request>
                   failure: &mut Option<anyhow::Error>| {
         commit(store, updates, acks, failure, &marks)
     };
-    // How long the last commit took: while commits are quick, a batch with marks
-    // waits that long again for more changes, so that fewer commits carry them.
-    let mut last_commit = LINGER_BELOW;
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
-        let mut lingered = false;
+        // When the oldest change of this batch was queued, and whether a sender waits.
+        let mut since: Option<std::time::Instant> = None;
+        let mut hurried = false;
         loop {
             while let Some(req) = next.take() {
                 match req {
                     Request::Update(u, ack) => {
+                        since.get_or_insert_with(std::time::Instant::now);
                         acks.extend(ack.map(|a| (u.id, a)));
                         updates.push(u);
                     }
+                    // A mark already committed is only waiting for the high-water thread.
+                    Request::Hurry(id) => hurried |= acks.iter().any(|(a, _)| *a == id),
                     Request::Due {
                         after,
                         now,
@@ -191,6 +235,7 @@ fn run(store: Store, edition: &str, namespace: &str, rx: mpsc::Receiver<Request>
                         reply,
                     } => {
                         commit(&store, &mut updates, &mut acks, &mut failure);
+                        since = None;
                         let page = match &failure {
                             Some(e) => Err(anyhow!("{e:#}")),
                             None => {
@@ -201,6 +246,7 @@ fn run(store: Store, edition: &str, namespace: &str, rx: mpsc::Receiver<Request>
                     }
                     Request::FirstHeldByOthers(after, reply) => {
                         commit(&store, &mut updates, &mut acks, &mut failure);
+                        since = None;
                         let held = match &failure {
                             Some(e) => Err(anyhow!("{e:#}")),
                             None => store.first_held_by_others(edition, namespace, after),
@@ -212,26 +258,18 @@ fn run(store: Store, edition: &str, namespace: &str, rx: mpsc::Receiver<Request>
                     next = rx.try_recv().ok();
                 }
             }
-            if lingered
-                || acks.is_empty()
-                || last_commit >= LINGER_BELOW
-                || updates.len() >= MAX_BATCH
-            {
+            let Some(since) = since else { break };
+            if hurried || acks.len() >= batching.marks || updates.len() >= MAX_BATCH {
                 break;
             }
-            lingered = true;
-            match rx.recv_timeout(last_commit) {
+            match rx.recv_timeout(
+                (since + batching.wait).saturating_duration_since(std::time::Instant::now()),
+            ) {
                 Ok(req) => next = Some(req),
                 Err(_) => break,
             }
         }
-        // Timed only when it writes: an empty commit says nothing about the disk.
-        let writes = !updates.is_empty();
-        let started = std::time::Instant::now();
         commit(&store, &mut updates, &mut acks, &mut failure);
-        if writes {
-            last_commit = started.elapsed();
-        }
     }
     commit(&store, &mut updates, &mut acks, &mut failure);
     let Marks {
@@ -369,7 +407,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, ids, now) = store_with_readers(&dir, 4);
         store.check_progress().unwrap();
-        let (writer, thread) = JournalWriter::spawn(store, "e", REAL);
+        let (writer, thread) = JournalWriter::spawn(store, "e", REAL, 1);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
@@ -397,13 +435,131 @@ mod tests {
         thread.join().unwrap();
     }
 
+    /// The step in `dir`'s high-water mark file.
+    fn marked_step(dir: &tempfile::TempDir) -> i64 {
+        std::fs::read_to_string(dir.path().join("brief.db.mark"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Over 16 connections, 8 marks queued a little apart, with no sender waiting
+    /// yet, share one commit (the first mark before them is waited for, to make the
+    /// mark file; a deadline passed under load may cost one more commit).
+    #[test]
+    fn the_marks_of_half_the_connections_share_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, ids, now) = store_with_readers(&dir, 9);
+        let (writer, thread) = JournalWriter::spawn(store, "e", REAL, 16);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mark = |id| {
+            let mut u = Update::new(id, State::InDoubt, now);
+            u.unless_suppressed = true;
+            writer.durable(u).unwrap()
+        };
+        assert!(runtime.block_on(mark(ids[0])).unwrap());
+        let before = marked_step(&dir);
+        let mut pending = Vec::new();
+        for &id in &ids[1..] {
+            pending.push(mark(id));
+            // Time enough for a writer that commits whatever it has to do so.
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        for p in pending {
+            assert!(runtime.block_on(p).unwrap());
+        }
+        let commits = marked_step(&dir) - before;
+        assert!((1..=2).contains(&commits), "8 marks took {commits} commits");
+        drop(writer);
+        let store = thread.join().unwrap();
+        assert_eq!(store.counts("e", REAL).unwrap().in_doubt, 9);
+    }
+
+    /// With no sender waiting and no deadline near, the writer commits a batch when
+    /// it holds as many marks as it was told, not before.
+    #[test]
+    fn a_batch_is_committed_when_it_holds_enough_marks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, ids, now) = store_with_readers(&dir, 5);
+        let batching = Batching {
+            marks: 4,
+            wait: std::time::Duration::from_secs(3600),
+        };
+        let (writer, thread) = JournalWriter::spawn_batching(store, "e", REAL, batching);
+        let queue = |id| {
+            let mut u = Update::new(id, State::InDoubt, now);
+            u.unless_suppressed = true;
+            writer.durable(u).unwrap()
+        };
+        let mut held: Vec<_> = ids[..3].iter().map(|&id| queue(id)).collect();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(
+            !dir.path().join("brief.db.mark").exists(),
+            "three marks were committed"
+        );
+        held.push(queue(ids[3]));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !dir.path().join("brief.db.mark").exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "four marks not committed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // Each waiting mark holds a way to hurry the writer, which keeps it open.
+        drop(held);
+        drop(writer);
+        let store = thread.join().unwrap();
+        assert_eq!(store.counts("e", REAL).unwrap().in_doubt, 4);
+    }
+
+    /// A sender that waits for its mark gets it without the writer's deadline passing
+    /// (here an hour), and outcomes nobody waits for are committed when the writer
+    /// closes.
+    #[test]
+    fn a_waiting_sender_does_not_wait_for_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, ids, now) = store_with_readers(&dir, 3);
+        let hour = std::time::Duration::from_secs(3600);
+        let batching = Batching {
+            marks: usize::MAX,
+            wait: hour,
+        };
+        let (writer, thread) = JournalWriter::spawn_batching(store, "e", REAL, batching);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        for &id in &ids[..2] {
+            let mut u = Update::new(id, State::InDoubt, now);
+            u.unless_suppressed = true;
+            let durable = writer.durable(u).unwrap();
+            let acked = runtime.block_on(async {
+                tokio::time::timeout(std::time::Duration::from_secs(30), durable).await
+            });
+            assert!(acked.expect("the mark waited for the deadline").unwrap());
+            writer.record(Update::new(id, State::Sent, now)).unwrap();
+        }
+        writer
+            .record(Update::new(ids[2], State::Deferred, now))
+            .unwrap();
+        drop(writer);
+        let store = thread.join().unwrap();
+        let counts = store.counts("e", REAL).unwrap();
+        assert_eq!((counts.sent, counts.in_doubt, counts.deferred), (2, 0, 1));
+        store.check_progress().unwrap();
+    }
+
     /// Every acknowledged in-doubt mark is covered by the high-water mark file by the
     /// time its sender hears of it, though that fsync runs on another thread.
     #[test]
     fn an_acknowledged_mark_is_already_in_the_high_water_file() {
         let dir = tempfile::tempdir().unwrap();
         let (store, ids, now) = store_with_readers(&dir, 50);
-        let (writer, thread) = JournalWriter::spawn(store, "e", REAL);
+        let (writer, thread) = JournalWriter::spawn(store, "e", REAL, 1);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
