@@ -101,7 +101,8 @@ impl JournalWriter {
 
     /// Queues a change now; the returned future resolves once it is committed, to
     /// false if it was an `unless_suppressed` claim refused because the address is
-    /// suppressed.
+    /// suppressed. Awaiting it tells the writer to commit now; until it is dropped,
+    /// it keeps the writer open, as a handle does.
     pub(super) fn durable(
         &self,
         update: Update,
