@@ -436,6 +436,22 @@ mod tests {
         thread.join().unwrap();
     }
 
+    /// An in-doubt mark of `id`, checked against the suppression list.
+    fn in_doubt(id: i64, now: chrono::DateTime<chrono::Utc>) -> Update {
+        let mut u = Update::new(id, State::InDoubt, now);
+        u.unless_suppressed = true;
+        u
+    }
+
+    /// A writer whose batches wait an hour, or for `marks` marks, or for a sender.
+    fn writer_holding(store: Store, marks: usize) -> (JournalWriter, JournalWriterThread) {
+        let batching = Batching {
+            marks,
+            wait: std::time::Duration::from_secs(3600),
+        };
+        JournalWriter::spawn_batching(store, "e", REAL, batching)
+    }
+
     /// The step in `dir`'s high-water mark file.
     fn marked_step(dir: &tempfile::TempDir) -> i64 {
         std::fs::read_to_string(dir.path().join("brief.db.mark"))
@@ -456,11 +472,7 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let mark = |id| {
-            let mut u = Update::new(id, State::InDoubt, now);
-            u.unless_suppressed = true;
-            writer.durable(u).unwrap()
-        };
+        let mark = |id| writer.durable(in_doubt(id, now)).unwrap();
         assert!(runtime.block_on(mark(ids[0])).unwrap());
         let before = marked_step(&dir);
         let mut pending = Vec::new();
@@ -485,16 +497,8 @@ mod tests {
     fn a_batch_is_committed_when_it_holds_enough_marks() {
         let dir = tempfile::tempdir().unwrap();
         let (store, ids, now) = store_with_readers(&dir, 5);
-        let batching = Batching {
-            marks: 4,
-            wait: std::time::Duration::from_secs(3600),
-        };
-        let (writer, thread) = JournalWriter::spawn_batching(store, "e", REAL, batching);
-        let queue = |id| {
-            let mut u = Update::new(id, State::InDoubt, now);
-            u.unless_suppressed = true;
-            writer.durable(u).unwrap()
-        };
+        let (writer, thread) = writer_holding(store, 4);
+        let queue = |id| writer.durable(in_doubt(id, now)).unwrap();
         let mut held: Vec<_> = ids[..3].iter().map(|&id| queue(id)).collect();
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert!(
@@ -524,20 +528,13 @@ mod tests {
     fn a_waiting_sender_does_not_wait_for_the_deadline() {
         let dir = tempfile::tempdir().unwrap();
         let (store, ids, now) = store_with_readers(&dir, 3);
-        let hour = std::time::Duration::from_secs(3600);
-        let batching = Batching {
-            marks: usize::MAX,
-            wait: hour,
-        };
-        let (writer, thread) = JournalWriter::spawn_batching(store, "e", REAL, batching);
+        let (writer, thread) = writer_holding(store, usize::MAX);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
             .unwrap();
         for &id in &ids[..2] {
-            let mut u = Update::new(id, State::InDoubt, now);
-            u.unless_suppressed = true;
-            let durable = writer.durable(u).unwrap();
+            let durable = writer.durable(in_doubt(id, now)).unwrap();
             let acked = runtime.block_on(async {
                 tokio::time::timeout(std::time::Duration::from_secs(30), durable).await
             });
