@@ -236,7 +236,7 @@ fn run(
                         reply,
                     } => {
                         commit(&store, &mut updates, &mut acks, &mut failure);
-                        since = None;
+                        (since, hurried) = (None, false);
                         let page = match &failure {
                             Some(e) => Err(anyhow!("{e:#}")),
                             None => {
@@ -247,7 +247,7 @@ fn run(
                     }
                     Request::FirstHeldByOthers(after, reply) => {
                         commit(&store, &mut updates, &mut acks, &mut failure);
-                        since = None;
+                        (since, hurried) = (None, false);
                         let held = match &failure {
                             Some(e) => Err(anyhow!("{e:#}")),
                             None => store.first_held_by_others(edition, namespace, after),
@@ -549,6 +549,57 @@ mod tests {
         let counts = store.counts("e", REAL).unwrap();
         assert_eq!((counts.sent, counts.in_doubt, counts.deferred), (2, 0, 1));
         store.check_progress().unwrap();
+    }
+
+    /// Polls `f` once, which must not be ready yet (a durable future then hurries the
+    /// writer, a read is queued), and keeps it for later.
+    fn poll_once<F: std::future::Future + Unpin>(runtime: &tokio::runtime::Runtime, f: &mut F) {
+        runtime.block_on(async {
+            let once = tokio::time::timeout(std::time::Duration::from_millis(1), f);
+            assert!(once.await.is_err(), "answered before its commit");
+        })
+    }
+
+    /// A sender's hurry is spent once its mark is committed, also when a read of the
+    /// next page committed it: a mark queued after that read waits for a reason of
+    /// its own (here: none within the test).
+    #[test]
+    fn a_hurry_answered_by_a_read_does_not_hurry_the_next_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, ids, now) = store_with_readers(&dir, 3);
+        let (writer, thread) = writer_holding(store, usize::MAX);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        // The write lock held elsewhere: the writer's first commit waits for it, and
+        // what follows queues up behind it, to be read in one go.
+        let other = rusqlite::Connection::open(dir.path().join("brief.db")).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let mut first = Box::pin(writer.durable(in_doubt(ids[0], now)).unwrap());
+        poll_once(&runtime, &mut first);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let mut hurried = Box::pin(writer.durable(in_doubt(ids[1], now)).unwrap());
+        poll_once(&runtime, &mut hurried);
+        let mut page = Box::pin(writer.due(ids[2] - 1, now, false, 10));
+        poll_once(&runtime, &mut page);
+        let after_the_read = writer.durable(in_doubt(ids[2], now)).unwrap();
+        other.execute_batch("COMMIT").unwrap();
+        assert!(runtime.block_on(first).unwrap());
+        assert!(runtime.block_on(hurried).unwrap());
+        assert_eq!(runtime.block_on(page).unwrap().len(), 1);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let state: String = other
+            .query_row("SELECT state FROM journal WHERE id = ?1", [ids[2]], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(state, "pending", "the mark after the read was hurried too");
+        // Waited for, it is committed.
+        assert!(runtime.block_on(after_the_read).unwrap());
+        drop(writer);
+        let store = thread.join().unwrap();
+        assert_eq!(store.counts("e", REAL).unwrap().in_doubt, 3);
     }
 
     /// Every acknowledged in-doubt mark is covered by the high-water mark file by the
