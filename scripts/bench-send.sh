@@ -190,7 +190,8 @@ fi
 # claims and of the journal commits per recipient (pg_stat_statements); then one
 # sender against two on one edition with a relay that waits 1 s before every DATA
 # reply (PG_LAT readers at concurrency 16), where the relay's latency, not brief, is
-# the limit.
+# the limit. The one-sender rounds run twice: with the database sharing the machine's
+# CPUs with the sink and brief, then with the database on a CPU of its own.
 #
 #   PARTS=pg scripts/bench-send.sh
 #   PARTS=pg PG_N=20000 PG_LAT=960 PG_ROUNDS=5 scripts/bench-send.sh
@@ -212,22 +213,44 @@ t = time.time(); subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL); print(
 
   # PG_ROUNDS rounds, each a SQLite send then a PostgreSQL send (a new database each),
   # so both see the same share of the machine; each round's ratio and the median.
-  ratios=()
-  for round in $(seq 1 "$PG_ROUNDS"); do
-    make_newsletter "$work/pg-sqlite$round" "$PG_N" smtp 8
-    w_sqlite=$(cd "$work/pg-sqlite$round" && wall "$BIN" -q send --edition bench)
-    make_newsletter "$work/pg-one$round" "$PG_N" smtp 8
-    url=$(pgdb "one$round"); on_pg "$work/pg-one$round" "$url"
-    "$pgbin/psql" -X -q -d "$url" -c 'CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()' >/dev/null
-    w_pg=$(cd "$work/pg-one$round" && wall "$BIN" -q send --edition bench)
-    sent=$("$pgbin/psql" -X -A -t -d "$url" -c "select count(*) from journal where state = 'sent'")
-    # Database time per recipient of the claims and of the journal commits.
-    per() { "$pgbin/psql" -X -A -t -d "$url" -c "select coalesce(round((sum(total_exec_time) * 1000 / $PG_N)::numeric, 1), 0) || ' µs in ' || coalesce(sum(calls), 0) || ' statements' from pg_stat_statements where query like '$1%'"; }
-    ratio=$(python3 -c "print(round($w_sqlite/$w_pg, 2))")
-    ratios+=("$ratio")
-    echo "round $round: one sender, $PG_N readers, concurrency 8: SQLite $(rate "$PG_N" 0 "$w_sqlite") msg/s, PostgreSQL $(rate "$sent" 0 "$w_pg") msg/s (ratio $ratio); per recipient: claim $(per 'UPDATE journal j SET claimed_by'), commit $(per 'WITH u AS')"
-  done
-  echo "one sender: median ratio PostgreSQL/SQLite $(median "${ratios[@]}") over $PG_ROUNDS rounds (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
+  # With a taskset mask (PIN), brief runs on those CPUs only.
+  pg_rounds() { # label dir-prefix [taskset -c CPUS]
+    local label=$1 prefix=$2 round w_sqlite w_pg url sent ratio ratios=()
+    shift 2
+    for round in $(seq 1 "$PG_ROUNDS"); do
+      make_newsletter "$work/$prefix-sqlite$round" "$PG_N" smtp 8
+      w_sqlite=$(cd "$work/$prefix-sqlite$round" && wall "$@" "$BIN" -q send --edition bench)
+      make_newsletter "$work/$prefix-one$round" "$PG_N" smtp 8
+      url=$(pgdb "$prefix$round"); on_pg "$work/$prefix-one$round" "$url"
+      "$pgbin/psql" -X -q -d "$url" -c 'CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()' >/dev/null
+      w_pg=$(cd "$work/$prefix-one$round" && wall "$@" "$BIN" -q send --edition bench)
+      sent=$("$pgbin/psql" -X -A -t -d "$url" -c "select count(*) from journal where state = 'sent'")
+      # Database time per recipient of the claims and of the journal commits.
+      per() { "$pgbin/psql" -X -A -t -d "$url" -c "select coalesce(round((sum(total_exec_time) * 1000 / $PG_N)::numeric, 1), 0) || ' µs in ' || coalesce(sum(calls), 0) || ' statements' from pg_stat_statements where query like '$1%'"; }
+      ratio=$(python3 -c "print(round($w_sqlite/$w_pg, 2))")
+      ratios+=("$ratio")
+      echo "$label, round $round: one sender, $PG_N readers, concurrency 8: SQLite $(rate "$PG_N" 0 "$w_sqlite") msg/s, PostgreSQL $(rate "$sent" 0 "$w_pg") msg/s (ratio $ratio); per recipient: claim $(per 'UPDATE journal j SET claimed_by'), commit $(per 'WITH u AS')"
+    done
+    echo "$label: one sender: median ratio PostgreSQL/SQLite $(median "${ratios[@]}") over $PG_ROUNDS rounds (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
+  }
+  pg_rounds "database sharing the CPUs" one
+
+  # The same rounds with the database on a CPU of its own, as on a database host: the
+  # server (its processes now and the backends it starts) on the last CPU, the sink
+  # and brief on the others, for both stores. This measures brief's PostgreSQL path
+  # apart from the server's CPU, which on a machine of two shares one core with the
+  # sink and the sender.
+  cpus=$(nproc)
+  if [ "$cpus" -ge 2 ] && command -v taskset >/dev/null; then
+    server=$(pgrep -f -- "-D $work/pg/data" | head -1)
+    others="0-$((cpus - 2))"
+    for p in "$server" $(pgrep -P "$server"); do taskset -a -c -p "$((cpus - 1))" "$p" >/dev/null; done
+    taskset -a -c -p "$others" "${pids[0]}" >/dev/null
+    pg_rounds "database on a CPU of its own" own taskset -c "$others"
+    for p in "$server" $(pgrep -P "$server") "${pids[0]}"; do taskset -a -c -p "0-$((cpus - 1))" "$p" >/dev/null; done
+  else
+    echo "database on a CPU of its own: not measured (needs 2 CPUs and taskset, this machine has $cpus)"
+  fi
 
   lport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   "$SINK" "${user[@]}" -w 1 "127.0.0.1:$lport" 1024 >/dev/null 2>&1 &
