@@ -213,7 +213,7 @@ t = time.time(); subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL); print(
 
   # PG_ROUNDS rounds, each a SQLite send then a PostgreSQL send (a new database each),
   # so both see the same share of the machine; each round's ratio and the median.
-  # With a taskset mask (PIN), brief runs on those CPUs only.
+  # With a `taskset -c CPUS` prefix as its last arguments, brief runs on those CPUs only.
   pg_rounds() { # label dir-prefix [taskset -c CPUS]
     local label=$1 prefix=$2 round w_sqlite w_pg url sent ratio ratios=()
     shift 2
